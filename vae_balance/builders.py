@@ -1,0 +1,73 @@
+"""Build the two stages of a preset as uncompiled BalancedVAE models."""
+
+from vae_balance import networks
+from vae_balance.model import BalancedVAE
+from vae_balance.presets import get_preset
+
+
+def _balancing_kwargs(config):
+    return {
+        "balance": config.balance,
+        "momentum": config.momentum,
+        "running_rule": config.running_rule,
+        "gamma": config.gamma,
+        "min_gamma": config.min_gamma,
+    }
+
+
+def build_vae(preset="cifar10", **overrides):
+    """The first-stage BalancedVAE of a preset (uncompiled).
+
+    Args:
+        preset: a preset name (see `vae_balance.PRESETS`) or a `VAEConfig`.
+        **overrides: `VAEConfig` fields to replace, e.g. ``balance="learned"``.
+
+    Example:
+
+    >>> vae = build_vae("cifar10")
+    >>> vae.encoder.count_params(), vae.decoder.count_params()
+    """
+    config = get_preset(preset, **overrides)
+    common = {
+        "latent_dim": config.latent_dim,
+        "base_filters": config.base_filters,
+        "bn_momentum": config.bn_momentum,
+        "bn_epsilon": config.bn_epsilon,
+    }
+    encoder = networks.build_encoder(
+        config.image_shape,
+        num_scales=config.num_scales,
+        fc_dim=config.fc_dim,
+        **common,
+    )
+    decoder = networks.build_decoder(
+        config.image_shape, max_filters=config.max_filters, **common
+    )
+    return BalancedVAE(
+        encoder,
+        decoder,
+        kl_weight=config.resolved_kl_weight(),
+        seed=config.seed,
+        name="vae",
+        **_balancing_kwargs(config),
+    )
+
+
+def build_second_stage(preset="cifar10", **overrides):
+    """The second-stage BalancedVAE on latent vectors (uncompiled).
+
+    Same class and balancing rule as stage 1, KL weight 1, its own running_mse
+    from 1.0, dense networks of ``second_dim`` units, no input range check.
+    """
+    config = get_preset(preset, **overrides)
+    kwargs = {"latent_dim": config.latent_dim, "second_dim": config.second_dim}
+    kwargs["depth"] = config.second_depth
+    return BalancedVAE(
+        networks.build_second_encoder(**kwargs),
+        networks.build_second_decoder(**kwargs),
+        kl_weight=1.0,
+        input_range=None,
+        seed=config.seed + 1,
+        name="vae2",
+        **_balancing_kwargs(config),
+    )

@@ -1,0 +1,129 @@
+"""The paper's networks: Dai & Wipf's ResNet (stage 1) and dense stage 2.
+
+Layer by layer as in paper-notes sections 2-3 (3x3 'same' convolutions, default
+initialisers, BatchNormalization momentum 0.999 / epsilon 1e-5, no L2
+regulariser: the reference code's never reached its loss). Parameter counts are
+checked in tests/test_networks.py against the hand counts of the reference.
+"""
+
+import keras
+from keras import layers
+
+
+def _batch_norm(momentum, epsilon, name):
+    return layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
+
+
+def res_block(x, filters, name, bn_momentum=0.999, bn_epsilon=1e-5):
+    """Two BN-ReLU-Conv3x3 units plus a 3x3 convolutional shortcut."""
+    y = x
+    for i in (1, 2):
+        y = _batch_norm(bn_momentum, bn_epsilon, f"{name}_bn{i}")(y)
+        y = layers.ReLU(name=f"{name}_relu{i}")(y)
+        y = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv{i}")(y)
+    shortcut = layers.Conv2D(filters, 3, padding="same", name=f"{name}_shortcut")(x)
+    return layers.Add(name=f"{name}_add")([y, shortcut])
+
+
+def res_fc_block(x, units, name):
+    """Two ReLU-Dense units plus a dense shortcut, no normalisation."""
+    y = x
+    for i in (1, 2):
+        y = layers.ReLU(name=f"{name}_relu{i}")(y)
+        y = layers.Dense(units, name=f"{name}_dense{i}")(y)
+    shortcut = layers.Dense(units, name=f"{name}_shortcut")(x)
+    return layers.Add(name=f"{name}_add")([y, shortcut])
+
+
+def build_encoder(
+    image_shape,
+    latent_dim=64,
+    base_filters=32,
+    num_scales=3,
+    fc_dim=512,
+    bn_momentum=0.999,
+    bn_epsilon=1e-5,
+    name="encoder",
+):
+    """First-stage ResNet encoder: image -> [z_mean, z_log_sigma]."""
+    image = keras.Input(shape=tuple(image_shape), name="image")
+    x = layers.Conv2D(base_filters, 3, padding="same", name="stem")(image)
+    filters = base_filters
+    for scale in range(num_scales):
+        x = res_block(x, filters, f"scale{scale}", bn_momentum, bn_epsilon)
+        if scale < num_scales - 1:
+            filters *= 2
+            x = layers.Conv2D(
+                filters, 3, strides=2, padding="same", name=f"down{scale}"
+            )(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = res_fc_block(x, fc_dim, "fc")
+    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
+    z_log_sigma = layers.Dense(latent_dim, name="z_log_sigma")(x)
+    return keras.Model(image, [z_mean, z_log_sigma], name=name)
+
+
+def decoder_filters(side, base_filters=32, max_filters=1024):
+    """Channels per resolution 2, 4, ..., side, coarsest first."""
+    if side < 2 or side & (side - 1):
+        raise ValueError(
+            f"The decoder needs a power-of-two image side >= 2, got {side}. Pad "
+            "the images (28x28 -> 32x32, as the fashion_mnist preset does)."
+        )
+    filters, f, resolution = [], base_filters, 2
+    while resolution <= side:
+        filters.append(min(f, max_filters))
+        f *= 2
+        resolution *= 2
+    return filters[::-1]
+
+
+def build_decoder(
+    image_shape,
+    latent_dim=64,
+    base_filters=32,
+    max_filters=1024,
+    bn_momentum=0.999,
+    bn_epsilon=1e-5,
+    name="decoder",
+):
+    """First-stage ResNet decoder: z -> image in [0, 1] (sigmoid)."""
+    height, width, channels = image_shape
+    if height != width:
+        raise ValueError(f"The decoder needs square images, got {image_shape}.")
+    dims = decoder_filters(height, base_filters, max_filters)
+    z = keras.Input(shape=(latent_dim,), name="z")
+    x = layers.Dense(2 * 2 * dims[0], name="project")(z)
+    x = layers.Reshape((2, 2, dims[0]), name="reshape")(x)
+    for i, filters in enumerate(dims[1:]):
+        x = layers.Conv2DTranspose(
+            filters, 3, strides=2, padding="same", name=f"up{i}"
+        )(x)
+        x = res_block(x, filters, f"scale{i}", bn_momentum, bn_epsilon)
+    x = layers.Conv2D(channels, 3, padding="same", name="to_image")(x)
+    # The sigmoid runs in float32 so mixed-precision images stay in [0, 1].
+    image = layers.Activation("sigmoid", dtype="float32", name="image")(x)
+    return keras.Model(z, image, name=name)
+
+
+def build_second_encoder(latent_dim=64, second_dim=2048, depth=3, name="encoder2"):
+    """Stage-2 encoder: z -> [u_mean, u_log_sigma]; dense, no BN."""
+    z = keras.Input(shape=(latent_dim,), name="z")
+    t = z
+    for i in range(depth):
+        t = layers.Dense(second_dim, activation="relu", name=f"dense{i}")(t)
+    t = layers.Concatenate(name="concat")([z, t])
+    u_mean = layers.Dense(latent_dim, name="u_mean")(t)
+    u_log_sigma = layers.Dense(latent_dim, name="u_log_sigma")(t)
+    return keras.Model(z, [u_mean, u_log_sigma], name=name)
+
+
+def build_second_decoder(latent_dim=64, second_dim=2048, depth=3, name="decoder2"):
+    """Stage-2 decoder: u -> z_hat (linear); dense, no BN."""
+    u = keras.Input(shape=(latent_dim,), name="u")
+    t = u
+    for i in range(depth):
+        t = layers.Dense(second_dim, activation="relu", name=f"dense{i}")(t)
+    t = layers.Concatenate(name="concat")([u, t])
+    z_hat = layers.Dense(latent_dim, dtype="float32", name="z_hat")(t)
+    return keras.Model(u, z_hat, name=name)
