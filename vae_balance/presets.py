@@ -19,6 +19,7 @@ class VAEConfig:
     name: str
     dataset: str  # "cifar10", "celeb_a", "fashion_mnist", "mnist" or "none"
     image_shape: tuple = (32, 32, 3)  # what the network sees (after padding)
+    pad: int = 0  # zero border added by the loader per side (28 -> 32: 2)
     # Stage-1 ResNet (Dai & Wipf).
     base_filters: int = 32
     num_scales: int = 3
@@ -98,6 +99,7 @@ PRESETS = {
         name="fashion_mnist",
         dataset="fashion_mnist",
         image_shape=(32, 32, 1),
+        pad=2,
         base_filters=8,
         latent_dim=32,
         fc_dim=256,
@@ -115,6 +117,7 @@ PRESETS = {
         name="fashion_mnist_full",
         dataset="fashion_mnist",
         image_shape=(32, 32, 1),
+        pad=2,
         epochs=100,
         lr_epochs=40,
         epochs2=200,

@@ -1,0 +1,220 @@
+"""``python -m vae_balance``: train, sample, export, fid, evaluate."""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from vae_balance.model import BALANCES
+from vae_balance.presets import PRESETS, get_preset
+
+# --smoke: the same preset's data and image size, narrow networks, one epoch
+# of each stage on a few images: a quick check that everything runs.
+SMOKE = {
+    "epochs": 1,
+    "epochs2": 1,
+    "batch_size": 16,
+    "base_filters": 8,
+    "fc_dim": 64,
+    "second_dim": 64,
+}
+SMOKE_IMAGES = 64
+
+
+def add_train_arguments(parser, default_preset=None):
+    """The training flags shared by the CLI and the top-level scripts."""
+    parser.add_argument(
+        "--preset",
+        default=default_preset,
+        required=default_preset is None,
+        choices=sorted(PRESETS),
+        help="configuration to train (see vae_balance/presets.py)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="local data (CIFAR python batches, CelebA folder, IDX files, or "
+        "a folder of images); default: tensorflow-datasets / known locations",
+    )
+    parser.add_argument(
+        "--workdir", help="output directory; rerun to resume (default runs/PRESET)"
+    )
+    parser.add_argument("--epochs", type=int, help="stage-1 epochs")
+    parser.add_argument("--epochs2", type=int, help="stage-2 epochs")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float, help="stage-1 learning rate")
+    parser.add_argument("--balance", choices=BALANCES, help="balancing strategy")
+    parser.add_argument("--kl-weight", type=float, help="KL multiplier k")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--limit", type=int, help="use only the first N training images"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"quick check: narrow networks, {SMOKE_IMAGES} images, 1 epoch each",
+    )
+    parser.add_argument(
+        "--jit-compile", action="store_true", help="XLA-compile the train step"
+    )
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume a work directory made with a different configuration",
+    )
+    parser.add_argument(
+        "--grid-every", type=int, default=5, help="epochs between image grids"
+    )
+
+
+def _positive(name, value):
+    if value is not None and value <= 0:
+        raise SystemExit(f"error: --{name} must be positive, got {value}")
+
+
+def config_from_args(args):
+    """The resolved VAEConfig of the train flags."""
+    overrides = {}
+    for flag, field in (
+        ("epochs", "epochs"),
+        ("epochs2", "epochs2"),
+        ("batch_size", "batch_size"),
+        ("learning_rate", "learning_rate"),
+        ("balance", "balance"),
+        ("kl_weight", "kl_weight"),
+        ("seed", "seed"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[field] = value
+    for name in ("epochs", "epochs2", "batch_size", "learning_rate", "limit"):
+        _positive(name.replace("_", "-"), getattr(args, name))
+    config = get_preset(args.preset)
+    if args.smoke:
+        config = dataclasses.replace(config, **SMOKE)
+    try:
+        return get_preset(config, **overrides)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def run_train(args):
+    from vae_balance import training
+
+    config = config_from_args(args)
+    workdir = args.workdir or os.path.join(
+        "runs", config.name + ("-smoke" if args.smoke else "")
+    )
+    limit = args.limit or (SMOKE_IMAGES if args.smoke else None)
+    try:
+        result = training.train(
+            config,
+            workdir,
+            data_dir=args.data_dir,
+            limit=limit,
+            jit_compile=args.jit_compile,
+            allow_config_change=args.allow_config_change,
+            grid_every=args.grid_every,
+        )
+    except (training.TrainingDiverged, training.WorkdirError) as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"Outputs in {os.path.abspath(result.workdir)}")
+    return result
+
+
+def run_sample(args):
+    import numpy as np
+    import tensorflow as tf
+
+    from vae_balance.plots import save_grid
+
+    if not os.path.isfile(os.path.join(args.sampler, "saved_model.pb")):
+        raise SystemExit(
+            f"error: {args.sampler!r} is not a SavedModel directory (no "
+            "saved_model.pb); export one with `python -m vae_balance export`."
+        )
+    loaded = tf.saved_model.load(args.sampler)
+    spec = loaded.sample.concrete_functions[0].structured_input_signature[0][0]
+    latent_dim = int(spec.shape[-1])
+    u = np.random.default_rng(args.seed).standard_normal((args.num, latent_dim))
+    images = loaded.sample(tf.constant(u, tf.float32)).numpy()
+    pad = args.pad
+    if pad is None:  # the run's config.json, next to the sampler, knows
+        config_path = os.path.join(
+            os.path.dirname(os.path.abspath(args.sampler)), "config.json"
+        )
+        pad = 0
+        if os.path.exists(config_path):
+            with open(config_path) as f:
+                pad = int(json.load(f).get("pad", 0))
+    save_grid(images, args.out, pad=pad)
+    print(f"Wrote {args.num} samples to {args.out}")
+
+
+def run_export(args):
+    import keras
+
+    from vae_balance import training
+    from vae_balance.sampling import export_sampler
+
+    models = []
+    for stage in training.STAGES:
+        path = os.path.join(args.workdir, f"{stage}.keras")
+        if not os.path.exists(path):
+            found = training.latest_checkpoint(args.workdir, stage)
+            if found is None:
+                raise SystemExit(
+                    f"error: no {stage}.keras and no {stage} checkpoint in "
+                    f"{args.workdir!r}; train first."
+                )
+            path = found[0]
+        models.append(keras.saving.load_model(path))
+    out = args.out or os.path.join(args.workdir, "sampler")
+    try:
+        export_sampler(tuple(models), out, overwrite=args.overwrite)
+    except FileExistsError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"Exported sampler to {out}")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m vae_balance",
+        description="Balanced two-stage VAEs (Asperti & Trentin 2020) in Keras 3.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    train = subparsers.add_parser("train", help="train both stages and export")
+    add_train_arguments(train)
+    train.set_defaults(func=run_train)
+
+    sample = subparsers.add_parser("sample", help="PNG grid from an exported sampler")
+    sample.add_argument("sampler", help="SavedModel directory (workdir/sampler)")
+    sample.add_argument("--num", type=int, default=64)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", default="samples.png")
+    sample.add_argument("--pad", type=int, help="border to crop (default: config)")
+    sample.set_defaults(func=run_sample)
+
+    export = subparsers.add_parser("export", help="export a trained work directory")
+    export.add_argument("workdir")
+    export.add_argument("--out", help="default: WORKDIR/sampler")
+    export.add_argument("--overwrite", action="store_true")
+    export.set_defaults(func=run_export)
+
+    try:
+        from vae_balance import evaluation
+    except ImportError:
+        evaluation = None
+    if evaluation is not None and hasattr(evaluation, "add_subcommands"):
+        evaluation.add_subcommands(subparsers)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

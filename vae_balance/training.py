@@ -1,0 +1,579 @@
+"""The whole two-stage job for a preset and a work directory, resumable.
+
+``train(config, workdir)`` runs stage 1 fit -> latent extraction -> stage 2
+fit -> sampler export, writing into ``workdir``::
+
+    config.json              the full resolved configuration
+    history_stage1.csv       one row per epoch (Keras CSVLogger)
+    steps_stage1.csv         one row per step: loss, kl_loss, mse, gamma^2
+    checkpoints/stage1-epoch0003.keras   weights + optimizer + running_mse
+    stage1.keras, stage2.keras           the finished stages
+    latents.npz              z_mean, z_log_sigma of the training set
+    sampler/                 SavedModel (sample, decode, encode, reconstruct)
+    images/                  PNG grids: reconstructions, GEN-1, GEN-2
+    curves.png               mse and gamma^2 (log), KL, loss over steps
+    tensorboard/             scalars and image grids
+
+Running the same command again on the same work directory resumes from the
+last complete epoch. Every file is written to a temporary name and renamed,
+so a run killed at any point leaves only complete files behind.
+"""
+
+import csv
+import dataclasses
+import fcntl
+import glob
+import json
+import math
+import os
+import re
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vae_balance import plots
+from vae_balance.builders import build_second_stage, build_vae
+from vae_balance.presets import VAEConfig, get_preset
+from vae_balance.sampling import (
+    TwoStageSampler,
+    encode_dataset,
+    export_sampler,
+    latent_dataset,
+)
+
+STAGES = ("stage1", "stage2")
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised when a loss becomes NaN or Inf; the last checkpoint is kept."""
+
+
+class WorkdirError(RuntimeError):
+    """Raised when a work directory cannot be used for this run."""
+
+
+# --------------------------------------------------------------- workdir
+def _atomic_write_text(path, text):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class WorkdirLock:
+    """An exclusive lock on a work directory (released even on SIGKILL)."""
+
+    def __init__(self, workdir):
+        self.path = os.path.join(workdir, ".lock")
+        self.file = None
+
+    def __enter__(self):
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise WorkdirError(
+                f"Work directory {os.path.dirname(self.path)!r} is in use by "
+                f"another run (process id {owner}). Wait for it to finish, stop "
+                "it, or choose another --workdir."
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+# Fields that may change between a run and its resumption (schedules, and the
+# learning rate to restart a diverged run more gently). All others define the
+# model and must match.
+RESUMABLE_FIELDS = {
+    "epochs",
+    "epochs2",
+    "learning_rate",
+    "learning_rate2",
+    "lr_epochs",
+    "lr_epochs2",
+}
+
+
+def _check_or_write_config(config, workdir, allow_config_change):
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            try:
+                previous = json.load(f)
+            except json.JSONDecodeError as error:
+                raise WorkdirError(
+                    f"{path} is not valid JSON ({error}); move it away or "
+                    "choose another --workdir."
+                ) from None
+        current = config.to_dict()
+        changed = sorted(
+            key
+            for key in current
+            if key not in RESUMABLE_FIELDS and previous.get(key) != current[key]
+        )
+        if changed and not allow_config_change:
+            details = ", ".join(
+                f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed
+            )
+            raise WorkdirError(
+                f"Work directory {workdir!r} holds a run with a different "
+                f"configuration ({details}). Use another --workdir, or pass "
+                "--allow-config-change to continue anyway."
+            )
+    _atomic_write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+# ------------------------------------------------------------ checkpoints
+def _checkpoint_dir(workdir):
+    return os.path.join(workdir, "checkpoints")
+
+
+def latest_checkpoint(workdir, stage):
+    """``(path, epochs_done)`` of the newest complete checkpoint, or None."""
+    pattern = os.path.join(_checkpoint_dir(workdir), f"{stage}-epoch*.keras")
+    found = []
+    for path in glob.glob(pattern):
+        match = re.search(r"-epoch(\d+)\.keras$", path)
+        if match:
+            found.append((int(match.group(1)), path))
+    if not found:
+        return None
+    epochs_done, path = max(found)
+    return path, epochs_done
+
+
+def save_model_atomic(model, path):
+    """model.save to a temporary file, then an atomic rename."""
+    tmp = f"{path}.tmp-{os.getpid()}.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves ``{stage}-epoch{N}.keras`` after every finite epoch; keeps two."""
+
+    def __init__(self, workdir, stage, keep=2):
+        super().__init__()
+        self.directory = _checkpoint_dir(workdir)
+        self.stage = stage
+        self.keep = keep
+        os.makedirs(self.directory, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training and not _all_finite(logs):
+            return  # a diverged epoch is never checkpointed
+        path = os.path.join(self.directory, f"{self.stage}-epoch{epoch + 1:04d}.keras")
+        save_model_atomic(self.model, path)
+        olds = sorted(
+            glob.glob(os.path.join(self.directory, f"{self.stage}-epoch*.keras"))
+        )
+        for old in olds[: -self.keep]:
+            os.remove(old)
+
+
+def _all_finite(logs):
+    return all(math.isfinite(float(v)) for v in (logs or {}).values())
+
+
+class StepHistory(keras.callbacks.Callback):
+    """Per-step values (appended to a CSV) and a NaN guard.
+
+    Keras logs running means over the epoch; the value of step k is recovered
+    exactly as k * mean_k - (k - 1) * mean_(k-1). gamma^2 is read from the
+    model (running_mse for "running", the balancing value otherwise).
+    """
+
+    KEYS = ("loss", "reconstruction_loss", "kl_loss", "mse", "gamma")
+
+    def __init__(self, path, stage, steps_per_epoch):
+        super().__init__()
+        self.path = path
+        self.stage = stage
+        self.steps_per_epoch = steps_per_epoch
+        self.diverged = None
+        self.last_finite = {}
+        self._previous = {}
+        self._rows = []
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._previous = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        k = batch + 1
+        row = {"step": self._epoch * self.steps_per_epoch + k, "epoch": self._epoch}
+        for key in self.KEYS:
+            mean = float(logs.get(key, float("nan")))
+            row[key] = k * mean - (k - 1) * self._previous.get(key, 0.0)
+            self._previous[key] = mean
+        row["running_mse"] = float(self.model.running_mse.numpy())
+        if not all(math.isfinite(row[key]) for key in self.KEYS):
+            self.diverged = (
+                f"{self.stage}: non-finite loss at step {row['step']} (epoch "
+                f"{self._epoch + 1}). Last finite values: "
+                + ", ".join(f"{k}={v:.6g}" for k, v in self.last_finite.items())
+            )
+            self.model.stop_training = True
+            return
+        self.last_finite = {
+            key: row[key] for key in ("loss", "mse", "kl_loss", "gamma")
+        }
+        self._rows.append(row)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.flush()
+
+    def flush(self):
+        if not self._rows:
+            return
+        new = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(self._rows[0]))
+            if new:
+                writer.writeheader()
+            writer.writerows(self._rows)
+        self._rows = []
+
+
+def _truncate_csv(path, keep_rows_where):
+    """Drops rows of epochs past the checkpoint, left by a killed run."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        fieldnames = list(rows[0]) if rows else None
+    if not rows:
+        return
+    kept = [row for row in rows if keep_rows_where(row)]
+    if len(kept) != len(rows):
+        tmp = path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)
+
+
+def staircase(learning_rate, lr_epochs):
+    """lr halved every ``lr_epochs`` epochs (staircase), as in the paper."""
+
+    def schedule(epoch, lr=None):
+        return float(learning_rate * 0.5 ** (epoch // lr_epochs))
+
+    return schedule
+
+
+class ImageGrids(keras.callbacks.Callback):
+    """Every ``every`` epochs and at the end: PNG grids and TensorBoard images."""
+
+    def __init__(self, workdir, stage, make_grids, every, epochs, writer):
+        super().__init__()
+        self.workdir, self.stage = workdir, stage
+        self.make_grids, self.every, self.epochs = make_grids, every, epochs
+        self.writer = writer
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1
+        if done % self.every == 0 or done == self.epochs:
+            self.make_grids(step=done, tag=f"{self.stage}-epoch{done:04d}")
+
+
+# -------------------------------------------------------------- the job
+@dataclasses.dataclass
+class RunResult:
+    """What `train` produced."""
+
+    workdir: str
+    sampler_path: str
+    stage1_logs: dict
+    stage2_logs: dict
+    seconds: float
+
+
+def _compile(model, learning_rate, config, jit_compile):
+    optimizer = keras.optimizers.Adam(
+        learning_rate, beta_1=0.9, beta_2=0.999, epsilon=config.adam_epsilon
+    )
+    model.compile(optimizer=optimizer, jit_compile=jit_compile)
+
+
+def _fit_stage(
+    stage,
+    build,
+    dataset,
+    epochs,
+    learning_rate,
+    lr_epochs,
+    steps_per_epoch,
+    config,
+    workdir,
+    callbacks,
+    verbose,
+    jit_compile,
+    validation_data=None,
+):
+    """Fits one stage from scratch or from its last checkpoint."""
+    final_path = os.path.join(workdir, f"{stage}.keras")
+    history_csv = os.path.join(workdir, f"history_{stage}.csv")
+    steps_csv = os.path.join(workdir, f"steps_{stage}.csv")
+    found = latest_checkpoint(workdir, stage)
+    if found is not None:
+        path, initial_epoch = found
+        model = keras.saving.load_model(path)  # safe_mode stays on
+        print(f"[{stage}] resuming from {path} (epoch {initial_epoch}/{epochs})")
+    else:
+        model, initial_epoch = build(), 0
+        _compile(model, learning_rate, config, jit_compile)
+    _truncate_csv(history_csv, lambda row: int(row["epoch"]) < initial_epoch)
+    _truncate_csv(steps_csv, lambda row: int(row["epoch"]) < initial_epoch)
+    if initial_epoch >= epochs:
+        save_model_atomic(model, final_path)
+        return model, {}
+
+    guard = StepHistory(steps_csv, stage, steps_per_epoch)
+    all_callbacks = [
+        keras.callbacks.LearningRateScheduler(staircase(learning_rate, lr_epochs)),
+        guard,
+        keras.callbacks.CSVLogger(history_csv, append=True),
+        EpochCheckpoint(workdir, stage),
+        keras.callbacks.TensorBoard(
+            os.path.join(workdir, "tensorboard", stage), write_graph=False
+        ),
+        *callbacks,
+    ]
+    history = model.fit(
+        dataset,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=all_callbacks,
+        validation_data=validation_data,
+        verbose=verbose,
+    )
+    guard.flush()
+    if guard.diverged:
+        last = latest_checkpoint(workdir, stage)
+        where = last[0] if last else "none yet (the run restarts from scratch)"
+        raise TrainingDiverged(
+            f"{guard.diverged}. The last good checkpoint is kept: {where}. "
+            "Run the same command again to resume from it, e.g. with a lower "
+            "--learning-rate."
+        )
+    save_model_atomic(model, final_path)
+    logs = {k: float(v[-1]) for k, v in history.history.items()}
+    return model, logs
+
+
+def train(
+    config,
+    workdir,
+    train_data=None,
+    test_images=None,
+    data_dir=None,
+    limit=None,
+    verbose="auto",
+    grid_every=5,
+    jit_compile=False,
+    allow_config_change=False,
+    num_grid_images=64,
+):
+    """Runs the whole two-stage job, resuming whatever is already done.
+
+    Args:
+        config: a `VAEConfig` or a preset name.
+        workdir: output directory (created); rerun the same call to resume.
+        train_data: unbatched `tf.data.Dataset` of training images in [0, 1]
+            or a NumPy array; None loads ``config.dataset`` with
+            `vae_balance.data` (from ``data_dir``, else tensorflow-datasets).
+        test_images: NumPy test images for the reconstruction grids and the
+            validation loss; None loads the dataset's test split.
+        data_dir: local data for `vae_balance.data`.
+        limit: use only the first ``limit`` training images (smoke runs).
+        verbose: Keras progress bar setting.
+        grid_every: write image grids and curves every this many epochs.
+        jit_compile: XLA compilation of the training step.
+        allow_config_change: resume even if the model-defining configuration
+            differs from the one saved in the work directory.
+        num_grid_images: images per PNG grid.
+
+    Returns:
+        A `RunResult`; the sampler SavedModel is ``workdir/sampler``.
+    """
+    start = time.time()
+    config = get_preset(config) if not isinstance(config, VAEConfig) else config
+    os.makedirs(workdir, exist_ok=True)
+    with WorkdirLock(workdir):
+        _check_or_write_config(config, workdir, allow_config_change)
+        if train_data is None or test_images is None:
+            from vae_balance import data
+
+            loaded_train, loaded_test = data.load_train_test(config, data_dir=data_dir)
+            train_data = loaded_train if train_data is None else train_data
+            test_images = loaded_test if test_images is None else test_images
+        train_images = _as_dataset(train_data, limit)
+        test_images = _as_array(test_images, max_items=1000)
+        num_train = int(train_images.cardinality())
+        if num_train < config.batch_size:
+            raise ValueError(
+                f"{num_train} training images are fewer than one batch of "
+                f"{config.batch_size}; lower --batch-size or use more data."
+            )
+        steps = num_train // config.batch_size
+        batched = (
+            train_images.cache()
+            .shuffle(min(num_train, 60000), seed=config.seed)
+            .batch(config.batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        writer = tf.summary.create_file_writer(
+            os.path.join(workdir, "tensorboard", "images")
+        )
+        keras.utils.set_random_seed(config.seed)
+        u_noise = (
+            np.random.default_rng(config.seed)
+            .standard_normal((num_grid_images, config.latent_dim))
+            .astype("float32")
+        )
+
+        state = {}
+
+        def make_grids(step, tag):
+            vae = state.get("vae")
+            grids = {}
+            if vae is not None:
+                originals = test_images[:num_grid_images]
+                grids["reconstructions"] = np.asarray(vae.predict(originals, verbose=0))
+                grids["originals"] = originals
+                grids["gen1"] = np.asarray(vae.decoder.predict(u_noise, verbose=0))
+            vae2 = state.get("vae2")
+            if vae is not None and vae2 is not None:
+                sampler = TwoStageSampler(vae.decoder, vae2.decoder)
+                grids["gen2"] = np.asarray(sampler.predict(u_noise, verbose=0))
+            plots.write_grids(
+                grids, os.path.join(workdir, "images"), tag, config, writer, step
+            )
+            plots.plot_curves(workdir, os.path.join(workdir, "curves.png"))
+
+        class Track(keras.callbacks.Callback):
+            def __init__(self, key):
+                super().__init__()
+                self.key = key
+
+            def on_train_begin(self, logs=None):
+                state[self.key] = self.model
+
+        # ---- stage 1
+        print(f"[stage1] {num_train} images, {steps} steps/epoch -> {workdir}")
+        vae, logs1 = _fit_stage(
+            "stage1",
+            lambda: build_vae(config),
+            batched,
+            config.epochs,
+            config.learning_rate,
+            config.lr_epochs,
+            steps,
+            config,
+            workdir,
+            [
+                Track("vae"),
+                ImageGrids(
+                    workdir, "stage1", make_grids, grid_every, config.epochs, writer
+                ),
+            ],
+            verbose,
+            jit_compile,
+            validation_data=(
+                tf.data.Dataset.from_tensor_slices(test_images).batch(config.batch_size)
+                if len(test_images)
+                else None
+            ),
+        )
+        state["vae"] = vae
+
+        # ---- latent codes of the training set, once
+        latents_path = os.path.join(workdir, "latents.npz")
+        if os.path.exists(latents_path) and latest_checkpoint(workdir, "stage2"):
+            with np.load(latents_path) as f:
+                z_mean, z_log_sigma = f["z_mean"], f["z_log_sigma"]
+        else:
+            print("[latents] encoding the training set with the frozen encoder")
+            z_mean, z_log_sigma = encode_dataset(
+                vae.encoder,
+                train_images.batch(config.batch_size),
+                verbose=verbose,
+            )
+            tmp = latents_path + ".tmp.npz"
+            np.savez(tmp, z_mean=z_mean, z_log_sigma=z_log_sigma)
+            os.replace(tmp, latents_path)
+
+        # ---- stage 2
+        steps2 = len(z_mean) // config.batch_size
+        vae2, logs2 = _fit_stage(
+            "stage2",
+            lambda: build_second_stage(config),
+            latent_dataset(z_mean, z_log_sigma, config.batch_size, config.seed),
+            config.epochs2,
+            config.learning_rate2,
+            config.lr_epochs2,
+            steps2,
+            config,
+            workdir,
+            [
+                Track("vae2"),
+                ImageGrids(
+                    workdir, "stage2", make_grids, grid_every, config.epochs2, writer
+                ),
+            ],
+            verbose,
+            jit_compile,
+        )
+        state["vae2"] = vae2
+        make_grids(step=config.epochs + config.epochs2, tag="final")
+
+        sampler_path = os.path.join(workdir, "sampler")
+        export_sampler((vae, vae2), sampler_path, overwrite=True)
+        seconds = time.time() - start
+        print(
+            f"[done] {seconds:.0f} s. Sampler: {sampler_path}; images: "
+            f"{os.path.join(workdir, 'images')}; curves: "
+            f"{os.path.join(workdir, 'curves.png')}"
+        )
+        return RunResult(workdir, sampler_path, logs1, logs2, seconds)
+
+
+def _as_dataset(data, limit):
+    if isinstance(data, np.ndarray):
+        if data.dtype == np.uint8:
+            data = data.astype("float32") / 255.0
+        data = tf.data.Dataset.from_tensor_slices(data.astype("float32"))
+    if limit is not None:
+        data = data.take(limit)
+    if int(data.cardinality()) < 0:  # unknown: count once
+        count = int(data.reduce(0, lambda n, _: n + 1))
+        data = data.apply(tf.data.experimental.assert_cardinality(count))
+    return data
+
+
+def _as_array(data, max_items):
+    if isinstance(data, np.ndarray):
+        array = data[:max_items]
+    else:
+        array = np.stack(list(data.take(max_items).as_numpy_iterator()))
+    if array.dtype == np.uint8:
+        array = array.astype("float32") / 255.0
+    return array.astype("float32")
