@@ -364,6 +364,7 @@ def _fit_stage(
         callbacks=all_callbacks,
         validation_data=validation_data,
         verbose=verbose,
+        shuffle=False,  # the dataset is shuffled by tf.data
     )
     guard.flush()
     if guard.diverged:
