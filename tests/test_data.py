@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import socket
+import struct
 import time
 
 import numpy as np
@@ -131,6 +132,47 @@ def test_incomplete_cifar_names_the_missing_batch(cifar_dir):
     os.remove(root / "cifar-10-batches-py" / "data_batch_3")
     with pytest.raises(data.DatasetNotFoundError, match="data_batch_3"):
         data.load_split("cifar10", "train", root)
+
+
+def py2_cifar_pickle(rows, labels):
+    """A batch as the official files hold it: a Python 2 pickle (protocol 2,
+    SHORT_BINSTRING strings, NumPy 1's numpy.core.multiarray), opcode by
+    opcode, since Python 3 cannot write one."""
+
+    def string(text):
+        return b"U" + bytes([len(text)]) + text
+
+    def uint16(value):
+        return b"M" + struct.pack("<H", value)
+
+    raw = rows.tobytes()
+    return b"".join(
+        [
+            b"\x80\x02}q\x00(",
+            string(b"data"),
+            b"cnumpy.core.multiarray\n_reconstruct\nq\x01cnumpy\nndarray\nq\x02",
+            b"K\x00\x85" + string(b"b") + b"\x87Rq\x03(K\x01",
+            uint16(rows.shape[0]) + uint16(rows.shape[1]) + b"\x86",
+            b"cnumpy\ndtype\nq\x04" + string(b"u1") + b"K\x00K\x01\x87Rq\x05(K\x03",
+            string(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb",
+            b"\x89T" + struct.pack("<I", len(raw)) + raw + b"tb",
+            string(b"labels") + b"]q\x06(",
+            b"".join(b"K" + bytes([label]) for label in labels),
+            b"eu.",
+        ]
+    )
+
+
+def test_python2_batch_like_the_official_files(tmp_path):
+    images = np.random.default_rng(5).integers(0, 256, (2, 32, 32, 3), np.uint8)
+    rows = cifar_batch(images, [0, 0])[b"data"]
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(py2_cifar_pickle(rows, [3, 7]))
+    reference = pickle.loads(path.read_bytes(), encoding="bytes")
+    np.testing.assert_array_equal(reference[b"data"], rows)  # a valid pickle
+    loaded, labels = data.read_cifar_batch(path)
+    np.testing.assert_array_equal(loaded, images)
+    np.testing.assert_array_equal(labels, [3, 7])
 
 
 class CreatesAFile:
@@ -275,7 +317,7 @@ def test_celeba_partition_listing_a_missing_file(celeba_dir, caplog):
     assert "1 train file(s) missing" in caplog.text
 
 
-def test_celeba_bad_jpegs_name_the_file(celeba_dir, caplog):
+def test_celeba_bad_jpegs_name_the_file(celeba_dir, caplog, cache_dir):
     root, _ = celeba_dir
     folder = root / "img_align_celeba"
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(folder / "000001.jpg")
@@ -291,6 +333,9 @@ def test_celeba_bad_jpegs_name_the_file(celeba_dir, caplog):
         dataset = data.load_split("celeb_a", "train", root, skip_bad=True)
     assert data.num_examples(dataset) == 2
     assert "Skipped 1 bad image" in caplog.text
+    (cache,) = cache_dir.glob("celeb_a-train-64-*.npy")  # the 2 good ones
+    assert np.load(cache).shape == (2, 64, 64, 3)
+    assert not list(cache_dir.glob("*partial*"))
 
 
 def test_celeba_malformed_partition_and_empty_split(celeba_dir):
@@ -545,6 +590,17 @@ def test_make_train_dataset_is_seeded_reshuffled_and_full():
     with pytest.raises(data.DataError, match="fewer than one batch"):
         data.make_train_dataset(images, batch_size=11, seed=0)
     assert [b.shape[0] for b in data.make_eval_dataset(uint8, 4)] == [4, 4, 2]
+
+
+def test_large_arrays_are_streamed_in_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_IN_MEMORY_BYTES", 0)
+    array = np.lib.format.open_memmap(
+        tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(2500, 2, 2, 1)
+    )
+    array[:] = (np.arange(2500) % 256).astype(np.uint8)[:, None, None, None]
+    dataset = data._array_dataset(array)
+    assert data.num_examples(dataset) == 2500
+    np.testing.assert_array_equal(as_array(dataset), array)
 
 
 def test_names_presets_and_padding():

@@ -732,7 +732,10 @@ def _celeba_from_tfds(builder, dataset, split, image_shape, options):
         celeba_crop_resize(batch, side)
         for batch in dataset.batch(256).as_numpy_iterator()
     )
-    return _collect(chunks, (side, side, 3), cache)
+    max_count = None
+    if builder.info.splits and split in builder.info.splits:
+        max_count = builder.info.splits[split].num_examples
+    return _collect(chunks, (side, side, 3), cache, max_count)
 
 
 # -------------------------------------------------------------- local sources
@@ -874,7 +877,7 @@ def _celeba_local(directory, split, image_shape, options, looked):
             if len(batch):
                 yield celeba_crop_resize(batch, side)
 
-    return _collect(chunks(), (side, side, 3), cache)
+    return _collect(chunks(), (side, side, 3), cache, len(paths))
 
 
 def _read_partition(path, split):
@@ -1025,16 +1028,42 @@ def _cache_path(cache_dir, stem, key):
     return os.path.join(cache_dir, f"{stem}-{key}.npy")
 
 
-def _collect(chunks, shape, cache):
-    """Concatenates uint8 chunks; saves them atomically to ``cache`` if given."""
-    array = np.concatenate(list(chunks) or [np.zeros((0,) + shape, np.uint8)])
-    if cache is None or len(array) == 0:
-        return array
+def _collect(chunks, shape, cache, max_count=None):
+    """The uint8 chunks as one array, saved atomically to ``cache`` if given.
+
+    With a cache and a known ``max_count`` the chunks go straight into a
+    memory-mapped ``.npy`` (CelebA train is 2 GB: no second copy in memory).
+    """
+    if cache is None or max_count is None:
+        array = np.concatenate(list(chunks) or [np.zeros((0,) + shape, np.uint8)])
+        if cache is None or len(array) == 0:
+            return array
+        max_count, chunks = len(array), [array]
     os.makedirs(os.path.dirname(cache), exist_ok=True)
     partial = f"{cache}.{os.getpid()}.partial.npy"
-    np.save(partial, array)
-    os.replace(partial, cache)
-    logger.info("Cached %d images in %s", len(array), cache)
+    try:
+        output = np.lib.format.open_memmap(
+            partial, mode="w+", dtype=np.uint8, shape=(max_count,) + shape
+        )
+        count = 0
+        for chunk in chunks:
+            output[count : count + len(chunk)] = chunk
+            count += len(chunk)
+        output.flush()
+        del output
+        if count == 0:
+            return np.zeros((0,) + shape, np.uint8)
+        if count < max_count:  # skipped images: rewrite the used rows only
+            used = np.load(partial, mmap_mode="r")[:count]
+            np.save(partial + ".npy", used)
+            del used
+            os.replace(partial + ".npy", partial)
+        os.replace(partial, cache)
+    finally:
+        for leftover in (partial, partial + ".npy"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    logger.info("Cached %d images in %s", count, cache)
     return np.load(cache, mmap_mode="r")
 
 
