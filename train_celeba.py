@@ -7,11 +7,10 @@ Local data: ``--data-dir`` holding ``img_align_celeba/`` and
 """
 
 import argparse
-import sys
 
 from vae_balance import cli
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_train_arguments(parser, default_preset="celeba")
-    sys.exit(cli.run_train(parser.parse_args()) and 0)
+    cli.run_train(parser.parse_args())

@@ -213,7 +213,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    args.func(args)
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ class VAEConfig:
     """
 
     name: str
-    dataset: str  # "cifar10", "celeb_a", "fashion_mnist", "mnist" or "none"
+    dataset: str  # "cifar10", "celeb_a", "fashion_mnist", "mnist" or "folder"
     image_shape: tuple = (32, 32, 3)  # what the network sees (after padding)
     pad: int = 0  # zero border added by the loader per side (28 -> 32: 2)
     # Stage-1 ResNet (Dai & Wipf).
@@ -126,7 +126,7 @@ PRESETS = {
     # For tests and smoke runs: 8x8x1 images, a few filters, seconds per run.
     "tiny": VAEConfig(
         name="tiny",
-        dataset="none",
+        dataset="folder",  # --data-dir: a folder of 8x8 images
         image_shape=(8, 8, 1),
         base_filters=4,
         num_scales=2,

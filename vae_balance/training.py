@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae_balance import plots
+from vae_balance import data, plots
 from vae_balance.builders import build_second_stage, build_vae
 from vae_balance.presets import VAEConfig, get_preset
 from vae_balance.sampling import (
@@ -44,6 +44,7 @@ from vae_balance.sampling import (
 )
 
 STAGES = ("stage1", "stage2")
+NUM_TEST_IMAGES = 1000  # test images for the validation loss and grids
 
 
 class TrainingDiverged(RuntimeError):
@@ -401,8 +402,9 @@ def train(
         train_data: unbatched `tf.data.Dataset` of training images in [0, 1]
             or a NumPy array; None loads ``config.dataset`` with
             `vae_balance.data` (from ``data_dir``, else tensorflow-datasets).
-        test_images: NumPy test images for the reconstruction grids and the
-            validation loss; None loads the dataset's test split.
+        test_images: test images (NumPy or dataset) for the reconstruction
+            grids and the validation loss (the first 1000); None loads the
+            dataset's test split.
         data_dir: local data for `vae_balance.data`.
         limit: use only the first ``limit`` training images (smoke runs).
         verbose: Keras progress bar setting.
@@ -420,27 +422,12 @@ def train(
     os.makedirs(workdir, exist_ok=True)
     with WorkdirLock(workdir):
         _check_or_write_config(config, workdir, allow_config_change)
-        if train_data is None or test_images is None:
-            from vae_balance import data
-
-            loaded_train, loaded_test = data.load_train_test(config, data_dir=data_dir)
-            train_data = loaded_train if train_data is None else train_data
-            test_images = loaded_test if test_images is None else test_images
-        train_images = _as_dataset(train_data, limit)
-        test_images = _as_array(test_images, max_items=1000)
-        num_train = int(train_images.cardinality())
-        if num_train < config.batch_size:
-            raise ValueError(
-                f"{num_train} training images are fewer than one batch of "
-                f"{config.batch_size}; lower --batch-size or use more data."
-            )
-        steps = num_train // config.batch_size
-        batched = (
-            train_images.cache()
-            .shuffle(min(num_train, 60000), seed=config.seed)
-            .batch(config.batch_size, drop_remainder=True)
-            .prefetch(tf.data.AUTOTUNE)
+        train_images, test_images = _load_data(
+            config, train_data, test_images, data_dir, limit
         )
+        num_train = data.num_examples(train_images)
+        steps = num_train // config.batch_size
+        batched = data.make_train_dataset(train_images, config.batch_size, config.seed)
         writer = tf.summary.create_file_writer(
             os.path.join(workdir, "tensorboard", "images")
         )
@@ -515,7 +502,7 @@ def train(
             print("[latents] encoding the training set with the frozen encoder")
             z_mean, z_log_sigma = encode_dataset(
                 vae.encoder,
-                train_images.batch(config.batch_size),
+                data.make_eval_dataset(train_images, config.batch_size),
                 verbose=verbose,
             )
             tmp = latents_path + ".tmp.npz"
@@ -557,24 +544,23 @@ def train(
         return RunResult(workdir, sampler_path, logs1, logs2, seconds)
 
 
-def _as_dataset(data, limit):
-    if isinstance(data, np.ndarray):
-        if data.dtype == np.uint8:
-            data = data.astype("float32") / 255.0
-        data = tf.data.Dataset.from_tensor_slices(data.astype("float32"))
+def _load_data(config, train_data, test_images, data_dir, limit):
+    """(unbatched train dataset, NumPy test images) from arguments or files."""
+    if train_data is None:
+        train_data = data.load_split(
+            config, "train", data_dir, limit=limit, dtype="uint8"
+        )
+    elif isinstance(train_data, np.ndarray):
+        train_data = data.from_arrays(train_data, image_shape=config.image_shape)
     if limit is not None:
-        data = data.take(limit)
-    if int(data.cardinality()) < 0:  # unknown: count once
-        count = int(data.reduce(0, lambda n, _: n + 1))
-        data = data.apply(tf.data.experimental.assert_cardinality(count))
-    return data
-
-
-def _as_array(data, max_items):
-    if isinstance(data, np.ndarray):
-        array = data[:max_items]
-    else:
-        array = np.stack(list(data.take(max_items).as_numpy_iterator()))
-    if array.dtype == np.uint8:
-        array = array.astype("float32") / 255.0
-    return array.astype("float32")
+        train_data = train_data.take(limit)
+    if test_images is None:
+        test_limit = min(limit or NUM_TEST_IMAGES, NUM_TEST_IMAGES)
+        test_images = data.load_split(config, "test", data_dir, limit=test_limit)
+    if not isinstance(test_images, np.ndarray):
+        test_images = np.stack(
+            list(test_images.take(NUM_TEST_IMAGES).as_numpy_iterator())
+        )
+    elif test_images.dtype == np.uint8:
+        test_images = test_images.astype("float32") / 255.0
+    return train_data, test_images[:NUM_TEST_IMAGES].astype("float32")
