@@ -263,6 +263,13 @@ def test_celeba_crop_resize_takes_rows_45_173_and_cols_25_153():
     # Columns 25..152 averaged in pairs: 25.5, 27.5, ..., 151.5 (rounded).
     np.testing.assert_allclose(out[0], np.arange(25.5, 153, 2), atol=0.51)
     assert (out == out[0]).all()  # rows are all alike
+    # 2-pixel stripes: a plain bilinear 2x downsample keeps them (0 / 255), the
+    # antialiased one (a 4-tap triangle) blends neighbours: 64 and 191.
+    stripes = np.zeros((218, 178, 3), np.uint8)
+    stripes[:, 25 + 2 :: 4] = 255
+    stripes[:, 25 + 3 :: 4] = 255
+    out = data.celeba_crop_resize(stripes[None])[0, 10, 1:-1, 0]
+    np.testing.assert_array_equal(np.unique(out), [64, 191])
 
 
 def test_celeba_folder_uses_the_official_partition_and_the_crop(celeba_dir):
@@ -393,6 +400,15 @@ def test_tfds_celeb_a_gets_the_same_crop_and_a_cache(tfds_mock, tmp_path, cache_
     assert len(list(cache_dir.glob("celeb_a-tfds-validation-64-*.npy"))) == 1
 
 
+def test_tfds_fashion_mnist_is_padded(tfds_mock, tmp_path):
+    dataset = data.load_split("fashion_mnist", "test", tmp_path, source="tfds")
+    images = as_array(dataset)
+    assert images.shape == (5, 32, 32, 1)
+    inner = data.remove_padding(images, "fashion_mnist")
+    assert inner.shape == (5, 28, 28, 1) and inner.any()
+    assert np.abs(images).sum() == np.abs(inner).sum()  # the border is zeros
+
+
 def test_missing_tfds_dataset_fails_fast_offline(tmp_path, network_attempts):
     start = time.time()
     with pytest.raises(data.DatasetNotFoundError) as error:
@@ -462,6 +478,13 @@ def test_truncated_idx_file_is_named(idx_dir):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.*truncated"):
         data.load_split("fashion_mnist", "test", folder)
+
+
+def test_load_train_test_gives_unbatched_float_splits(idx_dir):
+    folder, train, test = idx_dir
+    loaded_train, loaded_test = data.load_train_test(PRESETS["fashion_mnist"], folder)
+    assert loaded_train.element_spec == tf.TensorSpec((32, 32, 1), tf.float32)
+    assert (data.num_examples(loaded_train), data.num_examples(loaded_test)) == (7, 3)
 
 
 def test_load_dataset_batches_a_preset(idx_dir):
