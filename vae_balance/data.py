@@ -630,26 +630,29 @@ def _read_split(name, split, data_dir, source, download, image_shape, options):
 def _not_found_message(name, split, data_dir, looked, extra=""):
     where = "\n".join(f"  - {line}" for line in looked) or "  (nowhere)"
     tfds_name = DATASETS[name]["tfds_name"]
-    target = data_dir or "~/tensorflow_datasets"
-    how = {
+    local = {
         "cifar10": f"download {CIFAR_URL} and extract it into DATA_DIR (giving "
         "DATA_DIR/cifar-10-batches-py/data_batch_1..5 and test_batch)",
         "celeb_a": f"download img_align_celeba.zip and Eval/list_eval_partition"
         f".txt from {CELEBA_URL} (or Kaggle's jessicali9530/celeba-dataset) and "
         "unzip them into DATA_DIR (giving DATA_DIR/img_align_celeba/*.jpg and "
-        "DATA_DIR/list_eval_partition.txt); tfds's Google Drive download often "
-        "fails on quota",
+        "DATA_DIR/list_eval_partition.txt)",
         "fashion_mnist": f"download the four IDX .gz files from {FASHION_MNIST_URL}"
         " into DATA_DIR (train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz, "
-        "...), or on Debian/Ubuntu `apt install dataset-fashion-mnist`",
+        "...), or on Debian/Ubuntu `apt install dataset-fashion-mnist` (found "
+        "without data_dir)",
         "mnist": f"download the IDX .gz files from {MNIST_URL} into DATA_DIR "
         "(train-images-idx3-ubyte.gz, t10k-images-idx3-ubyte.gz)",
     }[name]
+    if data_dir is None:
+        build = f"`tfds build {tfds_name}` (tfds's default data_dir is then found)"
+    else:
+        build = f"`tfds build {tfds_name} --data_dir {data_dir}`"
+    note = " (its Google Drive download often fails on quota)" * (name == "celeb_a")
     return (
         f"Could not load the {split!r} split of {name}. Looked for:\n{where}\n"
-        f"{extra}To get it: {how}, and pass data_dir=DATA_DIR; or, on a machine "
-        f"with internet access, run `tfds build {tfds_name} --data_dir {target}` "
-        "and pass that data_dir."
+        f"{extra}To get it, either {local} and pass data_dir=DATA_DIR; or, on a "
+        f"machine with internet access, run {build}{note}."
     )
 
 
