@@ -161,7 +161,7 @@ def build_fid_inception():
     Example:
 
     >>> model = build_fid_inception()
-    >>> model.count_params()  # 21,802,784 convolution and batch-norm numbers
+    >>> model.count_params()  # 21,820,000: 94 conv + batch-norm units
     """
     inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="images")
     x = _unit(inputs, "Conv2d_1a_3x3", 32, 3, 2, "valid")
@@ -224,10 +224,9 @@ _NVIDIA_BLOCKS = {
 
 
 def _tower(tower, *branches):
-    return {
-        b: f"{tower}.{c}"
-        for b, c in zip(branches, ("conv", "conv_1", "conv_2", "conv_3", "conv_4"))
-    }
+    """A sequential tower: its units are conv, conv_1, conv_2, ... in order."""
+    names = ["conv"] + [f"conv_{i}" for i in range(1, len(branches))]
+    return {branch: f"{tower}.{name}" for branch, name in zip(branches, names)}
 
 
 _NVIDIA_BRANCHES = {
