@@ -40,7 +40,10 @@ class BalancedVAE(keras.Model):
     by `train_step` only: `evaluate()` never moves it.
 
     Inputs are float images in [0, 1] (uint8 is divided by 255), or, for a
-    second stage, latent vectors (``input_range=None``).
+    second stage, latent vectors (``input_range=None``). Every batch is checked
+    for NaN / Inf and range; XLA drops these checks, so ``compile()`` defaults
+    to ``jit_compile=False`` (pass ``jit_compile=True`` to trade them for
+    speed).
 
     Args:
         encoder: model mapping x to ``[z_mean, z_log_sigma]`` (log standard
@@ -189,9 +192,7 @@ class BalancedVAE(keras.Model):
         elif self.balance == "batch" and batch_mse is not None:
             gamma_squared = ops.stop_gradient(batch_mse)
         else:
-            gamma_squared = ops.stop_gradient(
-                ops.cast(self.running_mse, "float32")
-            )
+            gamma_squared = ops.stop_gradient(ops.cast(self.running_mse, "float32"))
         return ops.maximum(gamma_squared, self.min_gamma**2)
 
     def _update_balance(self, batch_mse):
@@ -207,6 +208,34 @@ class BalancedVAE(keras.Model):
             self.ema_mse.assign(ema)
             new = ops.minimum(m, ema)
         self.running_mse.assign(new)
+
+    def _own_state(self):
+        # The seed generator's state is the position in the stream of
+        # reparameterisation noise. Keras does not save SeedGenerator states,
+        # so a reloaded model would replay the noise of its first steps; it
+        # travels with running_mse in .keras files and save_weights instead.
+        return (
+            self._trainable_variables
+            + self._non_trainable_variables
+            + [self.seed_generator.state]
+        )
+
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self._own_state()):
+            store[f"{i}"] = variable
+
+    def load_own_variables(self, store):
+        variables = self._own_state()
+        if len(store.keys()) == len(variables) - 1:
+            variables = variables[:-1]  # saved without the seed state
+        if len(store.keys()) != len(variables):
+            raise ValueError(
+                f"BalancedVAE {self.name!r} expects {len(variables)} variables "
+                f"of its own (balancing state and noise seed), the file has "
+                f"{len(store.keys())}: was it saved with another balance?"
+            )
+        for i, variable in enumerate(variables):
+            variable.assign(store[f"{i}"])
 
     # ------------------------------------------------------------- forward
     def encode(self, x, training=False):
@@ -311,6 +340,12 @@ class BalancedVAE(keras.Model):
         values = self._compute_losses(self._prepare(data), training=False)
         return self._log(values)
 
+    def _resolve_auto_jit_compile(self):
+        # XLA silently drops the tf.debugging assertions of _prepare (NaN and
+        # range checks), and compile(jit_compile="auto") turns XLA on where a
+        # GPU is present. Keep the checks: XLA only on explicit request.
+        return False
+
     # -------------------------------------------------------- serialisation
     def get_config(self):
         config = super().get_config()
@@ -367,8 +402,9 @@ def _check_networks(encoder, decoder):
             f"Encoder latent shape {mean_shape} does not match decoder input "
             f"shape {decoder_in}: build both with the same latent_dim."
         )
-    image_in, image_out = _static_shape(encoder.inputs[0]), _static_shape(
-        decoder.outputs[0]
+    image_in, image_out = (
+        _static_shape(encoder.inputs[0]),
+        _static_shape(decoder.outputs[0]),
     )
     if image_in != image_out:
         raise ValueError(

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny seeded models and data (8x8x1 images)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import vae_balance  # noqa: E402
+
+
+@pytest.fixture
+def images():
+    """16 seeded float32 images of 8x8x1 in [0, 1] (two batches of 8)."""
+    return np.random.default_rng(0).uniform(size=(16, 8, 8, 1)).astype("float32")
+
+
+@pytest.fixture
+def make_vae():
+    """Factory of seeded "tiny" BalancedVAE models, compiled with Adam.
+
+    Keyword arguments are `VAEConfig` overrides (``balance="learned"``...),
+    plus ``learning_rate``, ``compile`` and ``run_eagerly``. Tracing Adam's
+    graph step takes ~5 s on 2 cores, a few eager tiny steps well under 1 s:
+    tests of many steps' numbers run eagerly (the same train_step code), the
+    save / fit / distribution tests run compiled graphs.
+    """
+
+    def factory(
+        preset="tiny", compile=True, learning_rate=1e-3, run_eagerly=False, **overrides
+    ):
+        keras.utils.set_random_seed(0)
+        vae = vae_balance.build_vae(preset, **overrides)
+        if compile:
+            vae.compile(
+                optimizer=keras.optimizers.Adam(learning_rate), run_eagerly=run_eagerly
+            )
+        return vae
+
+    return factory

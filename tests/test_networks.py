@@ -1,0 +1,96 @@
+"""The paper's networks: exact parameter counts and layer settings."""
+
+import keras
+import numpy as np
+import pytest
+
+from vae_balance import build_second_stage, build_vae, networks
+
+
+def _trainable_count(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize(
+    "preset, encoder_count, decoder_count",
+    [
+        ("cifar10", 1_135_840, 4_054_627),  # paper-notes table, section 2
+        ("celeba", 3_333_344, 15_988_323),
+    ],
+)
+def test_first_stage_has_the_reference_parameter_counts(
+    preset, encoder_count, decoder_count
+):
+    vae = build_vae(preset)
+    assert _trainable_count(vae.encoder) == encoder_count
+    assert _trainable_count(vae.decoder) == decoder_count
+    assert _trainable_count(vae) == encoder_count + decoder_count
+
+
+def test_cifar10_second_stage_has_the_reference_parameter_count():
+    vae2 = build_second_stage("cifar10")
+    assert _trainable_count(vae2.encoder) + _trainable_count(vae2.decoder) == (
+        17_457_344
+    )
+    assert _trainable_count(vae2) == 17_457_344
+
+
+def test_batch_norm_uses_the_reference_momentum_and_epsilon():
+    vae = build_vae("tiny")
+    norms = [
+        layer
+        for net in (vae.encoder, vae.decoder)
+        for layer in net.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert len(norms) == 8  # two per res block, two scales per network
+    for layer in norms:
+        assert layer.momentum == pytest.approx(0.999)
+        assert layer.epsilon == pytest.approx(1e-5)
+
+
+def test_networks_have_no_regulariser():
+    vae = build_vae("tiny")
+    for net in (vae.encoder, vae.decoder):
+        for layer in net.layers:
+            assert getattr(layer, "kernel_regularizer", None) is None
+    assert not vae.losses
+
+
+def test_second_stage_has_no_batch_norm_and_no_input_range():
+    vae2 = build_second_stage("tiny")
+    layers = vae2.encoder.layers + vae2.decoder.layers
+    assert not any(isinstance(x, keras.layers.BatchNormalization) for x in layers)
+    assert vae2.input_range is None
+    assert vae2.kl_weight == 1.0
+
+
+def test_decoder_output_is_an_image_in_unit_range():
+    vae = build_vae("tiny")
+    z = np.random.default_rng(0).normal(0, 3, (5, 4)).astype("float32")
+    images = vae.decoder.predict(z, verbose=0)
+    assert images.shape == (5, 8, 8, 1)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_decoder_filters_double_per_resolution_coarsest_first():
+    assert networks.decoder_filters(32, 32) == [512, 256, 128, 64, 32]
+    assert networks.decoder_filters(64, 32, max_filters=256) == [
+        256,
+        256,
+        256,
+        128,
+        64,
+        32,
+    ]
+
+
+@pytest.mark.parametrize("side", [28, 0, 1, 48])
+def test_decoder_refuses_a_side_that_is_not_a_power_of_two(side):
+    with pytest.raises(ValueError, match="power-of-two"):
+        networks.decoder_filters(side)
+
+
+def test_kl_weight_defaults_to_the_reference_code_rule():
+    assert build_vae("cifar10").kl_weight == 1.0  # (2 * 32 / 64) ** 2
+    assert build_vae("celeba").kl_weight == 4.0  # (2 * 64 / 64) ** 2

@@ -1,0 +1,189 @@
+"""Second stage and sampling: latent codes, the sampler, SavedModel export."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vae_balance import (
+    TwoStageSampler,
+    build_second_stage,
+    encode_dataset,
+    export_sampler,
+    latent_dataset,
+)
+
+
+@pytest.fixture
+def two_stages(make_vae, images):
+    """A tiny first stage trained one epoch (BN statistics moved) and a stage 2."""
+    vae = make_vae(run_eagerly=True)
+    vae.fit(images, batch_size=8, epochs=1, verbose=0)
+    keras.utils.set_random_seed(1)
+    vae2 = build_second_stage("tiny")
+    return vae, vae2
+
+
+def test_sampler_draws_images_of_the_first_stage_shape_in_unit_range(two_stages):
+    vae, vae2 = two_stages
+    sampler = TwoStageSampler(vae.decoder, vae2.decoder)
+    samples = sampler.sample(7, seed=0, batch_size=4)
+    assert samples.shape == (7, 8, 8, 1)
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
+    # Same seed, same images (up to the batching of predict's float sums).
+    np.testing.assert_allclose(samples, sampler.sample(7, seed=0), atol=1e-6)
+    assert not np.array_equal(samples, sampler.sample(7, seed=1))
+
+
+def test_sampler_refuses_decoders_that_do_not_chain(two_stages):
+    vae, _ = two_stages
+    other = build_second_stage("tiny", latent_dim=5)
+    with pytest.raises(ValueError, match=r"\(5,\).*\(4,\)"):
+        TwoStageSampler(vae.decoder, other.decoder)
+
+
+def test_encode_dataset_gives_the_same_codes_from_arrays_and_tf_data(
+    two_stages, images
+):
+    vae, _ = two_stages
+    from_array = encode_dataset(vae, images, batch_size=5, verbose=0)
+    labelled = tf.data.Dataset.from_tensor_slices((images, np.arange(16))).batch(6)
+    from_dataset = encode_dataset(vae.encoder, labelled, verbose=0)
+    from_uint8 = encode_dataset(vae, np.round(images * 255).astype("uint8"), verbose=0)
+    z_mean, z_log_sigma = vae.encoder(images, training=False)
+    for codes in (from_array, from_dataset):
+        assert codes[0].shape == codes[1].shape == (16, 4)
+        assert codes[0].dtype == codes[1].dtype == np.float32
+        np.testing.assert_allclose(codes[0], z_mean, atol=1e-6)
+        np.testing.assert_allclose(codes[1], z_log_sigma, atol=1e-6)
+    np.testing.assert_allclose(from_uint8[0], z_mean, atol=1e-2)
+
+
+def test_latent_dataset_draws_fresh_noise_and_reshuffles_every_epoch():
+    z_mean = np.repeat(np.arange(12, dtype="float32")[:, None] * 10, 3, axis=1)
+    z_log_sigma = np.full((12, 3), np.log(0.1), "float32")
+    dataset = latent_dataset(z_mean, z_log_sigma, batch_size=5, seed=0)
+    epochs = [np.concatenate(list(dataset.as_numpy_iterator())) for _ in range(2)]
+    for z in epochs:
+        assert z.shape == (10, 3)  # two full batches, remainder dropped
+        rows = np.round(z[:, 0] / 10).astype(int)  # which code each z came from
+        assert len(set(rows)) == 10
+        noise = z - z_mean[rows]
+        assert np.abs(noise).max() < 0.6  # sigma 0.1
+        assert 0.03 < noise.std() < 0.2
+    rows = [np.round(z[:, 0] / 10).astype(int) for z in epochs]
+    assert not np.array_equal(rows[0], rows[1])  # reshuffled
+    # One batch holding every code: each epoch is the same set, new noise.
+    fixed = latent_dataset(z_mean[:5], z_log_sigma[:5], batch_size=5, seed=0)
+    first, second = (np.sort(next(iter(fixed)).numpy(), axis=0) for _ in range(2))
+    assert not np.allclose(first, second)
+
+
+def test_latent_dataset_refuses_mismatched_codes():
+    with pytest.raises(ValueError, match="same"):
+        latent_dataset(np.zeros((10, 4)), np.zeros((10, 3)), batch_size=2)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        latent_dataset(np.zeros((3, 4)), np.zeros((3, 4)), batch_size=5)
+
+
+def test_export_refuses_an_existing_path_unless_overwrite(two_stages, tmp_path):
+    path = tmp_path / "sampler"
+    path.mkdir()
+    (path / "keep.txt").write_text("not a model")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_sampler(two_stages, path)
+    assert (path / "keep.txt").exists()
+    export_sampler(two_stages, path, overwrite=True)
+    assert not (path / "keep.txt").exists()
+    assert (path / "saved_model.pb").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["sampler"]  # no staging left
+
+
+# A fresh interpreter that cannot import vae_balance (the editable install's
+# finder is on sys.meta_path via a .pth file, so -I alone does not hide it).
+RELOAD_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, os, sys
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "vae_balance" or name.startswith("vae_balance."):
+                raise ModuleNotFoundError(f"{name} is blocked in this test")
+
+    sys.meta_path.insert(0, Blocker())
+    try:
+        import vae_balance  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("vae_balance is importable: the test would prove nothing")
+
+    import numpy as np
+    import tensorflow as tf
+
+    folder = sys.argv[1]
+    inputs = {k: np.load(os.path.join(folder, k + ".npy")) for k in "uzx"}
+    loaded = tf.saved_model.load(os.path.join(folder, "sampler"))
+    encoded = loaded.encode(inputs["x"])
+    serving = loaded.signatures["serving_default"](u=tf.constant(inputs["u"]))
+    outputs = {
+        "sample": loaded.sample(inputs["u"]),
+        "decode": loaded.decode(inputs["z"]),
+        "z_mean": encoded["z_mean"],
+        "z_log_sigma": encoded["z_log_sigma"],
+        "reconstruct": loaded.reconstruct(inputs["x"]),
+        "serving_default": list(serving.values())[0],
+    }
+    for name, value in outputs.items():
+        np.save(os.path.join(folder, "out_" + name + ".npy"), value.numpy())
+    assert "vae_balance" not in sys.modules
+    print("reloaded", sorted(outputs))
+    """
+)
+
+
+@pytest.mark.slow
+def test_exported_sampler_reloads_without_vae_balance_in_a_fresh_process(
+    two_stages, images, tmp_path
+):
+    vae, vae2 = two_stages
+    export_sampler((vae, vae2), tmp_path / "sampler")
+    rng = np.random.default_rng(1)
+    inputs = {
+        "u": rng.normal(size=(5, 4)).astype("float32"),
+        "z": rng.normal(size=(5, 4)).astype("float32"),
+        "x": images[:5],
+    }
+    for name, value in inputs.items():
+        np.save(tmp_path / f"{name}.npy", value)
+    sampler = TwoStageSampler(vae.decoder, vae2.decoder)
+    z_mean, z_log_sigma = vae.encoder(inputs["x"], training=False)
+    expected = {
+        "sample": sampler(inputs["u"]),
+        "serving_default": sampler(inputs["u"]),
+        "decode": vae.decoder(inputs["z"], training=False),
+        "z_mean": z_mean,
+        "z_log_sigma": z_log_sigma,
+        "reconstruct": vae.predict(inputs["x"], verbose=0),
+    }
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", RELOAD_SCRIPT, str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name, value in expected.items():
+        reloaded = np.load(tmp_path / f"out_{name}.npy")
+        assert reloaded.shape == np.shape(value), name
+        np.testing.assert_allclose(reloaded, value, atol=1e-5, rtol=0, err_msg=name)
