@@ -106,13 +106,18 @@ def build_decoder(
     return keras.Model(z, image, name=name)
 
 
+def _dense_trunk(x, second_dim, depth):
+    """``depth`` Dense(second_dim, ReLU) layers, then concat([x, t])."""
+    t = x
+    for i in range(depth):
+        t = layers.Dense(second_dim, activation="relu", name=f"dense{i}")(t)
+    return layers.Concatenate(name="concat")([x, t])
+
+
 def build_second_encoder(latent_dim=64, second_dim=2048, depth=3, name="encoder2"):
     """Stage-2 encoder: z -> [u_mean, u_log_sigma]; dense, no BN."""
     z = keras.Input(shape=(latent_dim,), name="z")
-    t = z
-    for i in range(depth):
-        t = layers.Dense(second_dim, activation="relu", name=f"dense{i}")(t)
-    t = layers.Concatenate(name="concat")([z, t])
+    t = _dense_trunk(z, second_dim, depth)
     u_mean = layers.Dense(latent_dim, name="u_mean")(t)
     u_log_sigma = layers.Dense(latent_dim, name="u_log_sigma")(t)
     return keras.Model(z, [u_mean, u_log_sigma], name=name)
@@ -121,9 +126,6 @@ def build_second_encoder(latent_dim=64, second_dim=2048, depth=3, name="encoder2
 def build_second_decoder(latent_dim=64, second_dim=2048, depth=3, name="decoder2"):
     """Stage-2 decoder: u -> z_hat (linear); dense, no BN."""
     u = keras.Input(shape=(latent_dim,), name="u")
-    t = u
-    for i in range(depth):
-        t = layers.Dense(second_dim, activation="relu", name=f"dense{i}")(t)
-    t = layers.Concatenate(name="concat")([u, t])
+    t = _dense_trunk(u, second_dim, depth)
     z_hat = layers.Dense(latent_dim, dtype="float32", name="z_hat")(t)
     return keras.Model(u, z_hat, name=name)
