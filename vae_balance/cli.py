@@ -3,11 +3,17 @@
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 
 from vae_balance.model import BALANCES
 from vae_balance.presets import PRESETS, get_preset
+
+try:  # tf.distribute strategies and precision policies by name
+    from vae_balance.distribute import PRECISIONS, STRATEGIES
+except ImportError:  # pragma: no cover
+    PRECISIONS = STRATEGIES = None
 
 # --smoke: the same preset's data and image size, narrow networks, one epoch
 # of each stage on a few images: a quick check that everything runs.
@@ -65,11 +71,31 @@ def add_train_arguments(parser, default_preset=None):
     parser.add_argument(
         "--grid-every", type=int, default=5, help="epochs between image grids"
     )
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable or wrongly sized image files (their count is "
+        "logged) instead of stopping at the first one",
+    )
+    if STRATEGIES is not None:
+        parser.add_argument(
+            "--strategy",
+            default="default",
+            choices=STRATEGIES,
+            help="tf.distribute strategy: one device, all local GPUs, or one "
+            "process per machine (TF_CONFIG); --batch-size is the global batch",
+        )
+        parser.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            help="Keras dtype policy (default: float32); losses, gamma and the "
+            "running MSE stay float32",
+        )
 
 
 def _positive(name, value):
-    if value is not None and value <= 0:
-        raise SystemExit(f"error: --{name} must be positive, got {value}")
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise SystemExit(f"error: --{name} must be a positive number, got {value}")
 
 
 def config_from_args(args):
@@ -89,6 +115,12 @@ def config_from_args(args):
             overrides[field] = value
     for name in ("epochs", "epochs2", "batch_size", "learning_rate", "limit"):
         _positive(name.replace("_", "-"), getattr(args, name))
+    if args.kl_weight is not None and not (
+        math.isfinite(args.kl_weight) and args.kl_weight >= 0
+    ):
+        raise SystemExit(f"error: --kl-weight must be >= 0, got {args.kl_weight}")
+    if args.grid_every is not None:
+        _positive("grid-every", args.grid_every)
     config = get_preset(args.preset)
     if args.smoke:
         config = dataclasses.replace(config, **SMOKE)
@@ -99,7 +131,7 @@ def config_from_args(args):
 
 
 def run_train(args):
-    from vae_balance import training
+    from vae_balance import data, training
 
     config = config_from_args(args)
     workdir = args.workdir or os.path.join(
@@ -115,9 +147,20 @@ def run_train(args):
             jit_compile=args.jit_compile,
             allow_config_change=args.allow_config_change,
             grid_every=args.grid_every,
+            skip_bad=args.skip_bad,
+            strategy=getattr(args, "strategy", None),
+            precision=getattr(args, "precision", None),
         )
-    except (training.TrainingDiverged, training.WorkdirError) as error:
-        raise SystemExit(f"error: {error}") from None
+    except (
+        training.TrainingDiverged,
+        training.WorkdirError,  # and SaveError (disk full)
+        data.DataError,
+        data.DatasetNotFoundError,
+    ) as error:
+        hint = " (--skip-bad skips bad image files)" * (
+            isinstance(error, data.DataError) and not args.skip_bad
+        )
+        raise SystemExit(f"error: {error}{hint}") from None
     print(f"Outputs in {os.path.abspath(result.workdir)}")
     return result
 
@@ -127,7 +170,10 @@ def run_sample(args):
     import tensorflow as tf
 
     from vae_balance.plots import save_grid
+    from vae_balance.sampling import restore_interrupted_export
 
+    if restore_interrupted_export(args.sampler):
+        print(f"Restored {args.sampler} after an interrupted export")
     if not os.path.isfile(os.path.join(args.sampler, "saved_model.pb")):
         raise SystemExit(
             f"error: {args.sampler!r} is not a SavedModel directory (no "
@@ -152,8 +198,6 @@ def run_sample(args):
 
 
 def run_export(args):
-    import keras
-
     from vae_balance import training
     from vae_balance.sampling import export_sampler
 
@@ -168,11 +212,14 @@ def run_export(args):
                     f"{args.workdir!r}; train first."
                 )
             path = found[0]
-        models.append(keras.saving.load_model(path))
+        try:
+            models.append(training.load_checkpoint(path))  # safe_mode on
+        except training.WorkdirError as error:
+            raise SystemExit(f"error: {error}") from None
     out = args.out or os.path.join(args.workdir, "sampler")
     try:
         export_sampler(tuple(models), out, overwrite=args.overwrite)
-    except FileExistsError as error:
+    except (FileExistsError, OSError) as error:
         raise SystemExit(f"error: {error}") from None
     print(f"Exported sampler to {out}")
 

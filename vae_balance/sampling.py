@@ -169,7 +169,9 @@ def export_sampler(sampler_or_models, path, overwrite=False):
     pair of models, or ``TwoStageSampler(..., first_encoder=...)``).
 
     The SavedModel is written to a temporary folder beside ``path`` and renamed
-    into place, so an interrupted export never leaves a partial one.
+    into place, so an interrupted export never leaves a partial one; a killed
+    replacement leaves the previous export complete, put back in place by the
+    next export (see `restore_interrupted_export`).
 
     Args:
         sampler_or_models: a `TwoStageSampler`, or ``(vae, vae2)``.
@@ -184,6 +186,7 @@ def export_sampler(sampler_or_models, path, overwrite=False):
     """
     sampler = _as_sampler(sampler_or_models)
     path = os.fspath(path)
+    restore_interrupted_export(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(
             f"Export path {path!r} already exists; pass overwrite=True (CLI: "
@@ -221,11 +224,14 @@ def export_sampler(sampler_or_models, path, overwrite=False):
 
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    name = os.path.basename(os.path.abspath(path))
+    staging = tempfile.mkdtemp(prefix=f".{name}.export-{os.getpid()}-", dir=parent)
     try:
         archive.write_out(staging, verbose=False)
         if os.path.exists(path):
-            old = staging + ".old"
+            # Two renames: a kill between them leaves the previous export
+            # complete under `old`, which restore_interrupted_export puts back.
+            old = _previous_export(path)
             os.rename(path, old)
             os.rename(staging, path)
             shutil.rmtree(old)
@@ -235,3 +241,54 @@ def export_sampler(sampler_or_models, path, overwrite=False):
         if os.path.exists(staging):
             shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _previous_export(path):
+    parent, name = os.path.split(os.path.abspath(path))
+    return os.path.join(parent, f".{name}.previous")
+
+
+def restore_interrupted_export(path):
+    """Repairs what a killed `export_sampler` may have left beside ``path``.
+
+    `export_sampler` writes to a hidden staging folder and renames it into
+    place; replacing an export takes two renames (the old one aside, the new
+    one in). A process killed in between leaves no ``path`` but the complete
+    previous export under ``.NAME.previous``: it is renamed back. A previous
+    export left next to a complete new one is deleted, and so are the staging
+    folders of dead processes. `export_sampler` calls this first.
+
+    Returns:
+        True when a previous export was put back in place.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    restored = False
+    old = _previous_export(path)
+    if os.path.isdir(old):
+        if os.path.exists(path):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(old, path)
+            restored = True
+    prefix = f".{name}.export-"
+    if os.path.isdir(parent):
+        for entry in os.listdir(parent):
+            if not entry.startswith(prefix):
+                continue
+            pid = entry[len(prefix) :].split("-", 1)[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+    return restored
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return False  # this process is not exporting while it cleans up
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True

@@ -19,8 +19,10 @@ last complete epoch. Every file is written to a temporary name and renamed,
 so a run killed at any point leaves only complete files behind.
 """
 
+import contextlib
 import csv
 import dataclasses
+import errno
 import fcntl
 import glob
 import json
@@ -53,6 +55,15 @@ class TrainingDiverged(RuntimeError):
 
 class WorkdirError(RuntimeError):
     """Raised when a work directory cannot be used for this run."""
+
+
+class SaveError(WorkdirError):
+    """Raised when a file of the run cannot be written (disk full, permission).
+
+    The file being written is left as it was: its temporary copy is removed
+    and the complete files written before are kept, so rerunning the same
+    command once the cause is fixed resumes from the last complete checkpoint.
+    """
 
 
 # --------------------------------------------------------------- workdir
@@ -94,6 +105,30 @@ class WorkdirLock:
     def __exit__(self, *exc):
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
+
+
+def _remove_stale_temporaries(workdir):
+    """Deletes the temporary files of writers killed mid-write.
+
+    Called with the work directory locked, so no live writer owns them.
+    Every file of the run is first written to a ``*.tmp-<pid>*`` (or
+    ``*.tmp.npz`` / ``.csv.tmp``) name and then renamed; what remains under
+    such a name is incomplete and was never used.
+    """
+    patterns = ("*.tmp-*", "*.tmp.npz", "*.csv.tmp")
+    removed = []
+    for folder in (workdir, _checkpoint_dir(workdir)):
+        for pattern in patterns:
+            for path in glob.glob(os.path.join(folder, pattern)):
+                if os.path.isfile(path):
+                    os.remove(path)
+                    removed.append(os.path.basename(path))
+    if removed:
+        print(
+            f"[resume] removed {len(removed)} incomplete temporary file(s) left "
+            f"by an interrupted run: {', '.join(sorted(removed))}"
+        )
+    return removed
 
 
 # Fields that may change between a run and its resumption (schedules, and the
@@ -143,25 +178,60 @@ def _checkpoint_dir(workdir):
     return os.path.join(workdir, "checkpoints")
 
 
-def latest_checkpoint(workdir, stage):
-    """``(path, epochs_done)`` of the newest complete checkpoint, or None."""
+def _checkpoints(workdir, stage):
+    """Sorted ``[(epochs_done, path)]`` of the complete checkpoints of a stage.
+
+    Only exact ``{stage}-epochNNNN.keras`` names count: the temporary files of
+    a killed writer (``...keras.tmp-<pid>.keras``) never do.
+    """
     pattern = os.path.join(_checkpoint_dir(workdir), f"{stage}-epoch*.keras")
     found = []
     for path in glob.glob(pattern):
-        match = re.search(r"-epoch(\d+)\.keras$", path)
+        match = re.fullmatch(
+            rf"{re.escape(stage)}-epoch(\d+)\.keras", os.path.basename(path)
+        )
         if match:
             found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(workdir, stage):
+    """``(path, epochs_done)`` of the newest complete checkpoint, or None."""
+    found = _checkpoints(workdir, stage)
     if not found:
         return None
-    epochs_done, path = max(found)
+    epochs_done, path = found[-1]
     return path, epochs_done
 
 
+def _remove_quietly(path):
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
 def save_model_atomic(model, path):
-    """model.save to a temporary file, then an atomic rename."""
+    """model.save to a temporary file, then an atomic rename.
+
+    Raises:
+        SaveError: the file could not be written (e.g. no space left on the
+            device); ``path`` is unchanged and the temporary file removed.
+    """
     tmp = f"{path}.tmp-{os.getpid()}.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        _remove_quietly(tmp)
+        raise SaveError(
+            f"Could not write {path}: {_describe_os_error(error)}. The file is "
+            "unchanged (its temporary copy was removed)."
+        ) from error
+
+
+def _describe_os_error(error):
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"no space left on the device ({error})"
+    return str(error)
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -178,12 +248,41 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.model.stop_training and not _all_finite(logs):
             return  # a diverged epoch is never checkpointed
         path = os.path.join(self.directory, f"{self.stage}-epoch{epoch + 1:04d}.keras")
-        save_model_atomic(self.model, path)
-        olds = sorted(
-            glob.glob(os.path.join(self.directory, f"{self.stage}-epoch*.keras"))
-        )
-        for old in olds[: -self.keep]:
+        workdir = os.path.dirname(self.directory)
+        try:
+            save_model_atomic(self.model, path)
+        except SaveError as error:
+            last = latest_checkpoint(workdir, self.stage)
+            kept = last[0] if last else "none yet (a rerun starts from scratch)"
+            raise SaveError(
+                f"{error} The last complete checkpoint is kept: {kept}. Free "
+                "some space and run the same command again to resume from it."
+            ) from error.__cause__
+        # Older checkpoints go only once the new one is complete.
+        for _, old in _checkpoints(workdir, self.stage)[: -self.keep]:
             os.remove(old)
+
+
+def load_checkpoint(path):
+    """Loads a checkpoint or finished stage with Keras's ``safe_mode`` on.
+
+    ``safe_mode`` refuses to deserialise Python code (``Lambda`` layers and
+    the like), so a tampered file cannot run anything when a run resumes.
+
+    Raises:
+        WorkdirError: the file is unreadable, corrupt or refused, naming it.
+    """
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # zipfile, h5py, JSON and Keras errors alike
+        raise WorkdirError(
+            f"Cannot load {path}: {type(error).__name__}: {error}. "
+            "Checkpoints written by this library hold no Python code and are "
+            "written atomically, so this file is corrupt or was replaced "
+            "(files with Lambda layers or other code are refused: safe_mode). "
+            "Move it out of the checkpoints folder to resume from the "
+            "previous checkpoint, or use another --workdir."
+        ) from error
 
 
 def _all_finite(logs):
@@ -328,19 +427,22 @@ def _fit_stage(
     verbose,
     jit_compile,
     validation_data=None,
+    strategy=None,
 ):
     """Fits one stage from scratch or from its last checkpoint."""
+    strategy = strategy or tf.distribute.get_strategy()
     final_path = os.path.join(workdir, f"{stage}.keras")
     history_csv = os.path.join(workdir, f"history_{stage}.csv")
     steps_csv = os.path.join(workdir, f"steps_{stage}.csv")
     found = latest_checkpoint(workdir, stage)
-    if found is not None:
-        path, initial_epoch = found
-        model = keras.saving.load_model(path)  # safe_mode stays on
-        print(f"[{stage}] resuming from {path} (epoch {initial_epoch}/{epochs})")
-    else:
-        model, initial_epoch = build(), 0
-        _compile(model, learning_rate, config, jit_compile)
+    with strategy.scope():
+        if found is not None:
+            path, initial_epoch = found
+            model = load_checkpoint(path)
+            print(f"[{stage}] resuming from {path} (epoch {initial_epoch}/{epochs})")
+        else:
+            model, initial_epoch = build(), 0
+            _compile(model, learning_rate, config, jit_compile)
     _truncate_csv(history_csv, lambda row: int(row["epoch"]) < initial_epoch)
     _truncate_csv(steps_csv, lambda row: int(row["epoch"]) < initial_epoch)
     if initial_epoch >= epochs:
@@ -393,6 +495,9 @@ def train(
     jit_compile=False,
     allow_config_change=False,
     num_grid_images=64,
+    skip_bad=False,
+    strategy=None,
+    precision=None,
 ):
     """Runs the whole two-stage job, resuming whatever is already done.
 
@@ -413,142 +518,214 @@ def train(
         allow_config_change: resume even if the model-defining configuration
             differs from the one saved in the work directory.
         num_grid_images: images per PNG grid.
+        skip_bad: skip unreadable or wrongly shaped image files (the count is
+            logged) instead of stopping with a `data.DataError` naming them.
+        strategy: a `tf.distribute.Strategy`, or a name for
+            `vae_balance.distribute.get_strategy` ("default", "mirrored",
+            "multiworker"); None: the current (default) strategy. The models
+            are built, compiled and reloaded inside its scope.
+        precision: None keeps the global Keras dtype policy; else a name for
+            `vae_balance.distribute.set_precision`, set before any model is
+            built ("float32", "mixed_float16", "mixed_bfloat16").
 
     Returns:
         A `RunResult`; the sampler SavedModel is ``workdir/sampler``.
+
+    Raises:
+        WorkdirError: the work directory is locked by another run, holds
+            another configuration or an unreadable checkpoint.
+        SaveError: a file could not be written (e.g. the disk is full); the
+            complete files written before, checkpoints included, are kept.
+        TrainingDiverged: a loss became NaN or Inf; the last good checkpoint
+            is kept.
+        data.DataError, data.DatasetNotFoundError: bad or missing data.
     """
     start = time.time()
     config = get_preset(config) if not isinstance(config, VAEConfig) else config
+    if isinstance(strategy, str) or precision is not None:
+        from vae_balance import distribute
+
+        if isinstance(strategy, str):
+            strategy = distribute.get_strategy(strategy)
+        if precision is not None:
+            distribute.set_precision(precision)
+    strategy = strategy or tf.distribute.get_strategy()
     os.makedirs(workdir, exist_ok=True)
     with WorkdirLock(workdir):
         _check_or_write_config(config, workdir, allow_config_change)
-        train_images, test_images = _load_data(
-            config, train_data, test_images, data_dir, limit
-        )
-        num_train = data.num_examples(train_images)
-        steps = num_train // config.batch_size
-        batched = data.make_train_dataset(train_images, config.batch_size, config.seed)
-        writer = tf.summary.create_file_writer(
-            os.path.join(workdir, "tensorboard", "images")
-        )
-        keras.utils.set_random_seed(config.seed)
-        u_noise = (
-            np.random.default_rng(config.seed)
-            .standard_normal((num_grid_images, config.latent_dim))
-            .astype("float32")
-        )
-
-        state = {}
-
-        def make_grids(step, tag):
-            vae = state.get("vae")
-            grids = {}
-            if vae is not None:
-                originals = test_images[:num_grid_images]
-                grids["reconstructions"] = np.asarray(vae.predict(originals, verbose=0))
-                grids["originals"] = originals
-                grids["gen1"] = np.asarray(vae.decoder.predict(u_noise, verbose=0))
-            vae2 = state.get("vae2")
-            if vae is not None and vae2 is not None:
-                sampler = TwoStageSampler(vae.decoder, vae2.decoder)
-                grids["gen2"] = np.asarray(sampler.predict(u_noise, verbose=0))
-            plots.write_grids(
-                grids, os.path.join(workdir, "images"), tag, config, writer, step
+        _remove_stale_temporaries(workdir)
+        try:
+            return _run(
+                config,
+                workdir,
+                train_data,
+                test_images,
+                data_dir,
+                limit,
+                verbose,
+                grid_every,
+                jit_compile,
+                num_grid_images,
+                skip_bad,
+                strategy,
+                start,
             )
-            plots.plot_curves(workdir, os.path.join(workdir, "curves.png"))
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+                raise
+            raise SaveError(
+                f"Could not write {error.filename or 'a file'} in {workdir}: "
+                f"{_describe_os_error(error)}. Complete files and checkpoints "
+                "are kept; free some space and run the same command again to "
+                "resume."
+            ) from error
 
-        class Track(keras.callbacks.Callback):
-            def __init__(self, key):
-                super().__init__()
-                self.key = key
 
-            def on_train_begin(self, logs=None):
-                state[self.key] = self.model
+def _run(
+    config,
+    workdir,
+    train_data,
+    test_images,
+    data_dir,
+    limit,
+    verbose,
+    grid_every,
+    jit_compile,
+    num_grid_images,
+    skip_bad,
+    strategy,
+    start,
+):
+    """The body of `train`, with the work directory locked."""
+    train_images, test_images = _load_data(
+        config, train_data, test_images, data_dir, limit, skip_bad
+    )
+    num_train = data.num_examples(train_images)
+    steps = num_train // config.batch_size
+    batched = data.make_train_dataset(train_images, config.batch_size, config.seed)
+    writer = tf.summary.create_file_writer(
+        os.path.join(workdir, "tensorboard", "images")
+    )
+    keras.utils.set_random_seed(config.seed)
+    u_noise = (
+        np.random.default_rng(config.seed)
+        .standard_normal((num_grid_images, config.latent_dim))
+        .astype("float32")
+    )
 
-        # ---- stage 1
-        print(f"[stage1] {num_train} images, {steps} steps/epoch -> {workdir}")
-        vae, logs1 = _fit_stage(
-            "stage1",
-            lambda: build_vae(config),
-            batched,
-            config.epochs,
-            config.learning_rate,
-            config.lr_epochs,
-            steps,
-            config,
-            workdir,
-            [
-                Track("vae"),
-                ImageGrids(
-                    workdir, "stage1", make_grids, grid_every, config.epochs, writer
-                ),
-            ],
-            verbose,
-            jit_compile,
-            validation_data=(
-                tf.data.Dataset.from_tensor_slices(test_images).batch(config.batch_size)
-                if len(test_images)
-                else None
+    state = {}
+
+    def make_grids(step, tag):
+        vae = state.get("vae")
+        grids = {}
+        if vae is not None:
+            originals = test_images[:num_grid_images]
+            grids["reconstructions"] = np.asarray(vae.predict(originals, verbose=0))
+            grids["originals"] = originals
+            grids["gen1"] = np.asarray(vae.decoder.predict(u_noise, verbose=0))
+        vae2 = state.get("vae2")
+        if vae is not None and vae2 is not None:
+            sampler = TwoStageSampler(vae.decoder, vae2.decoder)
+            grids["gen2"] = np.asarray(sampler.predict(u_noise, verbose=0))
+        plots.write_grids(
+            grids, os.path.join(workdir, "images"), tag, config, writer, step
+        )
+        plots.plot_curves(workdir, os.path.join(workdir, "curves.png"))
+
+    class Track(keras.callbacks.Callback):
+        def __init__(self, key):
+            super().__init__()
+            self.key = key
+
+        def on_train_begin(self, logs=None):
+            state[self.key] = self.model
+
+    # ---- stage 1
+    print(f"[stage1] {num_train} images, {steps} steps/epoch -> {workdir}")
+    vae, logs1 = _fit_stage(
+        "stage1",
+        lambda: build_vae(config),
+        batched,
+        config.epochs,
+        config.learning_rate,
+        config.lr_epochs,
+        steps,
+        config,
+        workdir,
+        [
+            Track("vae"),
+            ImageGrids(
+                workdir, "stage1", make_grids, grid_every, config.epochs, writer
             ),
+        ],
+        verbose,
+        jit_compile,
+        validation_data=(
+            tf.data.Dataset.from_tensor_slices(test_images).batch(config.batch_size)
+            if len(test_images)
+            else None
+        ),
+        strategy=strategy,
+    )
+    state["vae"] = vae
+
+    # ---- latent codes of the training set, once
+    latents_path = os.path.join(workdir, "latents.npz")
+    if os.path.exists(latents_path) and latest_checkpoint(workdir, "stage2"):
+        with np.load(latents_path) as f:
+            z_mean, z_log_sigma = f["z_mean"], f["z_log_sigma"]
+    else:
+        print("[latents] encoding the training set with the frozen encoder")
+        z_mean, z_log_sigma = encode_dataset(
+            vae.encoder,
+            data.make_eval_dataset(train_images, config.batch_size),
+            verbose=verbose,
         )
-        state["vae"] = vae
+        tmp = latents_path + ".tmp.npz"
+        np.savez(tmp, z_mean=z_mean, z_log_sigma=z_log_sigma)
+        os.replace(tmp, latents_path)
 
-        # ---- latent codes of the training set, once
-        latents_path = os.path.join(workdir, "latents.npz")
-        if os.path.exists(latents_path) and latest_checkpoint(workdir, "stage2"):
-            with np.load(latents_path) as f:
-                z_mean, z_log_sigma = f["z_mean"], f["z_log_sigma"]
-        else:
-            print("[latents] encoding the training set with the frozen encoder")
-            z_mean, z_log_sigma = encode_dataset(
-                vae.encoder,
-                data.make_eval_dataset(train_images, config.batch_size),
-                verbose=verbose,
-            )
-            tmp = latents_path + ".tmp.npz"
-            np.savez(tmp, z_mean=z_mean, z_log_sigma=z_log_sigma)
-            os.replace(tmp, latents_path)
+    # ---- stage 2
+    steps2 = len(z_mean) // config.batch_size
+    vae2, logs2 = _fit_stage(
+        "stage2",
+        lambda: build_second_stage(config),
+        latent_dataset(z_mean, z_log_sigma, config.batch_size, config.seed),
+        config.epochs2,
+        config.learning_rate2,
+        config.lr_epochs2,
+        steps2,
+        config,
+        workdir,
+        [
+            Track("vae2"),
+            ImageGrids(
+                workdir, "stage2", make_grids, grid_every, config.epochs2, writer
+            ),
+        ],
+        verbose,
+        jit_compile,
+        strategy=strategy,
+    )
+    state["vae2"] = vae2
+    make_grids(step=config.epochs + config.epochs2, tag="final")
 
-        # ---- stage 2
-        steps2 = len(z_mean) // config.batch_size
-        vae2, logs2 = _fit_stage(
-            "stage2",
-            lambda: build_second_stage(config),
-            latent_dataset(z_mean, z_log_sigma, config.batch_size, config.seed),
-            config.epochs2,
-            config.learning_rate2,
-            config.lr_epochs2,
-            steps2,
-            config,
-            workdir,
-            [
-                Track("vae2"),
-                ImageGrids(
-                    workdir, "stage2", make_grids, grid_every, config.epochs2, writer
-                ),
-            ],
-            verbose,
-            jit_compile,
-        )
-        state["vae2"] = vae2
-        make_grids(step=config.epochs + config.epochs2, tag="final")
-
-        sampler_path = os.path.join(workdir, "sampler")
-        export_sampler((vae, vae2), sampler_path, overwrite=True)
-        seconds = time.time() - start
-        print(
-            f"[done] {seconds:.0f} s. Sampler: {sampler_path}; images: "
-            f"{os.path.join(workdir, 'images')}; curves: "
-            f"{os.path.join(workdir, 'curves.png')}"
-        )
-        return RunResult(workdir, sampler_path, logs1, logs2, seconds)
+    sampler_path = os.path.join(workdir, "sampler")
+    export_sampler((vae, vae2), sampler_path, overwrite=True)
+    seconds = time.time() - start
+    print(
+        f"[done] {seconds:.0f} s. Sampler: {sampler_path}; images: "
+        f"{os.path.join(workdir, 'images')}; curves: "
+        f"{os.path.join(workdir, 'curves.png')}"
+    )
+    return RunResult(workdir, sampler_path, logs1, logs2, seconds)
 
 
-def _load_data(config, train_data, test_images, data_dir, limit):
+def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
     """(unbatched train dataset, NumPy test images) from arguments or files."""
     if train_data is None:
         train_data = data.load_split(
-            config, "train", data_dir, limit=limit, dtype="uint8"
+            config, "train", data_dir, limit=limit, dtype="uint8", skip_bad=skip_bad
         )
     elif isinstance(train_data, np.ndarray):
         train_data = data.from_arrays(train_data, image_shape=config.image_shape)
@@ -556,7 +733,9 @@ def _load_data(config, train_data, test_images, data_dir, limit):
         train_data = train_data.take(limit)
     if test_images is None:
         test_limit = min(limit or NUM_TEST_IMAGES, NUM_TEST_IMAGES)
-        test_images = data.load_split(config, "test", data_dir, limit=test_limit)
+        test_images = data.load_split(
+            config, "test", data_dir, limit=test_limit, skip_bad=skip_bad
+        )
     if not isinstance(test_images, np.ndarray):
         test_images = np.stack(
             list(test_images.take(NUM_TEST_IMAGES).as_numpy_iterator())
