@@ -244,11 +244,26 @@ class BalancedVAE(keras.Model):
         return z_mean, z_log_sigma
 
     def sample_z(self, z_mean, z_log_sigma):
-        """Reparameterisation: z = mu + sigma * epsilon."""
+        """Reparameterisation: z = mu + sigma * epsilon.
+
+        Under a multi-replica strategy every replica draws epsilon for the
+        whole global batch (the same seed everywhere) and keeps its own rows,
+        so the noise does not depend on how the batch is split.
+        """
+        shape = ops.shape(z_mean)
+        context = _replica_context()
+        if context is None:
+            return z_mean + ops.exp(z_log_sigma) * keras.random.normal(
+                shape, dtype=z_mean.dtype, seed=self.seed_generator
+            )
+        rows = shape[0]
         epsilon = keras.random.normal(
-            ops.shape(z_mean), dtype=z_mean.dtype, seed=self.seed_generator
+            (rows * context.num_replicas_in_sync, *shape[1:]),
+            dtype=z_mean.dtype,
+            seed=self.seed_generator,
         )
-        return z_mean + ops.exp(z_log_sigma) * epsilon
+        start = context.replica_id_in_sync_group * rows
+        return z_mean + ops.exp(z_log_sigma) * epsilon[start : start + rows]
 
     def call(self, inputs, training=False):
         """Reconstruction: decodes a sampled z when training, else z_mean."""
@@ -303,7 +318,12 @@ class BalancedVAE(keras.Model):
         z = self.sample_z(z_mean, z_log_sigma)
         reconstruction = self.decoder(z, training=training)
         squared_error = losses.squared_error_sum(x, reconstruction)
-        batch_mse = ops.stop_gradient(ops.mean(squared_error)) / self.num_elements
+        # The MSE of the GLOBAL batch: every replica then holds the same gamma
+        # and running average, whatever the number of replicas.
+        (mean_squared_error,) = _global_batch_means(
+            [ops.stop_gradient(ops.mean(squared_error))], ops.shape(x)[0]
+        )
+        batch_mse = mean_squared_error / self.num_elements
         gamma_squared = self._gamma_squared(batch_mse)
         reconstruction_loss = ops.mean(
             losses.gaussian_nll(squared_error, gamma_squared, self.num_elements)
@@ -318,10 +338,23 @@ class BalancedVAE(keras.Model):
             "gamma": ops.sqrt(gamma_squared),
         }
 
-    def _log(self, values):
+    def _log(self, values, batch_size):
+        # Every replica logs the global batch's values ("mse" and "gamma"
+        # already are), so any reduction of per-replica logs is right.
+        names = ("loss", "reconstruction_loss", "kl_loss")
+        means = _global_batch_means(
+            [ops.stop_gradient(values[name]) for name in names], batch_size
+        )
+        values = {**values, **dict(zip(names, means))}
         for tracker in self.metrics:
             tracker.update_state(values[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.metrics}
+        logs = {tracker.name: tracker.result() for tracker in self.metrics}
+        if _in_multi_worker_mode():
+            # Keras 3 reduces multi-worker logs with strategy.reduce(..., axis=0),
+            # which fails on scalars (tensorflow/tensorflow#72388): give them a
+            # batch axis of 1; the reduction then returns the scalar.
+            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+        return logs
 
     def train_step(self, data):
         x = self._prepare(data)
@@ -330,15 +363,19 @@ class BalancedVAE(keras.Model):
             loss = values["loss"]
             if self.losses:  # regularisers of the networks, if any
                 loss = loss + ops.sum(self.losses)
+            # Keras' TF optimizer SUMS gradients over replicas: dividing each
+            # replica's batch-mean loss makes the sum the global-batch mean.
+            loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
         self.optimizer.apply(gradients, self.trainable_weights)
         self._update_balance(values["mse"])
-        return self._log(values)
+        return self._log(values, ops.shape(x)[0])
 
     def test_step(self, data):
-        values = self._compute_losses(self._prepare(data), training=False)
-        return self._log(values)
+        x = self._prepare(data)
+        values = self._compute_losses(x, training=False)
+        return self._log(values, ops.shape(x)[0])
 
     def _resolve_auto_jit_compile(self):
         # XLA silently drops the tf.debugging assertions of _prepare (NaN and
@@ -371,6 +408,38 @@ class BalancedVAE(keras.Model):
         for key in ("encoder", "decoder"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _replica_context():
+    """The replica context of a step run by a multi-replica strategy, else None."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def _in_multi_worker_mode():
+    """Whether fit() runs under a MultiWorkerMirroredStrategy with TF_CONFIG."""
+    strategy = tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)()
+    )
+
+
+def _global_batch_means(values, batch_size):
+    """Per-replica batch means -> means over the global batch (all-reduce).
+
+    Weighted by the replicas' batch sizes, which differ in a last partial
+    batch; the identity outside a multi-replica step.
+    """
+    context = _replica_context()
+    if context is None:
+        return list(values)
+    count = ops.cast(batch_size, "float32")
+    # An empty replica (a tiny last batch) has NaN means: weigh them by 0.
+    weighted = [ops.where(count > 0, value * count, 0.0) for value in values]
+    totals = context.all_reduce(tf.distribute.ReduceOp.SUM, [*weighted, count])
+    return [total / totals[-1] for total in totals[:-1]]
 
 
 def _static_shape(tensor):

@@ -10,15 +10,23 @@ import keras
 from keras import layers
 
 
-def _batch_norm(momentum, epsilon, name):
-    return layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)
+def _batch_norm(momentum, epsilon, name, synchronized=False):
+    return layers.BatchNormalization(
+        momentum=momentum, epsilon=epsilon, synchronized=synchronized, name=name
+    )
 
 
-def res_block(x, filters, name, bn_momentum=0.999, bn_epsilon=1e-5):
-    """Two BN-ReLU-Conv3x3 units plus a 3x3 convolutional shortcut."""
+def res_block(
+    x, filters, name, bn_momentum=0.999, bn_epsilon=1e-5, synchronized_bn=False
+):
+    """Two BN-ReLU-Conv3x3 units plus a 3x3 convolutional shortcut.
+
+    ``synchronized_bn``: batch statistics over the global batch under a
+    multi-replica tf.distribute strategy (as on one device), not per replica.
+    """
     y = x
     for i in (1, 2):
-        y = _batch_norm(bn_momentum, bn_epsilon, f"{name}_bn{i}")(y)
+        y = _batch_norm(bn_momentum, bn_epsilon, f"{name}_bn{i}", synchronized_bn)(y)
         y = layers.ReLU(name=f"{name}_relu{i}")(y)
         y = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv{i}")(y)
     shortcut = layers.Conv2D(filters, 3, padding="same", name=f"{name}_shortcut")(x)
@@ -44,13 +52,16 @@ def build_encoder(
     bn_momentum=0.999,
     bn_epsilon=1e-5,
     name="encoder",
+    synchronized_bn=False,
 ):
     """First-stage ResNet encoder: image -> [z_mean, z_log_sigma]."""
     image = keras.Input(shape=tuple(image_shape), name="image")
     x = layers.Conv2D(base_filters, 3, padding="same", name="stem")(image)
     filters = base_filters
     for scale in range(num_scales):
-        x = res_block(x, filters, f"scale{scale}", bn_momentum, bn_epsilon)
+        x = res_block(
+            x, filters, f"scale{scale}", bn_momentum, bn_epsilon, synchronized_bn
+        )
         if scale < num_scales - 1:
             filters *= 2
             x = layers.Conv2D(
@@ -86,6 +97,7 @@ def build_decoder(
     bn_momentum=0.999,
     bn_epsilon=1e-5,
     name="decoder",
+    synchronized_bn=False,
 ):
     """First-stage ResNet decoder: z -> image in [0, 1] (sigmoid)."""
     height, width, channels = image_shape
@@ -99,7 +111,7 @@ def build_decoder(
         x = layers.Conv2DTranspose(
             filters, 3, strides=2, padding="same", name=f"up{i}"
         )(x)
-        x = res_block(x, filters, f"scale{i}", bn_momentum, bn_epsilon)
+        x = res_block(x, filters, f"scale{i}", bn_momentum, bn_epsilon, synchronized_bn)
     x = layers.Conv2D(channels, 3, padding="same", name="to_image")(x)
     # The sigmoid runs in float32 so mixed-precision images stay in [0, 1].
     image = layers.Activation("sigmoid", dtype="float32", name="image")(x)
