@@ -95,7 +95,7 @@ def add_train_arguments(parser, default_preset=None):
 
 def _positive(name, value):
     if value is not None and not (math.isfinite(value) and value > 0):
-        raise SystemExit(f"error: --{name} must be a positive number, got {value}")
+        raise SystemExit(f"error: --{name} must be positive, got {value}")
 
 
 def config_from_args(args):
@@ -121,6 +121,9 @@ def config_from_args(args):
         raise SystemExit(f"error: --kl-weight must be >= 0, got {args.kl_weight}")
     if args.grid_every is not None:
         _positive("grid-every", args.grid_every)
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        # NumPy's and Keras's seeding take 0 <= seed < 2**32.
+        raise SystemExit(f"error: --seed must be in [0, 2**32), got {args.seed}")
     config = get_preset(args.preset)
     if args.smoke:
         config = dataclasses.replace(config, **SMOKE)

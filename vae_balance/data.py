@@ -46,10 +46,12 @@ import gzip
 import hashlib
 import io
 import logging
+import math
 import os
 import pickle
 import socket
 import threading
+import zlib
 
 import numpy as np
 import tensorflow as tf
@@ -526,12 +528,22 @@ def read_cifar_batch(path):
     """
     try:
         with open(path, "rb") as file:
-            batch = _RestrictedUnpickler(file, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
-        raise DataError(f"{path}: not a readable CIFAR-10 batch: {error}") from None
+            content = file.read()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the CIFAR-10 batch: {error}") from None
+    try:
+        # From memory: a corrupt length field cannot make the unpickler ask
+        # the file for gigabytes.
+        batch = _RestrictedUnpickler(io.BytesIO(content), encoding="bytes").load()
+    except Exception as error:  # any malformed pickle, whatever it raises
+        raise DataError(
+            f"{path}: not a readable CIFAR-10 batch: {type(error).__name__}: {error}"
+        ) from None
     if not isinstance(batch, dict):
         raise DataError(f"{path}: a CIFAR-10 batch is a dict, got {type(batch)}.")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    batch = {
+        k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()
+    }
     data, labels = batch.get("data"), batch.get("labels")
     if not (
         isinstance(data, np.ndarray)
@@ -540,14 +552,23 @@ def read_cifar_batch(path):
         and data.shape[1] == 3072
         and isinstance(labels, list)
         and len(labels) == len(data)
+        and all(_is_label(label) for label in labels)
     ):
         raise DataError(
-            f"{path}: expected b'data' uint8 (n, 3072) and n b'labels', got "
+            f"{path}: expected b'data' uint8 (n, 3072) and n b'labels' in 0-9, got "
             f"data {getattr(data, 'shape', type(data))} "
             f"{getattr(data, 'dtype', '')} and {type(labels).__name__} labels."
         )
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # channel-major
     return np.ascontiguousarray(images), np.asarray(labels, np.int64)
+
+
+def _is_label(value):
+    return (
+        isinstance(value, (int, np.integer))
+        and not isinstance(value, bool)
+        and 0 <= value < 10
+    )
 
 
 def read_idx(path):
@@ -556,7 +577,7 @@ def read_idx(path):
         opener = gzip.open if str(path).endswith(".gz") else open
         with opener(path, "rb") as file:
             content = file.read()
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:  # zlib: corrupt .gz data
         raise DataError(f"{path}: cannot read the IDX file: {error}") from None
     if len(content) < 4 or content[:2] != b"\x00\x00":
         raise DataError(f"{path}: not an IDX file (bad magic number).")
@@ -569,7 +590,7 @@ def read_idx(path):
     shape = tuple(
         int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
     )
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)  # exact: np.prod would overflow on junk
     if len(content) - header != expected:
         raise DataError(
             f"{path}: IDX header says {shape} ({expected} bytes) but the file "
@@ -778,10 +799,12 @@ def _mnist_local(directory, split, image_shape, options, looked):
                 path = os.path.join(folder, stem + suffix)
                 if os.path.isfile(path):
                     images = read_idx(path)
-                    if images.ndim != 3:
+                    if images.ndim != 3 or images.shape[1:] != (28, 28):
                         raise DataError(
                             f"{path}: expected (n, 28, 28) images, got {images.shape}."
                         )
+                    if len(images) == 0:
+                        raise DataError(f"{path}: holds 0 images (empty split).")
                     images = images[..., None]
                     return images[: options["limit"]] if options["limit"] else images
     looked.append(f"IDX file {stems[0]}[.gz] in {directory}: not found")

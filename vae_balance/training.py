@@ -276,7 +276,7 @@ def load_checkpoint(path):
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # zipfile, h5py, JSON and Keras errors alike
         raise WorkdirError(
-            f"Cannot load {path}: {type(error).__name__}: {error}. "
+            f"Cannot load {path}: {type(error).__name__}: {str(error).rstrip('.')}. "
             "Checkpoints written by this library hold no Python code and are "
             "written atomically, so this file is corrupt or was replaced "
             "(files with Lambda layers or other code are refused: safe_mode). "
