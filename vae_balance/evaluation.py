@@ -274,7 +274,9 @@ def evaluate_workdir(
     def predict(model, inputs):
         return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
 
-    def features(images):
+    def features(images, label):
+        if verbose:
+            print(f"Features of {label} ({len(images)} images):")
         return metrics.extract_features(
             _crop(images, pad), feature_extractor, batch_size, verbose
         )
@@ -301,15 +303,15 @@ def evaluate_workdir(
     gen2 = predict(vae.decoder, z_generated)
     gen2_adjusted = predict(vae.decoder, metrics.adjust_latents(z_generated))
 
-    real_features = features(real)
+    real_features = features(real, "the test images")
     fid = {}
-    for key, images in (
-        ("rec", reconstructions),
-        ("gen1", gen1),
-        ("gen2", gen2),
-        ("gen2_adjusted", gen2_adjusted),
+    for key, label, images in (
+        ("rec", "REC", reconstructions),
+        ("gen1", "GEN-1", gen1),
+        ("gen2", "GEN-2", gen2),
+        ("gen2_adjusted", "GEN-2 adjusted", gen2_adjusted),
     ):
-        fid[key] = metrics.fid_from_features(real_features, features(images))
+        fid[key] = metrics.fid_from_features(real_features, features(images, label))
 
     stage2 = _latent_report(u_mean, u_log_sigma)
     stage2["generated_latent_variance"] = float(z_generated.var(axis=0).mean())
@@ -324,6 +326,9 @@ def evaluate_workdir(
         ),
         "fid_image_shape": list(_crop(real[:1], pad).shape[1:]),
         "fid": fid,
+        # gen2_adjusted: metrics.adjust_latents, each latent rescaled to
+        # variance 1 over the generated set.
+        "adjust_target_variance": 1.0,
         "reconstruction_mse": mse,
         "stage1": _latent_report(z_mean, z_log_sigma),
         "stage2": stage2,
@@ -381,10 +386,12 @@ def _write_reports(workdir, results):
 
 
 # ------------------------------------------------------------------ CLI
-def _positive_int(text):
+def _at_least_two(text):
+    import argparse
+
     value = int(text)
     if value < 2:
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"need at least 2 images, got {value}")
     return value
 
 
@@ -456,7 +463,7 @@ def add_subcommands(subparsers):
     evaluate.add_argument("workdir")
     evaluate.add_argument(
         "--num-images",
-        type=_positive_int,
+        type=_at_least_two,
         default=10000,
         help="test images, and images per generated set (paper: 10000)",
     )
