@@ -256,13 +256,16 @@ class BalancedVAE(keras.Model):
             return z_mean + ops.exp(z_log_sigma) * keras.random.normal(
                 shape, dtype=z_mean.dtype, seed=self.seed_generator
             )
-        rows = shape[0]
+        # Replicas hold consecutive slices of the global batch, in replica
+        # order; the shares differ by one in a last partial batch.
+        rows = ops.cast(shape[0], "int32")
+        sizes = context.all_gather(ops.reshape(rows, (1,)), axis=0)
+        start = ops.sum(sizes[: context.replica_id_in_sync_group])
         epsilon = keras.random.normal(
-            (rows * context.num_replicas_in_sync, *shape[1:]),
+            (ops.sum(sizes), *shape[1:]),
             dtype=z_mean.dtype,
             seed=self.seed_generator,
         )
-        start = context.replica_id_in_sync_group * rows
         return z_mean + ops.exp(z_log_sigma) * epsilon[start : start + rows]
 
     def call(self, inputs, training=False):
@@ -320,8 +323,9 @@ class BalancedVAE(keras.Model):
         squared_error = losses.squared_error_sum(x, reconstruction)
         # The MSE of the GLOBAL batch: every replica then holds the same gamma
         # and running average, whatever the number of replicas.
-        (mean_squared_error,) = _global_batch_means(
-            [ops.stop_gradient(ops.mean(squared_error))], ops.shape(x)[0]
+        batch_size = ops.shape(x)[0]
+        (mean_squared_error,), global_batch_size = _global_batch_means(
+            [ops.stop_gradient(ops.mean(squared_error))], batch_size
         )
         batch_mse = mean_squared_error / self.num_elements
         gamma_squared = self._gamma_squared(batch_mse)
@@ -336,13 +340,15 @@ class BalancedVAE(keras.Model):
             "kl_loss": kl_loss,
             "mse": batch_mse,
             "gamma": ops.sqrt(gamma_squared),
+            # This replica's share of the global batch (1 on one device).
+            "batch_share": ops.cast(batch_size, "float32") / global_batch_size,
         }
 
     def _log(self, values, batch_size):
         # Every replica logs the global batch's values ("mse" and "gamma"
         # already are), so any reduction of per-replica logs is right.
         names = ("loss", "reconstruction_loss", "kl_loss")
-        means = _global_batch_means(
+        means, _ = _global_batch_means(
             [ops.stop_gradient(values[name]) for name in names], batch_size
         )
         values = {**values, **dict(zip(names, means))}
@@ -360,12 +366,13 @@ class BalancedVAE(keras.Model):
         x = self._prepare(data)
         with tf.GradientTape() as tape:
             values = self._compute_losses(x, training=True)
-            loss = values["loss"]
-            if self.losses:  # regularisers of the networks, if any
-                loss = loss + ops.sum(self.losses)
-            # Keras' TF optimizer SUMS gradients over replicas: dividing each
-            # replica's batch-mean loss makes the sum the global-batch mean.
-            loss = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            # Keras' TF optimizer SUMS gradients over replicas: weighting each
+            # replica's batch mean by its share of the global batch makes the
+            # sum the global-batch mean (also for an uneven last batch).
+            loss = values["loss"] * values["batch_share"]
+            if self.losses:  # regularisers of the networks, one per replica
+                replicas = tf.distribute.get_strategy().num_replicas_in_sync
+                loss = loss + ops.sum(self.losses) / replicas
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
         self.optimizer.apply(gradients, self.trainable_weights)
@@ -431,15 +438,18 @@ def _global_batch_means(values, batch_size):
 
     Weighted by the replicas' batch sizes, which differ in a last partial
     batch; the identity outside a multi-replica step.
+
+    Returns:
+        The list of global means and the global batch size (float32).
     """
+    count = ops.cast(batch_size, "float32")
     context = _replica_context()
     if context is None:
-        return list(values)
-    count = ops.cast(batch_size, "float32")
+        return list(values), count
     # An empty replica (a tiny last batch) has NaN means: weigh them by 0.
     weighted = [ops.where(count > 0, value * count, 0.0) for value in values]
     totals = context.all_reduce(tf.distribute.ReduceOp.SUM, [*weighted, count])
-    return [total / totals[-1] for total in totals[:-1]]
+    return [total / totals[-1] for total in totals[:-1]], totals[-1]
 
 
 def _static_shape(tensor):
