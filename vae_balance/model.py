@@ -384,6 +384,18 @@ class BalancedVAE(keras.Model):
         values = self._compute_losses(x, training=False)
         return self._log(values, ops.shape(x)[0])
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy Keras 3 averages the replicas' first batches with
+        # strategy.reduce to build the model symbolically, and crashes when the
+        # global batch does not split evenly (100 images on 8 GPUs). This
+        # model is built at construction and uses no compiled loss or metrics:
+        # only the optimizer is left to build, in the strategy's scope.
+        if getattr(self, "_distribute_strategy", None) is None:
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        with self.distribute_strategy.scope():
+            if self.optimizer is not None and not self.optimizer.built:
+                self.optimizer.build(self.trainable_variables)
+
     def _resolve_auto_jit_compile(self):
         # XLA silently drops the tf.debugging assertions of _prepare (NaN and
         # range checks), and compile(jit_compile="auto") turns XLA on where a
