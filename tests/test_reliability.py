@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vae_balance import cli, data, sampling, training
+from vae_balance import cli, data, distribute, sampling, training
 from vae_balance.model import BALANCES, BalancedVAE
 from vae_balance.presets import PRESETS, get_preset
 
@@ -361,6 +361,16 @@ def test_stale_temporaries_never_count_as_checkpoints_and_are_removed(tmp_path):
     ]
 
 
+def test_a_csv_row_cut_by_a_kill_is_dropped_on_resume(tmp_path):
+    path = tmp_path / "steps_stage1.csv"
+    path.write_text("step,epoch,loss\n1,0,0.5\n2,0,0.4\n3,1,0.3\n4,")
+    training._truncate_csv(str(path), lambda row: int(row["epoch"]) < 1)
+    assert path.read_text().splitlines() == ["step,epoch,loss", "1,0,0.5", "2,0,0.4"]
+    path.write_text("step,epoch,loss\n1,0,0.5\n2,0,0.4\n3,")  # cut in epoch 0
+    training._truncate_csv(str(path), lambda row: int(row["epoch"]) < 1)
+    assert path.read_text().splitlines() == ["step,epoch,loss", "1,0,0.5", "2,0,0.4"]
+
+
 # ------------------------------------------------------------- disk full
 def _tiny_fit_with_checkpoints(workdir, epochs, make_vae):
     vae = make_vae(run_eagerly=True)
@@ -553,6 +563,59 @@ def test_non_finite_or_out_of_range_values_are_refused(flag, value):
     args = cli.build_parser().parse_args(["train", "--preset", "tiny", flag, value])
     with pytest.raises(SystemExit, match=f"error: {flag} must be"):
         cli.config_from_args(args)
+
+
+# ----------------------------------------------------- strategy, precision
+def test_train_sets_the_precision_then_builds_inside_the_strategy_scope(
+    tmp_path, monkeypatch
+):
+    events = []
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+
+    def get_strategy(name):
+        events.append(("strategy", name))
+        return strategy
+
+    class Built(Exception):
+        pass
+
+    def build_vae(config):
+        events.append(("build", tf.distribute.get_strategy() is strategy))
+        raise Built
+
+    monkeypatch.setattr(distribute, "get_strategy", get_strategy)
+    monkeypatch.setattr(distribute, "set_precision", lambda name: events.append(name))
+    monkeypatch.setattr(training, "build_vae", build_vae)
+    images = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
+    with pytest.raises(Built):
+        training.train(
+            "tiny",
+            str(tmp_path),
+            train_data=images,
+            test_images=images,
+            strategy="mirrored",
+            precision="mixed_bfloat16",
+        )
+    assert events == [("strategy", "mirrored"), "mixed_bfloat16", ("build", True)]
+
+
+def test_cli_passes_strategy_precision_and_skip_bad_to_train(monkeypatch):
+    seen = {}
+
+    def train(config, workdir, **kwargs):
+        seen.update(kwargs, config=config)
+        raise training.WorkdirError("stop here")
+
+    monkeypatch.setattr(training, "train", train)
+    code, _ = _cli(
+        "train", "--preset", "tiny", "--strategy", "mirrored",
+        "--precision", "mixed_float16", "--skip-bad", "--learning-rate", "0.01",
+    )  # fmt: skip
+    assert code == "error: stop here"
+    assert (seen["strategy"], seen["precision"]) == ("mirrored", "mixed_float16")
+    assert seen["skip_bad"] is True and seen["config"].learning_rate == 0.01
+    code, _ = _cli("train", "--preset", "tiny")
+    assert (seen["strategy"], seen["precision"]) == ("default", None)
 
 
 # ------------------------------------------------------------------ fuzzing

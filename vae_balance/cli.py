@@ -7,13 +7,9 @@ import math
 import os
 import sys
 
+from vae_balance.distribute import PRECISIONS, STRATEGIES
 from vae_balance.model import BALANCES
 from vae_balance.presets import PRESETS, get_preset
-
-try:  # tf.distribute strategies and precision policies by name
-    from vae_balance.distribute import PRECISIONS, STRATEGIES
-except ImportError:  # pragma: no cover
-    PRECISIONS = STRATEGIES = None
 
 # --smoke: the same preset's data and image size, narrow networks, one epoch
 # of each stage on a few images: a quick check that everything runs.
@@ -77,20 +73,19 @@ def add_train_arguments(parser, default_preset=None):
         help="skip unreadable or wrongly sized image files (their count is "
         "logged) instead of stopping at the first one",
     )
-    if STRATEGIES is not None:
-        parser.add_argument(
-            "--strategy",
-            default="default",
-            choices=STRATEGIES,
-            help="tf.distribute strategy: one device, all local GPUs, or one "
-            "process per machine (TF_CONFIG); --batch-size is the global batch",
-        )
-        parser.add_argument(
-            "--precision",
-            choices=PRECISIONS,
-            help="Keras dtype policy (default: float32); losses, gamma and the "
-            "running MSE stay float32",
-        )
+    parser.add_argument(
+        "--strategy",
+        default="default",
+        choices=STRATEGIES,
+        help="tf.distribute strategy: one device, all local GPUs, or one "
+        "process per machine (TF_CONFIG); --batch-size is the global batch",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="Keras dtype policy (default: float32); losses, gamma and the "
+        "running MSE stay float32",
+    )
 
 
 def _positive(name, value):
@@ -151,8 +146,8 @@ def run_train(args):
             allow_config_change=args.allow_config_change,
             grid_every=args.grid_every,
             skip_bad=args.skip_bad,
-            strategy=getattr(args, "strategy", None),
-            precision=getattr(args, "precision", None),
+            strategy=args.strategy,
+            precision=args.precision,
         )
     except (
         training.TrainingDiverged,

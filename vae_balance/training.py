@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae_balance import data, plots
+from vae_balance import data, distribute, plots
 from vae_balance.builders import build_second_stage, build_vae
 from vae_balance.presets import VAEConfig, get_preset
 from vae_balance.sampling import (
@@ -352,15 +352,29 @@ class StepHistory(keras.callbacks.Callback):
 
 
 def _truncate_csv(path, keep_rows_where):
-    """Drops rows of epochs past the checkpoint, left by a killed run."""
+    """Drops rows of epochs past the checkpoint, left by a killed run.
+
+    A row cut short by the kill (missing or extra fields, an unparsable
+    value) is dropped too, and the file rewritten without it.
+    """
     if not os.path.exists(path):
         return
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-        fieldnames = list(rows[0]) if rows else None
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fieldnames = reader.fieldnames
     if not rows:
         return
-    kept = [row for row in rows if keep_rows_where(row)]
+
+    def keep(row):
+        if None in row or None in row.values():
+            return False
+        try:
+            return keep_rows_where(row)
+        except (TypeError, ValueError):
+            return False
+
+    kept = [row for row in rows if keep(row)]
     if len(kept) != len(rows):
         tmp = path + ".tmp"
         with open(tmp, "w", newline="") as f:
@@ -542,14 +556,11 @@ def train(
     """
     start = time.time()
     config = get_preset(config) if not isinstance(config, VAEConfig) else config
-    if isinstance(strategy, str) or precision is not None:
-        from vae_balance import distribute
-
-        if isinstance(strategy, str):
-            strategy = distribute.get_strategy(strategy)
-        if precision is not None:
-            distribute.set_precision(precision)
+    if isinstance(strategy, str):
+        strategy = distribute.get_strategy(strategy)
     strategy = strategy or tf.distribute.get_strategy()
+    if precision is not None:
+        distribute.set_precision(precision)  # before any model is built
     os.makedirs(workdir, exist_ok=True)
     with WorkdirLock(workdir):
         _check_or_write_config(config, workdir, allow_config_change)
