@@ -228,7 +228,8 @@ def test_fid_from_sources_rejects_out_of_range_floats(tmp_path):
 # ----------------------------------------------------------- evaluation
 @pytest.fixture(scope="module")
 def tiny_workdir(tmp_path_factory):
-    """A trained "tiny" two-stage run laid out like a training work directory."""
+    """A trained "tiny" two-stage run laid out like a training work directory
+    (without the sampler SavedModel, which evaluation does not read)."""
     from vae_balance import training
 
     workdir = tmp_path_factory.mktemp("run")
@@ -250,7 +251,6 @@ def tiny_workdir(tmp_path_factory):
     )
     training.save_model_atomic(vae, os.path.join(workdir, "stage1.keras"))
     training.save_model_atomic(vae2, os.path.join(workdir, "stage2.keras"))
-    vae_balance.export_sampler((vae, vae2), os.path.join(workdir, "sampler"))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config.to_dict(), f)
     return workdir
