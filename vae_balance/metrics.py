@@ -41,11 +41,8 @@ def extract_features(images, feature_extractor=None, batch_size=50, verbose=1):
         from vae_balance.inception import get_feature_extractor
 
         feature_extractor = get_feature_extractor()
-    total = len(images) if hasattr(images, "__len__") else None
-    if isinstance(images, np.ndarray):
-        progbar_total = total
-    else:
-        progbar_total = None  # a dataset's len() counts batches, not images
+    # An iterable's length (a batched dataset's) counts batches, not images.
+    progbar_total = len(images) if isinstance(images, np.ndarray) else None
     progbar = keras.utils.Progbar(progbar_total, verbose=verbose, unit_name="image")
     features, seen = [], 0
     for batch in _batches(images, batch_size):
