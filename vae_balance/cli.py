@@ -155,8 +155,9 @@ def run_train(args):
         data.DataError,
         data.DatasetNotFoundError,
     ) as error:
+        skippable = config.dataset in ("folder", "celeb_a")  # image files
         hint = " (--skip-bad skips bad image files)" * (
-            isinstance(error, data.DataError) and not args.skip_bad
+            isinstance(error, data.DataError) and skippable and not args.skip_bad
         )
         raise SystemExit(f"error: {error}{hint}") from None
     print(f"Outputs in {os.path.abspath(result.workdir)}")

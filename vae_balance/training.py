@@ -16,7 +16,11 @@ fit -> sampler export, writing into ``workdir``::
 
 Running the same command again on the same work directory resumes from the
 last complete epoch. Every file is written to a temporary name and renamed,
-so a run killed at any point leaves only complete files behind.
+so a run killed at any point leaves only complete files behind; the next run
+deletes the temporaries. A write that fails (a full disk) raises `SaveError`
+and keeps the last complete checkpoint; a NaN or Inf loss raises
+`TrainingDiverged`, also keeping it; a second run on a busy work directory,
+or one made with another configuration, raises `WorkdirError`.
 """
 
 import contextlib
@@ -569,17 +573,17 @@ def train(
             return _run(
                 config,
                 workdir,
-                train_data,
-                test_images,
-                data_dir,
-                limit,
-                verbose,
-                grid_every,
-                jit_compile,
-                num_grid_images,
-                skip_bad,
-                strategy,
-                start,
+                train_data=train_data,
+                test_images=test_images,
+                data_dir=data_dir,
+                limit=limit,
+                verbose=verbose,
+                grid_every=grid_every,
+                jit_compile=jit_compile,
+                num_grid_images=num_grid_images,
+                skip_bad=skip_bad,
+                strategy=strategy,
+                start=start,
             )
         except OSError as error:
             if error.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
@@ -595,6 +599,7 @@ def train(
 def _run(
     config,
     workdir,
+    *,
     train_data,
     test_images,
     data_dir,
