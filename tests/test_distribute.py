@@ -125,6 +125,29 @@ MIRRORED_SCRIPT = textwrap.dedent(
     }
     single.reset_metrics()
     test_logs = single.test_on_batch(images[:7], return_dict=True)
+
+    # The noise contract itself: the replicas' epsilon, concatenated, is one
+    # device's draw for the global batch, for an even (4 + 4) and an uneven
+    # (4 + 3) split; and the static-shape branch kept for TPUs (even splits)
+    # on these two devices by presenting MirroredStrategy as a TPUStrategy.
+    def replica_noise(size):
+        zeros = np.zeros((size, 4), "float32")
+        dataset = tf.data.Dataset.from_tensor_slices(zeros).batch(size)
+        z = next(iter(mirrored.experimental_distribute_dataset(dataset)))
+        vae2.seed_generator.state.assign([5, 0])
+        noise = mirrored.run(tf.function(lambda z: vae2.sample_z(z, z)), args=(z,))
+        noise = [np.asarray(v) for v in mirrored.experimental_local_results(noise)]
+        one_device = keras.random.normal((size, 4), seed=keras.random.SeedGenerator(5))
+        return float(np.max(np.abs(np.concatenate(noise) - np.asarray(one_device))))
+
+    noise_differences = {"even": replica_noise(8), "uneven": replica_noise(7)}
+    tpu_strategy = tf.distribute.TPUStrategy
+    tf.distribute.TPUStrategy = tf.distribute.MirroredStrategy
+    try:
+        noise_differences["tpu_branch_even"] = replica_noise(8)
+    finally:
+        tf.distribute.TPUStrategy = tpu_strategy
+
     weights = {
         "single": [w.numpy().tolist() for w in single.weights],
         "mirrored": [np.asarray(w.value).tolist() for w in vae2.weights],
@@ -133,6 +156,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         {
             "logs": [logs1, logs2],
             "replica_test_logs": replica_logs,
+            "noise_differences": noise_differences,
             "test_logs": test_logs,
             "running_mse": [running1, running2],
             "replica_running_mse": replicas,
@@ -161,6 +185,11 @@ def test_mirrored_strategy_on_two_devices_matches_one_device(tmp_path):
             )
     np.testing.assert_allclose(*result["running_mse"][::-1], rtol=RTOL)
     assert result["running_mse"][0][-1] < 1.0
+    assert result["noise_differences"] == {
+        "even": 0.0,
+        "uneven": 0.0,
+        "tpu_branch_even": 0.0,
+    }
     for key, value in result["test_logs"].items():
         replicas = result["replica_test_logs"][key]
         assert replicas[0] == replicas[1], key

@@ -258,15 +258,22 @@ class BalancedVAE(keras.Model):
             )
         # Replicas hold consecutive slices of the global batch, in replica
         # order; the shares differ by one in a last partial batch.
-        rows = ops.cast(shape[0], "int32")
-        sizes = context.all_gather(ops.reshape(rows, (1,)), axis=0)
-        start = ops.sum(sizes[: context.replica_id_in_sync_group])
+        rows, replica = shape[0], context.replica_id_in_sync_group
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.TPUStrategy):
+            # One static shape on every TPU replica: an even split, and XLA
+            # needs the static size of the draw.
+            start, total = replica * rows, rows * context.num_replicas_in_sync
+        else:
+            sizes = context.all_gather(ops.reshape(ops.cast(rows, "int32"), (1,)), 0)
+            replicas = ops.arange(context.num_replicas_in_sync)
+            start = ops.sum(ops.where(replicas < replica, sizes, 0))
+            total = ops.sum(sizes)
         epsilon = keras.random.normal(
-            (ops.sum(sizes), *shape[1:]),
-            dtype=z_mean.dtype,
-            seed=self.seed_generator,
+            (total, *shape[1:]), dtype=z_mean.dtype, seed=self.seed_generator
         )
-        return z_mean + ops.exp(z_log_sigma) * epsilon[start : start + rows]
+        begin = [start] + [0] * (len(shape) - 1)
+        epsilon = ops.slice(epsilon, begin, (rows, *shape[1:]))
+        return z_mean + ops.exp(z_log_sigma) * epsilon
 
     def call(self, inputs, training=False):
         """Reconstruction: decodes a sampled z when training, else z_mean."""
