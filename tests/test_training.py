@@ -207,3 +207,25 @@ def test_sigkill_after_an_epoch_resumes_from_the_next_epoch(tmp_path):
     assert epochs == [0, 1, 2]
     final = keras.saving.load_model(os.path.join(workdir, "stage1.keras"))
     assert int(final.optimizer.iterations) == 3 * steps_per_epoch
+
+
+def test_more_stage1_epochs_retrain_stage2_on_the_new_codes(tmp_path):
+    workdir = str(tmp_path)
+    x = _images(32)
+    config = get_preset("tiny", epochs=1, epochs2=1)
+    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    old_latents = np.load(os.path.join(workdir, "latents.npz"))["z_mean"]
+    training.train(
+        get_preset(config, epochs=2),
+        workdir,
+        train_data=x,
+        test_images=x[:8],
+        verbose=0,
+    )
+    new_latents = np.load(os.path.join(workdir, "latents.npz"))["z_mean"]
+    assert not np.allclose(old_latents, new_latents)
+    # stage 2 was trained again from scratch on the new codes: one epoch.
+    rows = _read_csv(os.path.join(workdir, "steps_stage2.csv"))
+    assert [int(r["step"]) for r in rows] == list(range(1, 32 // 8 + 1))
+    stage2 = keras.saving.load_model(os.path.join(workdir, "stage2.keras"))
+    assert int(stage2.optimizer.iterations) == 32 // 8

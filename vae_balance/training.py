@@ -182,6 +182,20 @@ def _checkpoint_dir(workdir):
     return os.path.join(workdir, "checkpoints")
 
 
+def _discard_stage(workdir, stage):
+    """Removes a stage's checkpoints, model and logs; True if any existed."""
+    paths = [path for _, path in _checkpoints(workdir, stage)] + [
+        os.path.join(workdir, name)
+        for name in (f"{stage}.keras", f"history_{stage}.csv", f"steps_{stage}.csv")
+    ]
+    removed = False
+    for path in paths:
+        if os.path.exists(path):
+            os.remove(path)
+            removed = True
+    return removed
+
+
 def _checkpoints(workdir, stage):
     """Sorted ``[(epochs_done, path)]`` of the complete checkpoints of a stage.
 
@@ -684,6 +698,10 @@ def _run(
         strategy=strategy,
     )
     state["vae"] = vae
+    if logs1 and _discard_stage(workdir, "stage2"):
+        # Stage 1 trained further (e.g. a rerun with more --epochs): the old
+        # stage 2 learned the codes of an encoder that no longer exists.
+        print("[stage2] stage 1 changed: the previous stage 2 is discarded")
 
     # ---- latent codes of the training set, once
     latents_path = os.path.join(workdir, "latents.npz")
