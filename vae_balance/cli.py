@@ -57,7 +57,9 @@ def add_train_arguments(parser, default_preset=None):
         help=f"quick check: narrow networks, {SMOKE_IMAGES} images, 1 epoch each",
     )
     parser.add_argument(
-        "--jit-compile", action="store_true", help="XLA-compile the train step"
+        "--jit-compile",
+        action="store_true",
+        help="XLA-compile the train step (slower on CPU; drops the per-batch NaN and range checks)",
     )
     parser.add_argument(
         "--allow-config-change",
