@@ -59,7 +59,8 @@ def add_train_arguments(parser, default_preset=None):
     parser.add_argument(
         "--jit-compile",
         action="store_true",
-        help="XLA-compile the train step (slower on CPU; drops the per-batch NaN and range checks)",
+        help="XLA-compile the train step (slower on CPU; drops the per-batch "
+        "NaN and range checks)",
     )
     parser.add_argument(
         "--allow-config-change",
