@@ -480,13 +480,6 @@ def test_truncated_idx_file_is_named(idx_dir):
         data.load_split("fashion_mnist", "test", folder)
 
 
-def test_load_train_test_gives_unbatched_float_splits(idx_dir):
-    folder, train, test = idx_dir
-    loaded_train, loaded_test = data.load_train_test(PRESETS["fashion_mnist"], folder)
-    assert loaded_train.element_spec == tf.TensorSpec((32, 32, 1), tf.float32)
-    assert (data.num_examples(loaded_train), data.num_examples(loaded_test)) == (7, 3)
-
-
 def test_load_dataset_batches_a_preset(idx_dir):
     folder, _, _ = idx_dir
     train, test = data.load_dataset(

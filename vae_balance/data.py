@@ -264,17 +264,6 @@ def load_dataset(
     )
 
 
-def load_train_test(config, data_dir=None, *, limit=None, **load_options):
-    """``(train, test)``: the two unbatched float32 `load_split` datasets.
-
-    For callers that batch themselves (`vae_balance.training`); ``limit``
-    applies to both splits.
-    """
-    train = load_split(config, "train", data_dir, limit=limit, **load_options)
-    test = load_split(config, "test", data_dir, limit=limit, **load_options)
-    return train, test
-
-
 def make_train_dataset(
     images, batch_size, seed, *, shuffle=True, shuffle_buffer=None, drop_remainder=True
 ):

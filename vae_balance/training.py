@@ -412,17 +412,20 @@ def staircase(learning_rate, lr_epochs):
 
 
 class ImageGrids(keras.callbacks.Callback):
-    """Every ``every`` epochs and at the end: PNG grids and TensorBoard images."""
+    """PNG grids and TensorBoard images every ``every`` epochs.
 
-    def __init__(self, workdir, stage, make_grids, every, epochs, writer):
+    Also after ``last_epoch`` when given; stage 2 passes None because the job
+    writes the final grids right after it.
+    """
+
+    def __init__(self, stage, make_grids, every, last_epoch):
         super().__init__()
-        self.workdir, self.stage = workdir, stage
-        self.make_grids, self.every, self.epochs = make_grids, every, epochs
-        self.writer = writer
+        self.stage, self.make_grids = stage, make_grids
+        self.every, self.last_epoch = every, last_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         done = epoch + 1
-        if done % self.every == 0 or done == self.epochs:
+        if done % self.every == 0 or done == self.last_epoch:
             self.make_grids(step=done, tag=f"{self.stage}-epoch{done:04d}")
 
 
@@ -684,14 +687,14 @@ def _run(
         workdir,
         [
             Track("vae"),
-            ImageGrids(
-                workdir, "stage1", make_grids, grid_every, config.epochs, writer
-            ),
+            ImageGrids("stage1", make_grids, grid_every, config.epochs),
         ],
         verbose,
         jit_compile,
         validation_data=(
-            tf.data.Dataset.from_tensor_slices(test_images).batch(config.batch_size)
+            data.make_eval_dataset(
+                tf.data.Dataset.from_tensor_slices(test_images), config.batch_size
+            )
             if len(test_images)
             else None
         ),
@@ -733,9 +736,7 @@ def _run(
         workdir,
         [
             Track("vae2"),
-            ImageGrids(
-                workdir, "stage2", make_grids, grid_every, config.epochs2, writer
-            ),
+            ImageGrids("stage2", make_grids, grid_every, last_epoch=None),
         ],
         verbose,
         jit_compile,
