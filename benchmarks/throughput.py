@@ -1,9 +1,12 @@
 """Training and sampling throughput of the presets on this machine.
 
 For the ``cifar10``, ``celeba`` and ``fashion_mnist`` presets (stage 1, batch
-100, synthetic images): training images/second after a few warm-up steps,
-without and with XLA (``compile(jit_compile=True)``, explicit: BalancedVAE
-never turns XLA on by itself), the peak resident memory of each configuration
+100, synthetic images): training images/second after a few warm-up steps in
+four configurations, ``CONFIGS``: before the speed-up (Keras'
+BatchNormalization), the default (`networks.FusedBatchNormalization`), the
+default with XLA (``compile(jit_compile=True)``, explicit: BalancedVAE never
+turns XLA on by itself) and the default in ``mixed_bfloat16`` (the CPU has
+AVX512-BF16); the peak resident memory of each configuration
 (one subprocess each, so the peaks are separable), the analytic FLOPs per
 image (convolution and dense multiply-adds of the networks; a training step
 ~ 3x the forward pass) and the achieved fraction of this machine's peak,
@@ -12,7 +15,7 @@ images/second of an exported SavedModel (`export_sampler` of a fresh
 ``fashion_mnist`` two-stage model, reloaded with ``tf.saved_model.load`` in a
 fresh process).
 
-    nice -n 10 python benchmarks/throughput.py         # ~10-15 min on 2 cores
+    python benchmarks/throughput.py         # ~15-20 min on 2 cores
 
 Writes ``throughput.{json,md}`` to ``--results``. Numbers from one run are
 comparable with each other (ratios); absolute ones depend on the machine's
@@ -34,6 +37,14 @@ BATCH_SIZE = 100
 # (warm-up steps, timed steps): the first step traces (and with XLA,
 # compiles); celeba is ~10 s a step on 2 CPU cores.
 STEPS = {"fashion_mnist": (3, 20), "cifar10": (2, 6), "celeba": (1, 3)}
+# (label, fused BatchNorm, XLA, precision policy); the first is the baseline
+# that the speed-ups are measured against.
+CONFIGS = (
+    ("before: Keras BN", False, False, "float32"),
+    ("default: fused BN", True, False, "float32"),
+    ("fused BN + XLA", True, True, "float32"),
+    ("fused BN + bfloat16", True, False, "mixed_bfloat16"),
+)
 
 
 # ------------------------------------------------------------------ FLOPs
@@ -93,7 +104,7 @@ def worker_matmul(size=2048, repeats=8):
     }
 
 
-def worker_train(preset, xla, warmup, steps):
+def worker_train(preset, label, fused_bn, xla, precision, warmup, steps):
     """Images/second of stage-1 training steps on synthetic data."""
     import keras
     import tensorflow as tf
@@ -101,8 +112,9 @@ def worker_train(preset, xla, warmup, steps):
     import vae_balance
 
     baseline = _rss_mib()
+    keras.mixed_precision.set_global_policy(precision)
     config = vae_balance.get_preset(preset)
-    vae = vae_balance.build_vae(config)
+    vae = vae_balance.build_vae(config, fused_bn=fused_bn)
     vae.compile(
         optimizer=keras.optimizers.Adam(
             config.learning_rate, epsilon=config.adam_epsilon
@@ -123,6 +135,9 @@ def worker_train(preset, xla, warmup, steps):
     forward = multiply_adds(vae.encoder) + multiply_adds(vae.decoder)
     return {
         "preset": preset,
+        "config": label,
+        "fused_bn": bool(fused_bn),
+        "precision": precision,
         "xla": bool(xla),
         "jit_compile_in_effect": bool(vae.jit_compile),
         "parameters": int(vae.count_params()),
@@ -214,10 +229,13 @@ def write_report(report, results):
         f"Command: `{report['command']}`",
         "",
         f"{report['machine']}; TensorFlow {report['tensorflow']}, Keras "
-        f"{report['keras']}. Run at {report['started_utc']} UTC with "
-        "`nice -n 10`, while other engineers' test runs shared the 2 cores: "
-        "the absolute numbers are a lower bound; the ratios within this run "
-        "are what to read.",
+        f"{report['keras']}. Run from {report['started_utc']} to "
+        f"{report['finished_utc']} UTC; 1-minute load average at the start "
+        f"{report['load_average'][0]:.2f}, at the end "
+        f"{report['load_average'][1]:.2f} (this benchmark alone keeps it near "
+        "1-2; more means other processes shared the cores, and the absolute "
+        "numbers are then a lower bound). The ratios within this run are what "
+        "to read.",
         "",
         f"Machine peak: {peak:.1f} GFLOP/s, the best {report['matmul']['size']}x"
         f"{report['matmul']['size']} float32 matmul of "
@@ -225,34 +243,42 @@ def write_report(report, results):
         f"{report['matmul']['repeats']} each) taken before every configuration "
         "and at the end: "
         + ", ".join(f"{g:.0f}" for g in report["matmul"]["all_peak_gflops"])
-        + " GFLOP/s. The spread is the other engineers' load; a "
+        + " GFLOP/s. A spread means a changing load from other processes; a "
         "configuration timed while the load was lighter than at the best "
         "matmul can exceed 100%.",
         "",
         "## Training, stage 1, batch 100, synthetic data",
         "",
-        "| preset | params | XLA | images/s | s/step | speed-up | GFLOP/image "
-        "(train ~3x fwd) | achieved GFLOP/s | % of peak | peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| preset | params | configuration | XLA | images/s | s/step | speed-up "
+        "| GFLOP/image (train ~3x fwd) | achieved GFLOP/s | % of peak | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["train"]:
         base = next(
             r["images_per_second"]
             for r in report["train"]
-            if r["preset"] == row["preset"] and not r["xla"]
+            if r["preset"] == row["preset"] and r["config"] == CONFIGS[0][0]
         )
         achieved = row["images_per_second"] * row["train_gflop_per_image"]
         xla = "yes" if row["jit_compile_in_effect"] else "no"
         if row["xla"] and not row["jit_compile_in_effect"]:
             xla = "asked, refused"
         lines.append(
-            f"| {row['preset']} | {row['parameters'] / 1e6:.2f}M | {xla} | "
+            f"| {row['preset']} | {row['parameters'] / 1e6:.2f}M | "
+            f"{row['config']} | {xla} | "
             f"{row['images_per_second']:.1f} | {row['seconds_per_step']:.2f} | "
             f"{row['images_per_second'] / base:.2f}x | "
             f"{row['train_gflop_per_image']:.3f} | {achieved:.1f} | "
             f"{100 * achieved / peak:.0f}% | {row['peak_rss_mib']:.0f} MiB |"
         )
     lines += [
+        "",
+        "Speed-up: against the first configuration of the same preset, in "
+        "this run. Fused BN: `FusedBatchNormalization` (TensorFlow's fused "
+        "kernel; the same results as Keras' layer to float32 rounding), "
+        "the default since it was measured here. bfloat16: "
+        "`--precision mixed_bfloat16` (weights and BN statistics float32); "
+        "FLOP/s of bfloat16 rows are against the float32 matmul peak.",
         "",
         "Warm-up / timed steps: "
         + ", ".join(f"{p} {w}/{s}" for p, (w, s) in report["steps"].items())
@@ -317,18 +343,31 @@ def main(argv=None):
         "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "steps": steps,
         "batch_size": BATCH_SIZE,
+        "load_average": [os.getloadavg()[0]],
     }
     # The cores are shared: the matmul is measured before every configuration
     # and once more at the end, and the machine's peak is the best of them.
     matmuls = [run_worker("matmul")]
     report["train"] = []
     for preset in presets:
-        for xla in (False, True):
+        for label, fused_bn, xla, precision in CONFIGS:
             warmup, timed = steps[preset]
             report["train"].append(
-                run_worker("train", preset=preset, xla=xla, warmup=warmup, steps=timed)
+                run_worker(
+                    "train",
+                    preset=preset,
+                    label=label,
+                    fused_bn=fused_bn,
+                    xla=xla,
+                    precision=precision,
+                    warmup=warmup,
+                    steps=timed,
+                )
             )
-            print(f"    {report['train'][-1]['images_per_second']:.1f} images/s")
+            print(
+                f"    {preset}, {label}: "
+                f"{report['train'][-1]['images_per_second']:.1f} images/s"
+            )
             matmuls.append(run_worker("matmul"))
     with tempfile.TemporaryDirectory() as tmp:
         exported = run_worker("export", path=os.path.join(tmp, "sampler"))
@@ -345,6 +384,7 @@ def main(argv=None):
     report["matmul"] = max(matmuls, key=lambda m: m["peak_gflops"])
     report["matmul"]["all_peak_gflops"] = [round(m["peak_gflops"], 1) for m in matmuls]
     report["finished_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    report["load_average"].append(os.getloadavg()[0])
     write_report(report, args.results)
     with open(os.path.join(args.results, "throughput.md")) as f:
         print(f.read())

@@ -94,3 +94,70 @@ def test_decoder_refuses_a_side_that_is_not_a_power_of_two(side):
 def test_kl_weight_defaults_to_the_reference_code_rule():
     assert build_vae("cifar10").kl_weight == 1.0  # (2 * 32 / 64) ** 2
     assert build_vae("celeba").kl_weight == 4.0  # (2 * 64 / 64) ** 2
+
+
+def _bn_pair(momentum=0.9, channels=4, **kwargs):
+    rng = np.random.default_rng(0)
+    weights = [
+        rng.normal(size=channels).astype("float32"),  # gamma
+        rng.normal(size=channels).astype("float32"),  # beta
+        rng.normal(size=channels).astype("float32"),  # moving mean
+        rng.uniform(0.5, 2, size=channels).astype("float32"),  # moving variance
+    ]
+    pair = []
+    for cls in (keras.layers.BatchNormalization, networks.FusedBatchNormalization):
+        layer = cls(momentum=momentum, epsilon=1e-5, **kwargs)
+        layer.build((None, 5, 5, channels))
+        layer.set_weights(weights)
+        pair.append(layer)
+    return pair
+
+
+def test_fused_batch_norm_matches_keras_batch_norm_in_training():
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(1).normal(2, 3, (8, 5, 5, 4)), "float32")
+    results = []
+    for layer in _bn_pair():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        grads = tape.gradient(loss, [x] + layer.trainable_weights)
+        results.append((y, grads, [w.numpy() for w in layer.non_trainable_weights]))
+    (y_keras, g_keras, s_keras), (y_fused, g_fused, s_fused) = results
+    np.testing.assert_allclose(y_fused, y_keras, atol=1e-6)
+    for fused, plain in zip(g_fused, g_keras):
+        np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-5)
+    # Moving statistics with the biased batch variance, as Keras: 200 values
+    # per channel, so the unbiased one would be off by 0.1 x var / 199.
+    for fused, plain in zip(s_fused, s_keras):
+        np.testing.assert_allclose(fused, plain, rtol=1e-6)
+
+
+def test_fused_batch_norm_takes_the_keras_path_when_it_cannot_fuse():
+    x = np.random.default_rng(2).normal(size=(3, 5, 5, 4)).astype("float32")
+    plain, fused = _bn_pair()
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False))
+    plain, fused = _bn_pair(synchronized=True)
+    assert not fused._fusable(x, True, None)
+    np.testing.assert_allclose(
+        fused(x, training=True), plain(x, training=True), atol=1e-6
+    )
+
+
+def test_vae_uses_fused_batch_norm_unless_asked_not_to(tmp_path):
+    def bn_classes(vae):
+        return {
+            type(layer).__name__
+            for net in (vae.encoder, vae.decoder)
+            for layer in net.layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        }
+
+    vae = build_vae("tiny")
+    assert bn_classes(vae) == {"FusedBatchNormalization"}
+    assert bn_classes(build_vae("tiny", fused_bn=False)) == {"BatchNormalization"}
+    path = str(tmp_path / "vae.keras")
+    vae.save(path)
+    assert bn_classes(keras.saving.load_model(path)) == {"FusedBatchNormalization"}
