@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 from vae_balance import data
-from vae_balance.presets import PRESETS
+from vae_balance.presets import PRESETS, get_preset
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -632,3 +632,15 @@ def test_names_presets_and_padding():
         data.load_split(no_data, "train")
     with pytest.raises(ValueError, match="Unknown dataset 'imagenet'"):
         data.load_split("imagenet", "train")
+
+
+def test_config_pad_must_match_the_loader_padding():
+    for config in PRESETS.values():
+        assert config.pad == data.get_padding(config)
+    with pytest.raises(ValueError, match=r"pad=0.*pads its images by 2.*Set pad=2"):
+        get_preset("fashion_mnist", pad=0)
+    with pytest.raises(ValueError, match="Set pad=18"):
+        get_preset("fashion_mnist", image_shape=(64, 64, 1))
+    assert get_preset("fashion_mnist", image_shape=(64, 64, 1), pad=18).pad == 18
+    # Folders: the native size is unknown in advance, pad is the user's.
+    assert get_preset("tiny", pad=3).pad == 3

@@ -393,13 +393,25 @@ def from_folder(path, *, image_shape=None, limit=None, skip_bad=False, dtype="fl
     return dataset.map(_to_float) if dtype == "float32" else dataset
 
 
+def loader_padding(dataset, image_shape):
+    """Zero pixels the loader adds on each side of a dataset's native images to
+    reach ``image_shape``: 2 for 28x28 Fashion-MNIST / MNIST at 32x32, 0 for
+    CIFAR-10 and CelebA (cropped and resized instead); None where the native
+    size is not known in advance (folders, unknown names). `VAEConfig` checks
+    its ``pad`` against this, so the two cannot disagree."""
+    name = _ALIASES.get(dataset, dataset)
+    native = DATASETS.get(name, {}).get("native_shape")
+    if native is None or image_shape is None:
+        return None
+    if name == "celeb_a":
+        return 0
+    return max(0, (int(image_shape[0]) - native[0]) // 2)
+
+
 def get_padding(config_or_name):
     """Zero pixels added on each side: 2 for MNIST-like 28x28 at 32x32, else 0."""
     name, image_shape = _resolve(config_or_name)
-    native = DATASETS[name]["native_shape"]
-    if name in ("celeb_a", "folder") or image_shape is None:
-        return 0
-    return (image_shape[0] - native[0]) // 2
+    return loader_padding(name, image_shape) or 0
 
 
 def remove_padding(images, config_or_padding):

@@ -50,6 +50,19 @@ class VAEConfig:
     lr_epochs2: int = 400
     seed: int = 0
 
+    def __post_init__(self):
+        # The loader derives its padding from the dataset's native size; pad
+        # (what plots, sample and evaluate crop off) must say the same.
+        from vae_balance.data import loader_padding  # lazy: data needs TF
+
+        expected = loader_padding(self.dataset, self.image_shape)
+        if expected is not None and self.pad != expected:
+            raise ValueError(
+                f"Config {self.name!r}: pad={self.pad}, but the {self.dataset} "
+                f"loader pads its images by {expected} pixels per side to reach "
+                f"image_shape {tuple(self.image_shape)}. Set pad={expected}."
+            )
+
     @property
     def side(self):
         return self.image_shape[0]
