@@ -284,6 +284,71 @@ def read_steps(workdir):
     }
 
 
+def read_history(workdir):
+    """Per-epoch stage-1 training and held-out MSE (history_stage1.csv)."""
+    path = os.path.join(workdir, "history_stage1.csv")
+    if not os.path.exists(path):
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        key: [float(row[key]) for row in rows if row.get(key)]
+        for key in ("mse", "val_mse")
+    }
+
+
+def balance_dynamics(steps, factor=2.0, window=100, tail=600):
+    """How fast gamma^2 reaches the reconstruction error, from the step log.
+
+    The batch MSE is smoothed by a ``window``-step moving average; returns the
+    first step at which gamma^2 <= ``factor`` x that average (None: never),
+    and the median of gamma^2 / batch MSE over the last ``tail`` steps.
+    """
+    if steps is None or len(steps["mse"]) < window:
+        return None
+    average = np.convolve(steps["mse"], np.ones(window) / window, mode="valid")
+    gamma_squared = steps["gamma"][window - 1 :] ** 2
+    within = np.nonzero(gamma_squared <= factor * average)[0]
+    ratio = steps["gamma"] ** 2 / steps["mse"]
+    return {
+        "balance_factor": factor,
+        "steps_to_balance": (
+            int(steps["step"][window - 1 + within[0]]) if len(within) else None
+        ),
+        "final_gamma2_over_mse": float(np.median(ratio[-tail:])),
+    }
+
+
+def plot_mse(args, path):
+    """Held-out reconstruction MSE after every stage-1 epoch, all strategies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    plotted = False
+    for strategy in args.strategies:
+        history = read_history(os.path.join(args.out, strategy))
+        if not history or not history["val_mse"]:
+            continue
+        plotted = True
+        epochs = np.arange(1, len(history["val_mse"]) + 1)
+        ax.plot(epochs, history["val_mse"], marker="o", ms=3, label=LABELS[strategy])
+    if not plotted:
+        plt.close(fig)
+        return None
+    ax.set_yscale("log")
+    ax.set_xlabel("stage-1 epoch (600 steps)")
+    ax.set_ylabel("held-out MSE (test images)")
+    ax.set_title(f"{PRESET}: reconstruction error per epoch, seed {args.seed}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_gamma(args, path):
     """gamma^2 and the batch MSE over stage-1 steps, learned vs running."""
     import matplotlib
@@ -374,6 +439,12 @@ def write_report(args, rows, timings, command, curve, started):
         }
         if reference:
             entry["time_ratio_to_running"] = round(timing["seconds"] / reference, 3)
+        dynamics = balance_dynamics(read_steps(os.path.join(args.out, strategy)))
+        if dynamics and STRATEGIES[strategy]["balance"] != "fixed":
+            entry.update(dynamics)
+        history = read_history(os.path.join(args.out, strategy))
+        if history:
+            entry["val_mse_per_epoch"] = [round(v, 6) for v in history["val_mse"]]
         entry.update(rows.get(strategy, {}))
         report["strategies"][strategy] = entry
     with open(os.path.join(args.results, "compare_balancing.json"), "w") as f:
@@ -469,6 +540,7 @@ def write_report(args, rows, timings, command, curve, started):
         "KL-dominated plain VAE.",
         "",
     ]
+    lines += dynamics_table(report, args)
     if curve:
         lines += [
             f"![gamma^2 and batch MSE, learned vs running]({os.path.basename(curve)})",
@@ -487,6 +559,50 @@ def write_report(args, rows, timings, command, curve, started):
     return report
 
 
+def dynamics_table(report, args):
+    """Markdown: how fast each strategy balances, and its MSE per epoch."""
+    entries = report["strategies"]
+    if not any("val_mse_per_epoch" in e for e in entries.values()):
+        return []
+    epochs = max(len(e.get("val_mse_per_epoch", [])) for e in entries.values())
+    shown = sorted({1, min(3, epochs), (epochs + 1) // 2, epochs})
+    lines = [
+        "### How fast: balancing and reconstruction error over training",
+        "",
+        "Steps until gamma^2 first comes within 2x of the batch MSE (100-step "
+        "moving average, so step 100 is the first measured), the median "
+        "gamma^2 / batch MSE over the last 600 steps (1: balanced; "
+        "fixed-gamma strategies have none), and the "
+        "held-out MSE (test images, after each stage-1 epoch) at epochs "
+        + ", ".join(str(e) for e in shown)
+        + ".",
+        "",
+        "| strategy | steps to gamma^2 <= 2x MSE | final gamma^2 / MSE | "
+        + " | ".join(f"MSE ep. {e}" for e in shown)
+        + " |",
+        "|---|---|---|" + "---|" * len(shown),
+    ]
+    for entry in entries.values():
+        mse = entry.get("val_mse_per_epoch", [])
+        steps = entry.get("steps_to_balance", "-")
+        cells = [
+            "never" if "steps_to_balance" in entry and steps is None else str(steps),
+            (
+                f"{entry['final_gamma2_over_mse']:.2f}"
+                if "final_gamma2_over_mse" in entry
+                else "-"
+            ),
+        ] + [f"{mse[e - 1]:.4f}" if e <= len(mse) else "-" for e in shown]
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if os.path.exists(os.path.join(args.results, "compare_balancing_mse.png")):
+        lines += [
+            "![held-out MSE per epoch](compare_balancing_mse.png)",
+            "",
+        ]
+    return lines
+
+
 def main(argv=None):
     args = parse_args(argv)
     command = "python benchmarks/compare_balancing.py " + " ".join(
@@ -499,6 +615,7 @@ def main(argv=None):
     for strategy in args.strategies:  # train everything first, then measure
         timings[strategy] = train_strategy(strategy, args)
     curve = plot_gamma(args, os.path.join(args.results, "compare_balancing_gamma.png"))
+    plot_mse(args, os.path.join(args.results, "compare_balancing_mse.png"))
     rows = {}
     write_report(args, rows, timings, command.strip(), curve, started)
 
