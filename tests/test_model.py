@@ -407,3 +407,25 @@ def test_weights_saved_without_the_noise_seed_still_load(
     fresh = make_vae(compile=False)
     fresh.load_weights(path)
     assert float(fresh.running_mse) == 0.25
+
+
+def test_train_step_is_traced_once_per_batch_shape_not_per_epoch():
+    # 20 images at batch 8: batches of 8, 8, 4 for three epochs. Keras traces
+    # the first shape, then once more relaxes the batch dimension; nothing in
+    # the step (the balancing update included) may force a trace per epoch.
+    vae = vae_balance.build_vae("tiny", seed=0)
+    vae.compile(keras.optimizers.Adam(1e-3))
+    traces = []
+    train_step = vae.train_step
+
+    def counting_train_step(data):
+        traces.append(data.shape)  # runs in Python only while tracing
+        return train_step(data)
+
+    vae.train_step = counting_train_step
+    x = np.random.default_rng(0).random((20, 8, 8, 1)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    vae.fit(dataset, epochs=3, verbose=0, shuffle=False)
+    vae.fit(dataset, epochs=1, verbose=0, shuffle=False)  # reuses the function
+    assert 1 <= len(traces) <= 2, traces
+    assert int(vae.optimizer.iterations) == 12
