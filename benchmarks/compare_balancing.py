@@ -18,15 +18,15 @@ Strategies (`BalancedVAE` ``balance=``):
 - ``fixed``: gamma = 1, KL weight 1: the plain VAE.
 - ``beta``: gamma = 1, KL weight ``BETA`` (see below).
 
-Full budget (the defaults: 12 + 24 epochs, about two hours of training for
-the five runs on the project's 2-core CPU machine when it is not shared,
-then about two hours of FID on 2,000 test images)::
+Full budget (the defaults: 12 + 24 epochs; on the project's 2-core CPU
+machine about 75 min of training for the five runs, then about 30 min of FID
+on 2,000 test images: under two hours in all)::
 
-    nice -n 10 python benchmarks/compare_balancing.py
+    python benchmarks/compare_balancing.py
 
 Reduced budget (what fits in a short session)::
 
-    nice -n 10 python benchmarks/compare_balancing.py --epochs 1 --epochs2 2 \
+    python benchmarks/compare_balancing.py --epochs 1 --epochs2 2 \
         --fid-images 300
 
 FID with N test images is biased upwards by roughly a constant / N: numbers
@@ -67,14 +67,14 @@ LABELS = {
     "fixed": "fixed gamma=1 (plain VAE)",
     "beta": f"beta-VAE (gamma=1, beta={BETA:g})",
 }
-# The full budget, "as many epochs as fit in about two hours of training for
-# all runs together on the 2-core machine". Measured there: a stage-1 step
-# takes 0.14-0.18 s when the machine is not shared (0.42 s while other
-# engineers' test runs took the cores), a stage-2 epoch ~10-20 s, and each
-# job ~60 s of fixed costs (tracing, validation, grids, export). So
-# 5 x (12 x 600 x 0.15 + 24 x 12 + 60) s ~ 2.0 h. FID: 2,000 test images,
-# i.e. 16 x 2,000 images through the Inception network at ~4 images/s ~ 2 h
-# more; the paper's 10,000 (--fid-images 10000) would take ~11 h here.
+# The full budget, "as many epochs as fit in about two hours for all runs
+# together on the 2-core machine", training and FID. Measured there (fused
+# BatchNorm): a stage-1 epoch takes 51-55 s (86-92 ms per step) when the
+# machine is not shared, a stage-2 epoch 6-11 s, and each job ~60 s of fixed
+# costs (tracing, latents, grids, export): 5 x (12 x 53 + 24 x 7 + 60) s
+# ~ 72 min. FID: 16 x 2,000 images through the Inception network at ~17
+# images/s ~ 31 min. The paper's 10,000 (--fid-images 10000) would take
+# ~2.6 h of FID here.
 FULL_EPOCHS = 12
 FULL_EPOCHS2 = 24
 FULL_FID_IMAGES = 2000
@@ -463,7 +463,7 @@ def write_report(args, rows, timings, command, curve, started):
             f"+ {args.epochs2} stage-2 epochs on all 60,000 training images "
             f"({args.epochs * 600} stage-1 steps), FID on the first "
             f"{args.fid_images} test images (10,000, the paper's protocol, "
-            "would take ~2.5 h of Inception alone on this CPU: "
+            "would take ~2.6 h of Inception alone on this CPU: "
             "`--fid-images 10000`, or a GPU)."
         )
     else:
@@ -471,12 +471,11 @@ def write_report(args, rows, timings, command, curve, started):
             f"**Reduced budget**: {args.epochs} stage-1 + {args.epochs2} stage-2 "
             f"epoch(s) on {args.limit or 60000} training images, FID on "
             f"{args.fid_images} test images. The full budget is the default "
-            f"command, `nice -n 10 python benchmarks/compare_balancing.py` "
+            "command, `python benchmarks/compare_balancing.py` "
             f"({FULL_EPOCHS} + {FULL_EPOCHS2} epochs on all 60,000 images, about "
-            "two hours of training for the five runs on the 2-core machine "
+            "75 min of training for the five runs on the 2-core machine "
             f"when it is not shared, then FID on {FULL_FID_IMAGES} test images, "
-            "about two hours more); it has not been run yet. These reduced runs "
-            "show the early phase only "
+            "about 30 min more). These reduced runs cover "
             f"({args.epochs * (args.limit or 60000) // 100} stage-1 steps): read "
             "them as such.",
         ]
