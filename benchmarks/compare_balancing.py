@@ -475,9 +475,9 @@ def write_report(args, rows, timings, command, curve, started):
             f"({FULL_EPOCHS} + {FULL_EPOCHS2} epochs on all 60,000 images, about "
             "75 min of training for the five runs on the 2-core machine "
             f"when it is not shared, then FID on {FULL_FID_IMAGES} test images, "
-            "about 30 min more). These reduced runs cover "
-            f"({args.epochs * (args.limit or 60000) // 100} stage-1 steps): read "
-            "them as such.",
+            "about 30 min more). These reduced runs cover the first "
+            f"{args.epochs * (args.limit or 60000) // 100} stage-1 steps only: "
+            "read them as such.",
         ]
     lines += [
         "",
