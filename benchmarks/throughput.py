@@ -32,11 +32,18 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 PRESETS = ("fashion_mnist", "cifar10", "celeba")
 BATCH_SIZE = 100
 # (warm-up steps, timed steps): the first step traces (and with XLA,
 # compiles); celeba is ~10 s a step on 2 CPU cores.
 STEPS = {"fashion_mnist": (3, 20), "cifar10": (2, 6), "celeba": (1, 3)}
+# Rounds per preset: each round runs every configuration once, in turn, so a
+# change in the machine's load hits all of them alike; the report gives the
+# median images/s and, as the speed-up, the median of the per-round ratios to
+# the baseline.
+REPEATS = {"fashion_mnist": 3, "cifar10": 3, "celeba": 2}
 # (label, fused BatchNorm, XLA, precision policy); the first is the baseline
 # that the speed-ups are measured against.
 CONFIGS = (
@@ -208,6 +215,24 @@ def run_worker(name, **kwargs):
     return json.loads(lines[-1])
 
 
+def summarise_rounds(runs):
+    """One row per configuration from its rounds (see REPEATS)."""
+    baseline = runs[CONFIGS[0][0]]
+    rows = []
+    for label, results in runs.items():
+        speeds = [r["images_per_second"] for r in results]
+        row = dict(results[0])
+        row["images_per_second_rounds"] = [round(v, 2) for v in speeds]
+        row["images_per_second"] = float(np.median(speeds))
+        row["seconds_per_step"] = BATCH_SIZE / row["images_per_second"]
+        row["speed_up"] = float(
+            np.median([r / b["images_per_second"] for r, b in zip(speeds, baseline)])
+        )
+        row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in results)
+        rows.append(row)
+    return rows
+
+
 # ----------------------------------------------------------------- report
 def describe_machine():
     import tensorflow as tf
@@ -235,13 +260,13 @@ def write_report(report, results):
         f"{report['load_average'][1]:.2f} (this benchmark alone keeps it near "
         "1-2; more means other processes shared the cores, and the absolute "
         "numbers are then a lower bound). The ratios within this run are what "
-        "to read.",
+        "to read." + (f" {report['note']}" if report.get("note") else ""),
         "",
         f"Machine peak: {peak:.1f} GFLOP/s, the best {report['matmul']['size']}x"
         f"{report['matmul']['size']} float32 matmul of "
         f"{len(report['matmul']['all_peak_gflops'])} measurements (best of "
-        f"{report['matmul']['repeats']} each) taken before every configuration "
-        "and at the end: "
+        f"{report['matmul']['repeats']} each) taken at the start and after "
+        "every round: "
         + ", ".join(f"{g:.0f}" for g in report["matmul"]["all_peak_gflops"])
         + " GFLOP/s. A spread means a changing load from other processes; a "
         "configuration timed while the load was lighter than at the best "
@@ -249,16 +274,12 @@ def write_report(report, results):
         "",
         "## Training, stage 1, batch 100, synthetic data",
         "",
-        "| preset | params | configuration | XLA | images/s | s/step | speed-up "
-        "| GFLOP/image (train ~3x fwd) | achieved GFLOP/s | % of peak | peak RSS |",
+        "| preset | params | configuration | XLA | images/s (rounds) | s/step "
+        "| speed-up | GFLOP/image (train ~3x fwd) | achieved GFLOP/s | % of peak "
+        "| peak RSS |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["train"]:
-        base = next(
-            r["images_per_second"]
-            for r in report["train"]
-            if r["preset"] == row["preset"] and r["config"] == CONFIGS[0][0]
-        )
         achieved = row["images_per_second"] * row["train_gflop_per_image"]
         xla = "yes" if row["jit_compile_in_effect"] else "no"
         if row["xla"] and not row["jit_compile_in_effect"]:
@@ -266,15 +287,22 @@ def write_report(report, results):
         lines.append(
             f"| {row['preset']} | {row['parameters'] / 1e6:.2f}M | "
             f"{row['config']} | {xla} | "
-            f"{row['images_per_second']:.1f} | {row['seconds_per_step']:.2f} | "
-            f"{row['images_per_second'] / base:.2f}x | "
+            f"{row['images_per_second']:.1f} ("
+            + ", ".join(f"{v:.0f}" for v in row["images_per_second_rounds"])
+            + f") | {row['seconds_per_step']:.2f} | "
+            f"{row['speed_up']:.2f}x | "
             f"{row['train_gflop_per_image']:.3f} | {achieved:.1f} | "
             f"{100 * achieved / peak:.0f}% | {row['peak_rss_mib']:.0f} MiB |"
         )
     lines += [
         "",
-        "Speed-up: against the first configuration of the same preset, in "
-        "this run. Fused BN: `FusedBatchNormalization` (TensorFlow's fused "
+        "Each preset ran in rounds ("
+        + ", ".join(f"{p} {n}" for p, n in report["repeats"].items())
+        + "), every configuration once per round, in turn; images/s is the "
+        "median over the rounds (each round in brackets) and the speed-up the "
+        "median of the per-round ratios to the first configuration of the "
+        "same preset, so a load that changes between rounds cancels. Fused "
+        "BN: `FusedBatchNormalization` (TensorFlow's fused "
         "kernel; the same results as Keras' layer to float32 rounding), "
         "the default since it was measured here. bfloat16: "
         "`--precision mixed_bfloat16` (weights and BN statistics float32); "
@@ -315,6 +343,12 @@ def main(argv=None):
     parser.add_argument(
         "--steps-scale", type=float, default=1.0, help="multiply the timed steps"
     )
+    parser.add_argument(
+        "--repeats", type=int, help="rounds per preset (default: REPEATS)"
+    )
+    parser.add_argument(
+        "--note", default="", help="what else ran on the machine, for the report"
+    )
     parser.add_argument("--results", default=os.path.join(here, "results"))
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
@@ -344,31 +378,38 @@ def main(argv=None):
         "steps": steps,
         "batch_size": BATCH_SIZE,
         "load_average": [os.getloadavg()[0]],
+        "note": args.note,
     }
     # The cores are shared: the matmul is measured before every configuration
     # and once more at the end, and the machine's peak is the best of them.
     matmuls = [run_worker("matmul")]
     report["train"] = []
+    report["repeats"] = {}
     for preset in presets:
-        for label, fused_bn, xla, precision in CONFIGS:
-            warmup, timed = steps[preset]
-            report["train"].append(
-                run_worker(
-                    "train",
-                    preset=preset,
-                    label=label,
-                    fused_bn=fused_bn,
-                    xla=xla,
-                    precision=precision,
-                    warmup=warmup,
-                    steps=timed,
+        rounds = args.repeats or REPEATS[preset]
+        report["repeats"][preset] = rounds
+        runs = {config[0]: [] for config in CONFIGS}
+        for _ in range(rounds):
+            for label, fused_bn, xla, precision in CONFIGS:
+                warmup, timed = steps[preset]
+                runs[label].append(
+                    run_worker(
+                        "train",
+                        preset=preset,
+                        label=label,
+                        fused_bn=fused_bn,
+                        xla=xla,
+                        precision=precision,
+                        warmup=warmup,
+                        steps=timed,
+                    )
                 )
-            )
-            print(
-                f"    {preset}, {label}: "
-                f"{report['train'][-1]['images_per_second']:.1f} images/s"
-            )
+                print(
+                    f"    {preset}, {label}: "
+                    f"{runs[label][-1]['images_per_second']:.1f} images/s"
+                )
             matmuls.append(run_worker("matmul"))
+        report["train"] += summarise_rounds(runs)
     with tempfile.TemporaryDirectory() as tmp:
         exported = run_worker("export", path=os.path.join(tmp, "sampler"))
         report["sample"] = [
