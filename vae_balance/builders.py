@@ -33,8 +33,8 @@ def build_vae(preset="cifar10", synchronized_bn=None, fused_bn=True, **overrides
             all-reduces per BN layer.
         fused_bn: BatchNormalization through TensorFlow's fused kernel
             (`networks.FusedBatchNormalization`): the same results as
-            `keras.layers.BatchNormalization`, 1.7x faster fashion_mnist
-            training steps on CPU. False: the plain Keras layer.
+            `keras.layers.BatchNormalization` in faster training steps
+            (benchmarks/results/throughput.md). False: the plain Keras layer.
         **overrides: `VAEConfig` fields to replace, e.g. ``balance="learned"``.
 
     Example:

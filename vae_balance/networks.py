@@ -19,8 +19,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
     and moving-average ops (and as many in the backward pass); TensorFlow's
     ``FusedBatchNormV3`` does it in one kernel, forward and backward. Same
     weights, same results (to float32 rounding) and the same moving averages
-    (with the biased batch variance, as Keras); 1.7x faster training steps
-    for the fashion_mnist preset on a 2-core CPU (benchmarks/throughput.py).
+    (with the biased batch variance, as Keras), in faster training steps
+    (the measured ratios: benchmarks/results/throughput.md).
     Inference, masks, renorm, synchronized statistics and anything but a
     channels-last 4-D input take the parent's path.
     """
