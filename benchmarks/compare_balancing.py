@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import sys
 import time
 
@@ -604,8 +605,9 @@ def dynamics_table(report, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    command = "python benchmarks/compare_balancing.py " + " ".join(
-        sys.argv[1:] if argv is None else argv
+    command = shlex.join(
+        ["python", "benchmarks/compare_balancing.py"]
+        + list(sys.argv[1:] if argv is None else argv)
     )
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     os.makedirs(args.out, exist_ok=True)

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -365,11 +366,9 @@ def main(argv=None):
         p: (STEPS[p][0], max(1, round(STEPS[p][1] * args.steps_scale))) for p in presets
     }
     report = {
-        "command": " ".join(
-            [
-                "python benchmarks/throughput.py",
-                *(sys.argv[1:] if argv is None else argv),
-            ]
+        "command": shlex.join(
+            ["python", "benchmarks/throughput.py"]
+            + list(sys.argv[1:] if argv is None else argv)
         ),
         "machine": describe_machine(),
         "tensorflow": tf.__version__,
