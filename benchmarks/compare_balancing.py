@@ -273,29 +273,27 @@ def evaluate_strategy(strategy, args, x, real, extractor):
 
 
 # ----------------------------------------------------------------- curve
-def read_steps(workdir):
-    path = os.path.join(workdir, "steps_stage1.csv")
+def _read_log(workdir, name, keys):
+    """Columns ``keys`` of a work directory's CSV log as float lists, or None."""
+    path = os.path.join(workdir, name)
     if not os.path.exists(path):
         return None
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {
-        key: np.array([float(row[key]) for row in rows])
-        for key in ("step", "mse", "gamma", "running_mse")
-    }
+    return {key: [float(row[key]) for row in rows if row.get(key)] for key in keys}
+
+
+def read_steps(workdir):
+    """Per-step stage-1 log (steps_stage1.csv) as arrays."""
+    log = _read_log(
+        workdir, "steps_stage1.csv", ("step", "mse", "gamma", "running_mse")
+    )
+    return None if log is None else {k: np.array(v) for k, v in log.items()}
 
 
 def read_history(workdir):
     """Per-epoch stage-1 training and held-out MSE (history_stage1.csv)."""
-    path = os.path.join(workdir, "history_stage1.csv")
-    if not os.path.exists(path):
-        return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {
-        key: [float(row[key]) for row in rows if row.get(key)]
-        for key in ("mse", "val_mse")
-    }
+    return _read_log(workdir, "history_stage1.csv", ("mse", "val_mse"))
 
 
 def balance_dynamics(steps, factor=2.0, window=100, tail=600):
