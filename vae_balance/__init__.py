@@ -5,15 +5,39 @@ Divergence in Variational Autoencoders" (IEEE Access 2020), on top of Dai &
 Wipf's Two-Stage VAE.
 """
 
-from vae_balance.builders import build_second_stage, build_vae
-from vae_balance.model import BALANCES, BalancedVAE
-from vae_balance.presets import PRESETS, VAEConfig, get_preset
-from vae_balance.sampling import (
-    TwoStageSampler,
-    encode_dataset,
-    export_sampler,
-    latent_dataset,
-)
+import importlib
+
+# Public names and the module that defines each. They are imported on first
+# use, so `python -m vae_balance` can configure TensorFlow's logging before
+# TensorFlow loads (vae_balance/cli.py).
+_EXPORTS = {
+    "build_second_stage": "builders",
+    "build_vae": "builders",
+    "BALANCES": "model",
+    "BalancedVAE": "model",
+    "PRESETS": "presets",
+    "VAEConfig": "presets",
+    "get_preset": "presets",
+    "TwoStageSampler": "sampling",
+    "encode_dataset": "sampling",
+    "export_sampler": "sampling",
+    "latent_dataset": "sampling",
+    "recalibrate_batchnorm": "batchnorm",
+    "check_batchnorm": "batchnorm",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"vae_balance.{_EXPORTS[name]}"), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'vae_balance' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
 
 __version__ = "0.1.0"
 
@@ -24,9 +48,11 @@ __all__ = [
     "TwoStageSampler",
     "VAEConfig",
     "build_second_stage",
+    "check_batchnorm",
     "build_vae",
     "encode_dataset",
     "export_sampler",
     "get_preset",
     "latent_dataset",
+    "recalibrate_batchnorm",
 ]

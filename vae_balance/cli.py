@@ -7,9 +7,38 @@ import math
 import os
 import sys
 
-from vae_balance.distribute import PRECISIONS, STRATEGIES
-from vae_balance.model import BALANCES
-from vae_balance.presets import PRESETS, get_preset
+
+def _quiet_tensorflow_start():
+    """Starts TensorFlow without its screen of start-up logs.
+
+    Unless the user set ``TF_CPP_MIN_LOG_LEVEL``, it is set to 2 (errors
+    only). TensorFlow 2.21 writes its import and device-probe lines (oneDNN,
+    CUDA stubs, cuInit on a machine without GPU) before that level takes
+    effect, straight to file descriptor 2, so they are sent to /dev/null for
+    the import and the device listing only. Runs before TensorFlow loads
+    (`vae_balance/__init__.py` imports lazily).
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+_quiet_tensorflow_start()
+
+from vae_balance.distribute import PRECISIONS, STRATEGIES  # noqa: E402
+from vae_balance.model import BALANCES  # noqa: E402
+from vae_balance.presets import PRESETS, get_preset  # noqa: E402
 
 # --smoke: the same preset's data and image size, narrow networks, one epoch
 # of each stage on a few images: a quick check that everything runs.
@@ -77,6 +106,19 @@ def add_train_arguments(parser, default_preset=None):
         "logged) instead of stopping at the first one",
     )
     parser.add_argument(
+        "--no-recalibrate-bn",
+        dest="recalibrate_bn",
+        action="store_false",
+        help="skip recomputing stage 1's BatchNorm statistics after training "
+        "(on by default: short runs otherwise give grey inference images)",
+    )
+    parser.add_argument(
+        "--recalibrate-batches",
+        type=int,
+        default=100,
+        help="training batches read to recompute the BatchNorm statistics",
+    )
+    parser.add_argument(
         "--strategy",
         default="default",
         choices=STRATEGIES,
@@ -117,6 +159,8 @@ def config_from_args(args):
         math.isfinite(args.kl_weight) and args.kl_weight >= 0
     ):
         raise SystemExit(f"error: --kl-weight must be >= 0, got {args.kl_weight}")
+    if getattr(args, "recalibrate_batches", None) is not None:
+        _positive("recalibrate-batches", args.recalibrate_batches)
     if args.grid_every is not None:
         _positive("grid-every", args.grid_every)
     if args.seed is not None and not 0 <= args.seed < 2**32:
@@ -151,6 +195,8 @@ def run_train(args):
             skip_bad=args.skip_bad,
             strategy=args.strategy,
             precision=args.precision,
+            recalibrate_bn=args.recalibrate_bn,
+            recalibrate_batches=args.recalibrate_batches,
         )
     except (
         training.TrainingDiverged,
@@ -172,7 +218,11 @@ def run_sample(args):
     import tensorflow as tf
 
     from vae_balance.plots import save_grid
-    from vae_balance.sampling import restore_interrupted_export
+    from vae_balance.sampling import (
+        describe_signatures,
+        read_sampler_metadata,
+        restore_interrupted_export,
+    )
 
     if restore_interrupted_export(args.sampler):
         print(f"Restored {args.sampler} after an interrupted export")
@@ -181,26 +231,87 @@ def run_sample(args):
             f"error: {args.sampler!r} is not a SavedModel directory (no "
             "saved_model.pb); export one with `python -m vae_balance export`."
         )
+    no_metadata = (
+        f"{args.sampler} has no metadata (no `metadata` signature: exported by "
+        "an older vae_balance)"
+    )
+    if args.info:
+        metadata = read_sampler_metadata(args.sampler)  # the JSON file if there
+        if metadata is not None:
+            print(json.dumps(metadata, indent=2))
+            return
+        print(
+            f"warning: {no_metadata}: no configuration, padding, gamma^2 or "
+            "versions to show; its signatures follow. Re-export it with "
+            "`python -m vae_balance export WORKDIR --overwrite`.",
+            file=sys.stderr,
+        )
+        loaded = tf.saved_model.load(args.sampler)
+        print(json.dumps({"signatures": describe_signatures(loaded)}, indent=2))
+        return
+    if args.num <= 0:
+        raise SystemExit(f"error: --num must be positive, got {args.num}")
+    if not 0 <= args.seed < 2**63:  # an int64 for generate, NumPy's range
+        raise SystemExit(f"error: --seed must be in [0, 2**63), got {args.seed}")
     loaded = tf.saved_model.load(args.sampler)
-    spec = loaded.sample.concrete_functions[0].structured_input_signature[0][0]
-    latent_dim = int(spec.shape[-1])
-    u = np.random.default_rng(args.seed).standard_normal((args.num, latent_dim))
-    images = loaded.sample(tf.constant(u, tf.float32)).numpy()
-    pad = args.pad
-    if pad is None:  # the run's config.json, next to the sampler, knows
+    metadata = read_sampler_metadata(loaded)
+    signatures = loaded.signatures
+    if metadata is not None:  # images come out at their native size
+        pad = 0
+        if args.pad is not None:
+            print(
+                f"warning: --pad ignored: {args.sampler} crops its images itself "
+                f"(pad={metadata.get('pad')} in its metadata)",
+                file=sys.stderr,
+            )
+    if "generate" in signatures:
+        images = signatures["generate"](
+            num_samples=tf.constant(args.num, tf.int64),
+            seed=tf.constant(args.seed, tf.int64),
+        )["images"]
+    elif "sample" in signatures:
+        function = signatures["sample"]
+        (name, spec), *_ = function.structured_input_signature[1].items()
+        u = np.random.default_rng(args.seed).standard_normal(
+            (args.num, int(spec.shape[-1]))
+        )
+        outputs = function(**{name: tf.constant(u, tf.float32)})
+        images = outputs.get("images", next(iter(outputs.values())))
+    else:
+        raise SystemExit(
+            f"error: {args.sampler} has neither a `generate` nor a `sample` "
+            f"signature (it has: {', '.join(sorted(signatures)) or 'none'}); "
+            "it is not a vae_balance sampler."
+        )
+    if metadata is None:  # an older export: the crop comes from elsewhere
         config_path = os.path.join(
             os.path.dirname(os.path.abspath(args.sampler)), "config.json"
         )
-        pad = 0
-        if os.path.exists(config_path):
+        if args.pad is not None:
+            pad, source = args.pad, "--pad"
+        elif os.path.exists(config_path):
             with open(config_path) as f:
                 pad = int(json.load(f).get("pad", 0))
+            source = f"from {config_path}"
+        else:
+            pad, source = 0, "no config.json beside it and no --pad"
+        print(
+            f"warning: {no_metadata}: it does not crop its images to the "
+            f"dataset's native size. Cropping {pad} pixels per side ({source}). "
+            "Re-export it with `python -m vae_balance export WORKDIR "
+            "--overwrite` to embed its configuration.",
+            file=sys.stderr,
+        )
+    images = np.asarray(images)
     save_grid(images, args.out, pad=pad)
-    print(f"Wrote {args.num} samples to {args.out}")
+    height, width, channels = images.shape[1:]
+    height, width = height - 2 * pad, width - 2 * pad
+    print(f"Wrote {args.num} samples ({height}x{width}x{channels}) to {args.out}")
 
 
 def run_export(args):
     from vae_balance import training
+    from vae_balance.presets import VAEConfig
     from vae_balance.sampling import export_sampler
 
     models = []
@@ -218,10 +329,24 @@ def run_export(args):
             models.append(training.load_checkpoint(path))  # safe_mode on
         except training.WorkdirError as error:
             raise SystemExit(f"error: {error}") from None
+    config = None
+    config_path = os.path.join(args.workdir, "config.json")
+    if os.path.exists(config_path):
+        try:
+            with open(config_path) as f:
+                config = VAEConfig.from_dict(json.load(f))
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError too
+            raise SystemExit(f"error: cannot read {config_path}: {error}") from None
+    else:
+        print(
+            f"warning: no config.json in {args.workdir}: the sampler's metadata "
+            "has no configuration (null) and its images are not cropped",
+            file=sys.stderr,
+        )
     out = args.out or os.path.join(args.workdir, "sampler")
     try:
-        export_sampler(tuple(models), out, overwrite=args.overwrite)
-    except (FileExistsError, OSError) as error:
+        export_sampler(tuple(models), out, overwrite=args.overwrite, config=config)
+    except (FileExistsError, OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     print(f"Exported sampler to {out}")
 
@@ -240,9 +365,22 @@ def build_parser():
     sample = subparsers.add_parser("sample", help="PNG grid from an exported sampler")
     sample.add_argument("sampler", help="SavedModel directory (workdir/sampler)")
     sample.add_argument("--num", type=int, default=64)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument(
+        "--seed", type=int, default=0, help="the seed of generate(num, seed)"
+    )
     sample.add_argument("--out", default="samples.png")
-    sample.add_argument("--pad", type=int, help="border to crop (default: config)")
+    sample.add_argument(
+        "--pad",
+        type=int,
+        help="border to crop, only for exports without metadata (older "
+        "vae_balance); default: config.json beside SAMPLER",
+    )
+    sample.add_argument(
+        "--info",
+        action="store_true",
+        help="print the sampler's metadata (JSON: config, shapes, gamma^2, "
+        "versions, signatures) and exit",
+    )
     sample.set_defaults(func=run_sample)
 
     export = subparsers.add_parser("export", help="export a trained work directory")

@@ -499,6 +499,18 @@ def _safe_dtype(*args):
     return dtype
 
 
+def _safe_scalar(dtype, data=None):
+    # NumPy pickles a scalar (np.int64(3), a label re-pickled by a user) as
+    # multiarray.scalar(dtype, raw bytes); only non-object dtypes are rebuilt.
+    from numpy._core import multiarray
+
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError("refused a NumPy scalar of an object dtype")
+    if not isinstance(data, bytes):
+        raise pickle.UnpicklingError("refused a NumPy scalar without raw bytes")
+    return multiarray.scalar(dtype, data)
+
+
 def _latin1_encode(text, encoding="latin1"):
     # Python 3 pickles bytes at protocol 2 as _codecs.encode(str, "latin1").
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -513,6 +525,7 @@ def _allowed_pickle_globals():
     for package in ("numpy.core", "numpy._core"):  # NumPy 1 and NumPy 2 names
         allowed[(package + ".multiarray", "_reconstruct")] = multiarray._reconstruct
         allowed[(package + ".numeric", "_frombuffer")] = numeric._frombuffer
+        allowed[(package + ".multiarray", "scalar")] = _safe_scalar
     allowed[("_codecs", "encode")] = _latin1_encode
     return allowed
 

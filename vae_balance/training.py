@@ -29,6 +29,7 @@ import dataclasses
 import errno
 import fcntl
 import glob
+import hashlib
 import json
 import math
 import os
@@ -39,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae_balance import data, distribute, plots
+from vae_balance import batchnorm, data, distribute, plots
 from vae_balance.builders import build_second_stage, build_vae
 from vae_balance.presets import VAEConfig, get_preset
 from vae_balance.sampling import (
@@ -471,6 +472,11 @@ def _fit_stage(
     steps_csv = os.path.join(workdir, f"steps_{stage}.csv")
     found = latest_checkpoint(workdir, stage)
     with strategy.scope():
+        if found is not None and found[1] >= epochs and os.path.exists(final_path):
+            # The finished stage (its BatchNorm statistics recomputed).
+            model, initial_epoch = load_checkpoint(final_path), found[1]
+            print(f"[{stage}] done: {final_path} ({initial_epoch} epochs)")
+            return model, {}
         if found is not None:
             path, initial_epoch = found
             model = load_checkpoint(path)
@@ -533,6 +539,8 @@ def train(
     skip_bad=False,
     strategy=None,
     precision=None,
+    recalibrate_bn=True,
+    recalibrate_batches=batchnorm.DEFAULT_NUM_BATCHES,
 ):
     """Runs the whole two-stage job, resuming whatever is already done.
 
@@ -562,6 +570,12 @@ def train(
         precision: None keeps the global Keras dtype policy; else a name for
             `vae_balance.distribute.set_precision`, set before any model is
             built ("float32", "mixed_float16", "mixed_bfloat16").
+        recalibrate_bn: after stage 1, recompute its BatchNorm moving
+            statistics from ``recalibrate_batches`` training batches with the
+            final weights (`vae_balance.recalibrate_batchnorm`), before the
+            grids, the latent codes and the export. Also done for a resumed
+            run whose finished stage 1 was not recalibrated yet.
+        recalibrate_batches: the bound on the batches of that pass.
 
     Returns:
         A `RunResult`; the sampler SavedModel is ``workdir/sampler``.
@@ -601,6 +615,8 @@ def train(
                 skip_bad=skip_bad,
                 strategy=strategy,
                 start=start,
+                recalibrate_bn=recalibrate_bn,
+                recalibrate_batches=recalibrate_batches,
             )
         except OSError as error:
             if error.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
@@ -628,6 +644,8 @@ def _run(
     skip_bad,
     strategy,
     start,
+    recalibrate_bn,
+    recalibrate_batches,
 ):
     """The body of `train`, with the work directory locked."""
     train_images, test_images = _load_data(
@@ -687,7 +705,8 @@ def _run(
         workdir,
         [
             Track("vae"),
-            ImageGrids("stage1", make_grids, grid_every, config.epochs),
+            # The last epoch's grids follow the BatchNorm recalibration.
+            ImageGrids("stage1", make_grids, grid_every, last_epoch=None),
         ],
         verbose,
         jit_compile,
@@ -701,10 +720,22 @@ def _run(
         strategy=strategy,
     )
     state["vae"] = vae
-    if logs1 and _discard_stage(workdir, "stage2"):
-        # Stage 1 trained further (e.g. a rerun with more --epochs): the old
-        # stage 2 learned the codes of an encoder that no longer exists.
+    recalibrated = _finish_first_stage(
+        vae,
+        workdir,
+        data.make_train_dataset(train_images, config.batch_size, config.seed + 1),
+        test_images,
+        config,
+        recalibrate_bn,
+        recalibrate_batches,
+    )
+    if (logs1 or recalibrated) and _discard_stage(workdir, "stage2"):
+        # Stage 1 trained further (e.g. a rerun with more --epochs) or its
+        # BatchNorm statistics changed: the old stage 2 learned the codes of
+        # an encoder that no longer exists.
         print("[stage2] stage 1 changed: the previous stage 2 is discarded")
+    if logs1 or recalibrated:
+        make_grids(step=config.epochs, tag=f"stage1-epoch{config.epochs:04d}")
 
     # ---- latent codes of the training set, once
     latents_path = os.path.join(workdir, "latents.npz")
@@ -746,7 +777,7 @@ def _run(
     make_grids(step=config.epochs + config.epochs2, tag="final")
 
     sampler_path = os.path.join(workdir, "sampler")
-    export_sampler((vae, vae2), sampler_path, overwrite=True)
+    export_sampler((vae, vae2), sampler_path, overwrite=True, config=config)
     seconds = time.time() - start
     print(
         f"[done] {seconds:.0f} s. Sampler: {sampler_path}; images: "
@@ -754,6 +785,74 @@ def _run(
         f"{os.path.join(workdir, 'curves.png')}"
     )
     return RunResult(workdir, sampler_path, logs1, logs2, seconds)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _finish_first_stage(
+    vae, workdir, train_batches, test_images, config, recalibrate_bn, num_batches
+):
+    """Recomputes stage 1's BatchNorm statistics once, then checks them.
+
+    ``batchnorm.json`` records the sha256 of the ``stage1.keras`` written
+    after the recalibration, so a resumed run recalibrates only a stage file
+    that was not (an interrupted run, or one from an older version). Prints
+    the validation MSE (inference mode) before and after, and warns
+    (`batchnorm.StaleBatchNormWarning`) when the inference-mode MSE is more
+    than `batchnorm.MSE_RATIO_WARNING` times the training-mode MSE.
+
+    Returns:
+        True when the statistics were recomputed (stage 1 changed).
+    """
+    if not batchnorm.batchnorm_layers(vae.encoder) + batchnorm.batchnorm_layers(
+        vae.decoder
+    ):
+        return False
+    final_path = os.path.join(workdir, "stage1.keras")
+    record_path = os.path.join(workdir, "batchnorm.json")
+    record = {}
+    if os.path.exists(record_path):
+        with open(record_path) as f, contextlib.suppress(json.JSONDecodeError):
+            record = json.load(f)
+    done = record.get("stage1", {}).get("sha256") == _sha256(final_path)
+    images = test_images if len(test_images) else train_batches.take(10)
+    recalibrated = False
+    if recalibrate_bn and not done:
+        before = batchnorm.reconstruction_mse(vae, images, False, config.batch_size)
+        info = batchnorm.recalibrate_batchnorm(
+            vae, train_batches, num_batches, config.batch_size, seed=config.seed
+        )
+        after = batchnorm.reconstruction_mse(vae, images, False, config.batch_size)
+        print(
+            f"[stage1] BatchNorm statistics recomputed from {info['images']} "
+            f"training images ({info['layers']} layers): validation MSE "
+            f"(inference mode) {before:.5f} -> {after:.5f}"
+        )
+        save_model_atomic(vae, final_path)
+        record["stage1"] = {
+            "sha256": _sha256(final_path),
+            "images": info["images"],
+            "batches": info["batches"],
+            "val_mse_before": before,
+            "val_mse_after": after,
+        }
+        _atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        recalibrated = True
+    inference, training = batchnorm.check_batchnorm(
+        vae, images, config.batch_size, what="stage1"
+    )
+    print(
+        f"[stage1] validation MSE: inference mode {inference:.5f}, training-mode "
+        f"BatchNorm {training:.5f} (ratio {inference / training:.2f}; warns above "
+        f"{batchnorm.MSE_RATIO_WARNING})"
+    )
+    return recalibrated
 
 
 def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
