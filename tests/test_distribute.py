@@ -354,3 +354,54 @@ def test_one_device_build_keeps_local_batch_norm_and_it_can_be_forced():
     assert norm.synchronized is False
     forced = vae_balance.build_vae("tiny", synchronized_bn=True)
     assert forced.encoder.get_layer("scale0_bn1").synchronized is True
+
+
+# ------------------------------------ precise BatchNorm under a strategy
+RECALIBRATE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
+    import keras
+    import numpy as np
+    import vae_balance
+    from vae_balance import batchnorm
+
+    images = np.random.default_rng(0).uniform(size=(32, 8, 8, 1))
+    images = images.astype("float32")
+    result = {}
+    for name, strategy in (
+        ("single", tf.distribute.get_strategy()),
+        ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
+    ):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            vae = vae_balance.build_vae("tiny")
+            vae.compile(optimizer=keras.optimizers.SGD(0.01))
+        vae.fit(images, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        batchnorm.recalibrate_batchnorm(vae, images, batch_size=8)
+        layers = batchnorm.batchnorm_layers(vae.encoder)
+        layers += batchnorm.batchnorm_layers(vae.decoder)
+        result[name] = [
+            np.concatenate([l.moving_mean.numpy(), l.moving_variance.numpy()]).tolist()
+            for l in layers
+        ]
+        result[name + "_synchronized"] = layers[0].synchronized
+    with open(sys.argv[1], "w") as f:
+        json.dump(result, f)
+    """
+)
+
+
+@pytest.mark.slow
+def test_recalibration_under_a_mirrored_strategy_matches_one_device(tmp_path):
+    out = tmp_path / "recalibrate.json"
+    _wait([_python(RECALIBRATE_SCRIPT, out)], timeout=300)
+    result = json.loads(out.read_text())
+    assert result["mirrored_synchronized"] and not result["single_synchronized"]
+    for single, mirrored in zip(result["single"], result["mirrored"]):
+        np.testing.assert_allclose(mirrored, single, rtol=RTOL, atol=ATOL)
