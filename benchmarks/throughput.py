@@ -179,11 +179,11 @@ def worker_sample(path, latent_dim, batch_size, repeats):
     loaded = tf.saved_model.load(path)
     u = tf.random.normal((batch_size, latent_dim), seed=0)
     start = time.perf_counter()
-    loaded.sample(u).numpy()
+    loaded.sample(u)["images"].numpy()
     first = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(repeats):
-        loaded.sample(u).numpy()
+        loaded.sample(u)["images"].numpy()
     seconds = time.perf_counter() - start
     return {
         "batch_size": batch_size,

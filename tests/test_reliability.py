@@ -166,7 +166,7 @@ def _wait_for(path, process, signals, timeout=300):
 def _sample(sampler_path):
     loaded = tf.saved_model.load(str(sampler_path))
     u = np.random.default_rng(0).standard_normal((4, 4)).astype("float32")
-    return loaded.sample(tf.constant(u)).numpy()
+    return loaded.sample(tf.constant(u))["images"].numpy()
 
 
 @pytest.fixture(scope="module")

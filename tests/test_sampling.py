@@ -1,10 +1,5 @@
 """Second stage and sampling: latent codes, the sampler, SavedModel export."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
@@ -104,86 +99,5 @@ def test_export_refuses_an_existing_path_unless_overwrite(two_stages, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["sampler"]  # no staging left
 
 
-# A fresh interpreter that cannot import vae_balance (the editable install's
-# finder is on sys.meta_path via a .pth file, so -I alone does not hide it).
-RELOAD_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc, os, sys
-
-    class Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "vae_balance" or name.startswith("vae_balance."):
-                raise ModuleNotFoundError(f"{name} is blocked in this test")
-
-    sys.meta_path.insert(0, Blocker())
-    try:
-        import vae_balance  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("vae_balance is importable: the test would prove nothing")
-
-    import numpy as np
-    import tensorflow as tf
-
-    folder = sys.argv[1]
-    inputs = {k: np.load(os.path.join(folder, k + ".npy")) for k in "uzx"}
-    loaded = tf.saved_model.load(os.path.join(folder, "sampler"))
-    encoded = loaded.encode(inputs["x"])
-    serving = loaded.signatures["serving_default"](u=tf.constant(inputs["u"]))
-    outputs = {
-        "sample": loaded.sample(inputs["u"]),
-        "decode": loaded.decode(inputs["z"]),
-        "z_mean": encoded["z_mean"],
-        "z_log_sigma": encoded["z_log_sigma"],
-        "reconstruct": loaded.reconstruct(inputs["x"]),
-        "serving_default": list(serving.values())[0],
-    }
-    for name, value in outputs.items():
-        np.save(os.path.join(folder, "out_" + name + ".npy"), value.numpy())
-    assert "vae_balance" not in sys.modules
-    print("reloaded", sorted(outputs))
-    """
-)
-
-
-@pytest.mark.slow
-def test_exported_sampler_reloads_without_vae_balance_in_a_fresh_process(
-    two_stages, images, tmp_path
-):
-    vae, vae2 = two_stages
-    export_sampler((vae, vae2), tmp_path / "sampler")
-    rng = np.random.default_rng(1)
-    inputs = {
-        "u": rng.normal(size=(5, 4)).astype("float32"),
-        "z": rng.normal(size=(5, 4)).astype("float32"),
-        "x": images[:5],
-    }
-    for name, value in inputs.items():
-        np.save(tmp_path / f"{name}.npy", value)
-    sampler = TwoStageSampler(vae.decoder, vae2.decoder)
-    z_mean, z_log_sigma = vae.encoder(inputs["x"], training=False)
-    expected = {
-        "sample": sampler(inputs["u"]),
-        "serving_default": sampler(inputs["u"]),
-        "decode": vae.decoder(inputs["z"], training=False),
-        "z_mean": z_mean,
-        "z_log_sigma": z_log_sigma,
-        "reconstruct": vae.predict(inputs["x"], verbose=0),
-    }
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", RELOAD_SCRIPT, str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    for name, value in expected.items():
-        reloaded = np.load(tmp_path / f"out_{name}.npy")
-        assert reloaded.shape == np.shape(value), name
-        np.testing.assert_allclose(reloaded, value, atol=1e-5, rtol=0, err_msg=name)
+# Reloading the export without vae_balance, its signatures and metadata, and
+# `python -m vae_balance sample`: tests/test_export.py.
