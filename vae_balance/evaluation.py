@@ -118,7 +118,7 @@ def fid_from_sources(real, fake, feature_extractor=None, batch_size=50, verbose=
             (see `load_images`). Sizes may differ between the two sets: every
             image is resized to the network's input.
         feature_extractor: callable images -> features; None: the standard FID
-            Inception network (converted weights needed, see docs/fid.md).
+            Inception network (weights converted once on first use, docs/fid.md).
         batch_size: images per forward pass.
         verbose: progress bars.
 
@@ -439,7 +439,7 @@ def _add_network_arguments(parser):
     )
     parser.add_argument(
         "--weights",
-        help="converted FID Inception .weights.h5 (default: "
+        help="FID Inception .weights.h5, or a .pt/.pth to convert once (default: "
         "$VAE_BALANCE_FID_WEIGHTS, else ~/.cache/vae_balance/)",
     )
     parser.add_argument("--batch-size", type=int, default=50)
