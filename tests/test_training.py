@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,3 +230,64 @@ def test_more_stage1_epochs_retrain_stage2_on_the_new_codes(tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(1, 32 // 8 + 1))
     stage2 = keras.saving.load_model(os.path.join(workdir, "stage2.keras"))
     assert int(stage2.optimizer.iterations) == 32 // 8
+
+
+def test_the_job_records_its_batchnorm_recalibration(finished_run):
+    config, workdir, _ = finished_run
+    with open(os.path.join(workdir, "batchnorm.json")) as f:
+        record = json.load(f)["stage1"]
+    assert record["images"] == 64 and record["batches"] == 8  # one pass, batch 8
+    assert training.is_recalibrated(workdir, os.path.join(workdir, "stage1.keras"))
+    checkpoint = training.latest_checkpoint(workdir, "stage1")[0]
+    assert not training.is_recalibrated(workdir, checkpoint)
+
+
+def test_a_resumed_run_recalibrates_only_a_stage_1_that_was_not(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = get_preset("tiny", epochs=1, epochs2=1)
+    x = _images(32)
+    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    stage1 = os.path.join(workdir, "stage1.keras")
+    calibrated = open(stage1, "rb").read()
+    # A rerun leaves the recalibrated stage 1 and stage 2 as they are.
+    stage2_time = os.path.getmtime(os.path.join(workdir, "stage2.keras"))
+    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    assert open(stage1, "rb").read() == calibrated
+    assert os.path.getmtime(os.path.join(workdir, "stage2.keras")) == stage2_time
+    # A run of an older version (no record): recalibrated, stage 2 retrained.
+    os.remove(os.path.join(workdir, "batchnorm.json"))
+    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    assert training.is_recalibrated(workdir, stage1)
+    assert os.path.getmtime(os.path.join(workdir, "stage2.keras")) > stage2_time
+
+
+def test_export_recalibrates_a_checkpoint_or_says_what_it_needs(
+    finished_run, tmp_path, capsys
+):
+    from PIL import Image
+
+    from vae_balance import cli
+
+    _, workdir, _ = finished_run
+    stale = str(tmp_path / "stale")
+    shutil.copytree(workdir, stale, ignore=shutil.ignore_patterns("sampler"))
+    os.remove(os.path.join(stale, "batchnorm.json"))  # as before this version
+    with pytest.raises(SystemExit, match="--data-dir, or --no-recalibrate-bn"):
+        cli.main(["export", stale])
+    data_dir = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        os.makedirs(data_dir / split)
+        for i in range(16):
+            pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+            Image.fromarray(pixels).save(data_dir / split / f"{i:03d}.png")
+    assert cli.main(["export", stale, "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "BatchNorm statistics recomputed from 16 training images" in out
+    assert os.path.exists(os.path.join(stale, "sampler", "saved_model.pb"))
+    assert (
+        cli.main(
+            ["export", stale, "--out", str(tmp_path / "s2"), "--no-recalibrate-bn"]
+        )
+        == 0
+    )

@@ -820,7 +820,7 @@ def _finish_first_stage(
     if os.path.exists(record_path):
         with open(record_path) as f, contextlib.suppress(json.JSONDecodeError):
             record = json.load(f)
-    done = record.get("stage1", {}).get("sha256") == _sha256(final_path)
+    done = is_recalibrated(workdir, final_path)
     images = test_images if len(test_images) else train_batches.take(10)
     recalibrated = False
     if recalibrate_bn and not done:
@@ -853,6 +853,46 @@ def _finish_first_stage(
         f"{batchnorm.MSE_RATIO_WARNING})"
     )
     return recalibrated
+
+
+def is_recalibrated(workdir, path):
+    """True when ``path`` is the stage-1 file whose BatchNorm statistics the
+    job recomputed (its sha256 is recorded in ``batchnorm.json``)."""
+    record_path = os.path.join(workdir, "batchnorm.json")
+    if not os.path.exists(record_path) or not os.path.exists(path):
+        return False
+    with open(record_path) as f:
+        try:
+            record = json.load(f)
+        except json.JSONDecodeError:
+            return False
+    return record.get("stage1", {}).get("sha256") == _sha256(path)
+
+
+def recalibrate_loaded_stage1(
+    vae, config, data_dir=None, num_batches=batchnorm.DEFAULT_NUM_BATCHES
+):
+    """Recomputes a loaded stage 1's BatchNorm statistics from its training data.
+
+    For a stage-1 model read from a checkpoint (an interrupted run) or from
+    an older version's run, before it is exported: the first
+    ``num_batches * batch_size`` training images of ``config.dataset``,
+    shuffled. Nothing in the work directory is changed.
+
+    Returns:
+        ``(val_mse_before, val_mse_after, info)`` on the test split's first
+        1,000 images (inference mode), or None values when it has none.
+    """
+    train, test = _load_data(
+        config, None, None, data_dir, num_batches * config.batch_size
+    )
+    batches = data.make_train_dataset(train, config.batch_size, config.seed + 1)
+    before = batchnorm.reconstruction_mse(vae, test, False, config.batch_size)
+    info = batchnorm.recalibrate_batchnorm(
+        vae, batches, num_batches, config.batch_size, seed=config.seed
+    )
+    after = batchnorm.reconstruction_mse(vae, test, False, config.batch_size)
+    return before, after, info
 
 
 def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
