@@ -204,3 +204,17 @@ def test_cli_rejects_unknown_preset_and_bad_values(tmp_path):
     assert result.returncode != 0 and "--epochs must be positive" in result.stderr
     result = _run(["-m", "vae_balance", "sample", str(tmp_path)])
     assert result.returncode != 0 and "not a SavedModel directory" in result.stderr
+
+
+def test_the_cli_starts_without_tensorflow_start_up_logs(tmp_path):
+    env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "vae_balance", "sample", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("error: ")  # nothing before it
+    assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower()

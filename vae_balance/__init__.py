@@ -5,39 +5,21 @@ Divergence in Variational Autoencoders" (IEEE Access 2020), on top of Dai &
 Wipf's Two-Stage VAE.
 """
 
-import importlib
+from vae_balance import _startup
 
-# Public names and the module that defines each. They are imported on first
-# use, so `python -m vae_balance` can configure TensorFlow's logging before
-# TensorFlow loads (vae_balance/cli.py).
-_EXPORTS = {
-    "build_second_stage": "builders",
-    "build_vae": "builders",
-    "BALANCES": "model",
-    "BalancedVAE": "model",
-    "PRESETS": "presets",
-    "VAEConfig": "presets",
-    "get_preset": "presets",
-    "TwoStageSampler": "sampling",
-    "encode_dataset": "sampling",
-    "export_sampler": "sampling",
-    "latent_dataset": "sampling",
-    "recalibrate_batchnorm": "batchnorm",
-    "check_batchnorm": "batchnorm",
-}
+if _startup.is_command_line():
+    _startup.quiet_tensorflow_start()
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"vae_balance.{_EXPORTS[name]}"), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'vae_balance' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
-
+from vae_balance.batchnorm import check_batchnorm, recalibrate_batchnorm  # noqa: E402
+from vae_balance.builders import build_second_stage, build_vae  # noqa: E402
+from vae_balance.model import BALANCES, BalancedVAE  # noqa: E402
+from vae_balance.presets import PRESETS, VAEConfig, get_preset  # noqa: E402
+from vae_balance.sampling import (  # noqa: E402
+    TwoStageSampler,
+    encode_dataset,
+    export_sampler,
+    latent_dataset,
+)
 
 __version__ = "0.1.0"
 

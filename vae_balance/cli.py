@@ -7,38 +7,9 @@ import math
 import os
 import sys
 
-
-def _quiet_tensorflow_start():
-    """Starts TensorFlow without its screen of start-up logs.
-
-    Unless the user set ``TF_CPP_MIN_LOG_LEVEL``, it is set to 2 (errors
-    only). TensorFlow 2.21 writes its import and device-probe lines (oneDNN,
-    CUDA stubs, cuInit on a machine without GPU) before that level takes
-    effect, straight to file descriptor 2, so they are sent to /dev/null for
-    the import and the device listing only. Runs before TensorFlow loads
-    (`vae_balance/__init__.py` imports lazily).
-    """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
-_quiet_tensorflow_start()
-
-from vae_balance.distribute import PRECISIONS, STRATEGIES  # noqa: E402
-from vae_balance.model import BALANCES  # noqa: E402
-from vae_balance.presets import PRESETS, get_preset  # noqa: E402
+from vae_balance.distribute import PRECISIONS, STRATEGIES
+from vae_balance.model import BALANCES
+from vae_balance.presets import PRESETS, get_preset
 
 # --smoke: the same preset's data and image size, narrow networks, one epoch
 # of each stage on a few images: a quick check that everything runs.
