@@ -273,6 +273,8 @@ def test_evaluate_workdir_writes_the_paper_protocol_reports(tiny_workdir):
     assert set(results["fid"]) == {"rec", "gen1", "gen2", "gen2_adjusted"}
     assert all(np.isfinite(v) and v >= 0 for v in results["fid"].values())
     assert 0 < results["reconstruction_mse"] < 1
+    check = results["batchnorm_check"]
+    assert 0 < check["inference_mse"] < 1.5 * check["training_mse"]  # recalibrated
     for stage, latent_dim in (("stage1", 4), ("stage2", 4)):
         report = results[stage]
         assert report["latent_dim"] == latent_dim

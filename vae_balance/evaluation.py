@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from vae_balance import metrics
+from vae_balance import batchnorm, metrics
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -270,6 +270,11 @@ def evaluate_workdir(
 
         feature_extractor = get_feature_extractor()
     rng = np.random.default_rng(seed)
+    # The job recomputes stage 1's BatchNorm statistics; a run that skipped
+    # it (--no-recalibrate-bn, an older version) is flagged here.
+    bn_inference, bn_training = batchnorm.check_batchnorm(
+        vae, x[:1000], batch_size, what=os.path.join(workdir, "stage1.keras")
+    )
 
     def predict(model, inputs):
         return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
@@ -330,6 +335,10 @@ def evaluate_workdir(
         # variance 1 over the generated set.
         "adjust_target_variance": 1.0,
         "reconstruction_mse": mse,
+        # Inference-mode vs training-mode (batch statistics) MSE of decoded
+        # z_mean on the first 1,000 test images: about equal when BatchNorm's
+        # moving statistics match the weights.
+        "batchnorm_check": {"inference_mse": bn_inference, "training_mse": bn_training},
         "stage1": _latent_report(z_mean, z_log_sigma),
         "stage2": stage2,
         "seconds": round(time.time() - start, 1),
