@@ -121,7 +121,7 @@ def config_for(strategy, args):
     The learning-rate schedule keeps the preset's shape (halved at the same
     fractions of the run) whatever the number of epochs.
     """
-    from vae_balance.presets import get_preset
+    from vae_balance.config import get_preset
 
     base = get_preset(PRESET)
     return get_preset(
@@ -184,10 +184,10 @@ def _cpu_seconds():
 # ------------------------------------------------------------- evaluation
 def load_test_images(num_images, data_dir):
     """(N, 32, 32, 1) float32 padded test images, as the network sees them."""
-    from vae_balance import data
-    from vae_balance.presets import get_preset
+    from vae_balance.config import get_preset
+    from vae_balance.datasets.pipeline import load_split
 
-    dataset = data.load_split(
+    dataset = load_split(
         get_preset(PRESET), "test", data_dir, limit=num_images, dtype="float32"
     )
     return np.stack(list(dataset.as_numpy_iterator()))
@@ -196,18 +196,17 @@ def load_test_images(num_images, data_dir):
 def real_features(x, pad, extractor, out):
     """Features of the real test images, computed once per N and cached."""
     from vae_balance import metrics
+    from vae_balance.datasets.pipeline import remove_padding
 
     path = os.path.join(out, f"real_features_{len(x)}.npy")
     if os.path.exists(path):
         return np.load(path)
-    features = metrics.extract_features(crop(x, pad), extractor, 50, verbose=0)
+    features = metrics.extract_features(
+        remove_padding(x, pad), extractor, 50, verbose=0
+    )
     np.save(path + ".tmp.npy", features)
     os.replace(path + ".tmp.npy", path)
     return features
-
-
-def crop(images, pad):
-    return images[:, pad:-pad, pad:-pad, :] if pad else images
 
 
 def evaluate_strategy(strategy, args, x, real, extractor):
@@ -216,6 +215,7 @@ def evaluate_strategy(strategy, args, x, real, extractor):
 
     import vae_balance  # noqa: F401  (registers the classes)
     from vae_balance import losses, metrics
+    from vae_balance.datasets.pipeline import remove_padding
 
     workdir = os.path.join(args.out, strategy)
     path = os.path.join(workdir, f"benchmark_eval_{len(x)}.json")
@@ -248,7 +248,9 @@ def evaluate_strategy(strategy, args, x, real, extractor):
     gen2 = predict(vae.decoder, predict(vae2.decoder, u))
     fid = {}
     for key, images in (("rec", reconstructions), ("gen1", gen1), ("gen2", gen2)):
-        features = metrics.extract_features(crop(images, pad), extractor, 50, verbose=0)
+        features = metrics.extract_features(
+            remove_padding(images, pad), extractor, 50, verbose=0
+        )
         fid[key] = metrics.fid_from_features(real, features)
     inactive_sigma = metrics.inactive_latents(z_mean, z_log_sigma, "mean_sigma")
     inactive_var = metrics.inactive_latents(z_mean, z_log_sigma, "var_mean")
@@ -618,8 +620,8 @@ def main(argv=None):
     rows = {}
     write_report(args, rows, timings, command.strip(), curve, started)
 
+    from vae_balance.config import get_preset
     from vae_balance.inception import get_feature_extractor
-    from vae_balance.presets import get_preset
 
     extractor = get_feature_extractor()
     x = load_test_images(args.fid_images, args.data_dir)

@@ -3,8 +3,9 @@
 Three timings of the same `fashion_mnist` model, measured in one run:
 
 1. ``step``: `fit` on one batch already in memory, repeated (no input pipeline);
-2. ``pipeline``: `fit` on `vae_balance.data.make_train_dataset` of uint8 images
-   (shuffle, batch, uint8 -> float32, prefetch), as the job does;
+2. ``pipeline``: `fit` on `vae_balance.datasets.pipeline.make_train_dataset`
+   of uint8 images (shuffle, batch, uint8 -> float32, prefetch), as the job
+   does;
 3. ``job``: the same plus the job's callbacks (per-step history with the
    running_mse read, CSV logger, checkpoint each epoch, TensorBoard, lr schedule).
 
@@ -28,8 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae_balance import build_vae, data, training
-from vae_balance.presets import get_preset
+from vae_balance import build_vae, training
+from vae_balance.config import get_preset
+from vae_balance.datasets.pipeline import make_train_dataset
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -80,7 +82,7 @@ def main():
     one_batch = tf.data.Dataset.from_tensors(
         tf.constant(images[:batch].astype("float32") / 255.0)
     ).repeat()
-    pipeline = data.make_train_dataset(
+    pipeline = make_train_dataset(
         tf.data.Dataset.from_tensor_slices(images), batch, seed=0
     ).repeat()
 

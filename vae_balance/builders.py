@@ -3,8 +3,8 @@
 import tensorflow as tf
 
 from vae_balance import networks
+from vae_balance.config import get_preset
 from vae_balance.model import BalancedVAE
-from vae_balance.presets import get_preset
 
 
 def _balancing_kwargs(config):

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vae_balance.datasets.pipeline import remove_padding  # noqa: E402
+
 
 def image_grid(images, columns=None, pad=0):
     """Tiles (n, H, W, C) images in [0, 1] into one (rows*H, cols*W, C) array.
@@ -17,11 +19,14 @@ def image_grid(images, columns=None, pad=0):
     Args:
         images: the images.
         columns: images per row; default the square root of n.
-        pad: pixels to crop from each border first (the loader's padding).
+        pad: pixels to crop from each border first (the loader's padding,
+            cropped by `remove_padding`).
+
+    Returns:
+        The grid, float32 in [0, 1]; blank cells are white.
     """
     images = np.clip(np.asarray(images, dtype="float32"), 0.0, 1.0)
-    if pad:
-        images = images[:, pad:-pad, pad:-pad, :]
+    images = remove_padding(images, pad)
     n, height, width, channels = images.shape
     columns = columns or int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / columns))
