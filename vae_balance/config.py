@@ -74,6 +74,7 @@ class VAEConfig:
 
     @property
     def side(self):
+        """The network's image height (= width)."""
         return self.image_shape[0]
 
     def resolved_kl_weight(self):
@@ -83,6 +84,8 @@ class VAEConfig:
         return (2.0 * self.side / self.latent_dim) ** 2
 
     def to_dict(self):
+        """The fields as written to a run's ``config.json``, plus the
+        ``resolved_kl_weight``."""
         config = dataclasses.asdict(self)
         config["image_shape"] = list(self.image_shape)
         config["resolved_kl_weight"] = self.resolved_kl_weight()
@@ -90,6 +93,8 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, config):
+        """A config from `to_dict`'s output (a run's ``config.json``); unknown
+        keys are ignored, a missing ``pad`` is derived."""
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in config.items() if k in fields}
         values["image_shape"] = tuple(values["image_shape"])

@@ -110,6 +110,7 @@ def load_split(
         DataError: a bad file (named), an empty split, a shape mismatch.
         ValueError: an unknown dataset, split, source or dtype.
     """
+    # Over 60 lines only through the docstring of its eleven arguments.
     request = _split_request(
         config_or_name,
         split,
