@@ -21,15 +21,18 @@ from vae_balance import (
     build_second_stage,
     build_vae,
     cli,
+    export,
     export_sampler,
     get_preset,
+    sampler,
+    sampling,
 )
-from vae_balance.plots import image_grid
-from vae_balance.sampling import (
+from vae_balance.export import (
     METADATA_FILE,
     describe_signatures,
     read_sampler_metadata,
 )
+from vae_balance.plots import image_grid
 
 PAD = 2
 SIGNATURES = {
@@ -52,6 +55,44 @@ def _pad(images):
 
 def _crop(images):
     return np.asarray(images)[:, PAD:-PAD, PAD:-PAD, :]
+
+
+@pytest.fixture
+def two_stages(make_vae, images):
+    """A tiny first stage trained one epoch (BN statistics moved) and a stage 2."""
+    vae = make_vae(run_eagerly=True)
+    vae.fit(images, batch_size=8, epochs=1, verbose=0)
+    keras.utils.set_random_seed(1)
+    vae2 = build_second_stage("tiny")
+    return vae, vae2
+
+
+def test_export_refuses_an_existing_path_unless_overwrite(two_stages, tmp_path):
+    path = tmp_path / "sampler"
+    path.mkdir()
+    (path / "keep.txt").write_text("not a model")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_sampler(two_stages, path)
+    assert (path / "keep.txt").exists()
+    export_sampler(two_stages, path, overwrite=True)
+    assert not (path / "keep.txt").exists()
+    assert (path / "saved_model.pb").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["sampler"]  # no staging left
+
+
+def test_the_old_sampling_module_re_exports_the_moved_names():
+    assert sampling.TwoStageSampler is sampler.TwoStageSampler
+    assert sampling.encode_dataset is sampler.encode_dataset
+    assert sampling.latent_dataset is sampler.latent_dataset
+    for name in (
+        "export_sampler",
+        "restore_interrupted_export",
+        "read_sampler_metadata",
+        "describe_signatures",
+        "sampler_metadata",
+        "METADATA_FILE",
+    ):
+        assert getattr(sampling, name) is getattr(export, name)
 
 
 @pytest.fixture(scope="module")

@@ -174,49 +174,10 @@ def recalibrate_batchnorm(
     decoder_layers = batchnorm_layers(decoder) if decoder is not None else []
     if not encoder_layers and not decoder_layers:
         return {"layers": 0, "images": 0, "batches": 0}
-    encoder_layers, encoder_probe = _probe(
-        encoder, encoder.outputs if decoder is not None else ()
+    layers, step = _training_moments_step(encoder, decoder, seed)
+    totals, images, batches = _accumulate_moments(
+        step, layers, _batches(data, batch_size), num_batches
     )
-    if decoder is not None:
-        decoder_layers, decoder_probe = _probe(decoder)
-
-    @tf.function
-    def step(x, index):
-        outputs = encoder_probe(x, training=True)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        features = list(outputs[: len(encoder_layers)])
-        if decoder is not None:
-            z_mean, z_log_sigma = outputs[-2], outputs[-1]
-            epsilon = tf.random.stateless_normal(
-                tf.shape(z_mean), seed=tf.stack([tf.cast(seed, tf.int64), index])
-            )
-            z = z_mean + tf.exp(z_log_sigma) * tf.cast(epsilon, z_mean.dtype)
-            decoded = decoder_probe(z, training=True)
-            decoded = decoded if isinstance(decoded, (list, tuple)) else [decoded]
-            features += list(decoded)
-        moments = []
-        for feature in features:
-            feature = tf.cast(feature, tf.float32)
-            axes = list(range(len(feature.shape) - 1))
-            mean, variance = tf.nn.moments(feature, axes)
-            count = tf.reduce_prod(tf.shape(feature)[:-1])
-            moments.append((count, mean, variance))
-        return moments
-
-    layers = encoder_layers + decoder_layers
-    totals = [_Moments() for _ in layers]
-    images = batches = 0
-    with _kept_moving_statistics(layers):  # the pass's own EMA updates go
-        for x in _batches(data, batch_size):
-            if num_batches is not None and batches >= num_batches:
-                break
-            x = _to_float(x)
-            for total, (count, mean, variance) in zip(
-                totals, step(x, tf.constant(batches, tf.int64))
-            ):
-                total.add(float(count), mean.numpy(), variance.numpy())
-            images += int(x.shape[0])
-            batches += 1
     if not batches:
         raise ValueError("recalibrate_batchnorm got no data: pass training images.")
     for layer, total in zip(layers, totals):
@@ -228,6 +189,79 @@ def recalibrate_batchnorm(
             f"recalibrated on {images} images ({batches} batches)"
         )
     return {"layers": len(layers), "images": images, "batches": batches}
+
+
+def _feature_moments(features):
+    """``[(count, mean, variance)]`` per channel of each feature (float32)."""
+    moments = []
+    for feature in features:
+        feature = tf.cast(feature, tf.float32)
+        axes = list(range(len(feature.shape) - 1))
+        mean, variance = tf.nn.moments(feature, axes)
+        count = tf.reduce_prod(tf.shape(feature)[:-1])
+        moments.append((count, mean, variance))
+    return moments
+
+
+def _as_list(outputs):
+    return outputs if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def _training_moments_step(encoder, decoder, seed):
+    """The BN layers (encoder's, then decoder's) and a step giving their moments.
+
+    The step ``(x, index) -> [(count, mean, variance)]`` runs the networks in
+    training mode on one batch and returns the moments of each BN layer's
+    input; a decoder gets ``z = mu + sigma * epsilon``, epsilon drawn from
+    ``(seed, index)``.
+    """
+    encoder_layers, encoder_probe = _probe(
+        encoder, encoder.outputs if decoder is not None else ()
+    )
+    decoder_layers, decoder_probe = [], None
+    if decoder is not None:
+        decoder_layers, decoder_probe = _probe(decoder)
+
+    @tf.function
+    def step(x, index):
+        outputs = _as_list(encoder_probe(x, training=True))
+        features = list(outputs[: len(encoder_layers)])
+        if decoder is not None:
+            z_mean, z_log_sigma = outputs[-2], outputs[-1]
+            epsilon = tf.random.stateless_normal(
+                tf.shape(z_mean), seed=tf.stack([tf.cast(seed, tf.int64), index])
+            )
+            z = z_mean + tf.exp(z_log_sigma) * tf.cast(epsilon, z_mean.dtype)
+            features += list(_as_list(decoder_probe(z, training=True)))
+        return _feature_moments(features)
+
+    return encoder_layers + decoder_layers, step
+
+
+def _accumulate_moments(step, layers, batches, num_batches):
+    """Runs ``step`` over at most ``num_batches`` batches; the moments per layer.
+
+    The layers' moving statistics are restored afterwards (the pass's own EMA
+    updates go).
+
+    Returns:
+        ``(totals, images, batches)``: a `_Moments` per layer, the images and
+        batches read.
+    """
+    totals = [_Moments() for _ in layers]
+    images = count = 0
+    with _kept_moving_statistics(layers):
+        for x in batches:
+            if num_batches is not None and count >= num_batches:
+                break
+            x = _to_float(x)
+            for total, (n, mean, variance) in zip(
+                totals, step(x, tf.constant(count, tf.int64))
+            ):
+                total.add(float(n), mean.numpy(), variance.numpy())
+            images += int(x.shape[0])
+            count += 1
+    return totals, images, count
 
 
 def reconstruction_mse(model, images, training=False, batch_size=100):

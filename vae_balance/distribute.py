@@ -1,4 +1,6 @@
-"""Strategies and precision policies by name, for the CLI and scripts.
+"""Strategies, precision, global-batch reductions, replica-sliced noise.
+
+Strategies and precision policies by name, for the CLI and scripts.
 
 Build and compile the model inside ``strategy.scope()`` and set the precision
 policy before building it::
@@ -12,11 +14,19 @@ policy before building it::
 
 BalancedVAE needs nothing else: it all-reduces the minibatch MSE, so every
 replica holds the same running average and gamma, and results do not depend on
-the number of replicas (see docs/distributed.md).
+the number of replicas (see docs/distributed.md). The replica maths it uses
+is here too: `global_batch_means` (per-replica means -> global-batch means)
+and `replica_sliced_normal` (noise that does not depend on the split).
+
+``STRATEGIES`` names tf.distribute strategies (unrelated to the balancing
+setups of benchmarks/).
 """
 
 import keras
 import tensorflow as tf
+from keras import ops
+
+from vae_balance import _keras_compat
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -74,3 +84,76 @@ def set_precision(name="float32"):
         )
     keras.mixed_precision.set_global_policy(name)
     return keras.mixed_precision.global_policy()
+
+
+def replica_context():
+    """The replica context of a step run by a multi-replica strategy, else None."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def in_multi_worker_mode():
+    """Whether fit() runs under a MultiWorkerMirroredStrategy with TF_CONFIG."""
+    return _keras_compat.in_multi_worker_mode(tf.distribute.get_strategy())
+
+
+def global_batch_means(values, batch_size):
+    """Per-replica batch means -> means over the global batch (all-reduce).
+
+    Weighted by the replicas' batch sizes, which differ in a last partial
+    batch; the identity outside a multi-replica step.
+
+    Args:
+        values: scalar tensors, this replica's batch means.
+        batch_size: this replica's batch size.
+
+    Returns:
+        The list of global means and the global batch size (float32).
+    """
+    count = ops.cast(batch_size, "float32")
+    context = replica_context()
+    if context is None:
+        return list(values), count
+    # An empty replica (a tiny last batch) has NaN means: weigh them by 0.
+    weighted = [ops.where(count > 0, value * count, 0.0) for value in values]
+    totals = context.all_reduce(tf.distribute.ReduceOp.SUM, [*weighted, count])
+    return [total / totals[-1] for total in totals[:-1]], totals[-1]
+
+
+def replica_sliced_normal(shape, dtype, seed):
+    """Standard normal noise of ``shape``, independent of the replica split.
+
+    Under a multi-replica strategy every replica draws the noise of the whole
+    global batch (the same seed everywhere) and keeps its own rows, so the
+    noise does not depend on how the batch is split. Outside one, a plain
+    draw.
+
+    Args:
+        shape: this replica's shape (batch first), e.g. ``ops.shape(z_mean)``.
+        dtype: the noise's dtype.
+        seed: a `keras.random.SeedGenerator` (or seed), as for
+            `keras.random.normal`.
+
+    Returns:
+        The noise, of ``shape``.
+    """
+    context = replica_context()
+    if context is None:
+        return keras.random.normal(shape, dtype=dtype, seed=seed)
+    # Replicas hold consecutive slices of the global batch, in replica
+    # order; the shares differ by one in a last partial batch.
+    rows, replica = shape[0], context.replica_id_in_sync_group
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.TPUStrategy):
+        # One static shape on every TPU replica: an even split, and XLA
+        # needs the static size of the draw.
+        start, total = replica * rows, rows * context.num_replicas_in_sync
+    else:
+        sizes = context.all_gather(ops.reshape(ops.cast(rows, "int32"), (1,)), 0)
+        replicas = ops.arange(context.num_replicas_in_sync)
+        start = ops.sum(ops.where(replicas < replica, sizes, 0))
+        total = ops.sum(sizes)
+    epsilon = keras.random.normal((total, *shape[1:]), dtype=dtype, seed=seed)
+    begin = [start] + [0] * (len(shape) - 1)
+    return ops.slice(epsilon, begin, (rows, *shape[1:]))

@@ -6,14 +6,19 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from vae_balance import losses
+from vae_balance import _keras_compat, losses
+from vae_balance.distribute import (
+    global_batch_means,
+    in_multi_worker_mode,
+    replica_sliced_normal,
+)
 
 BALANCES = ("running", "learned", "batch", "fixed")
 RUNNING_RULES = ("min", "ema", "ema_min")
 
 
 @keras.saving.register_keras_serializable(package="vae_balance")
-class BalancedVAE(keras.Model):
+class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
     """A Gaussian VAE whose decoder variance gamma^2 follows the reconstruction.
 
     The decoder is p(x|z) = N(x_hat(z), gamma^2 I). With ``balance="running"``
@@ -90,27 +95,7 @@ class BalancedVAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if balance not in BALANCES:
-            raise ValueError(
-                f"Unknown balance={balance!r}. Valid values: {', '.join(BALANCES)}."
-            )
-        if running_rule not in RUNNING_RULES:
-            raise ValueError(
-                f"Unknown running_rule={running_rule!r}. Valid values: "
-                f"{', '.join(RUNNING_RULES)}."
-            )
-        if not 0.0 < float(momentum) < 1.0:
-            raise ValueError(
-                f"momentum must be strictly between 0 and 1, got {momentum}. "
-                "The paper uses 0.99 (about 100 steps of memory)."
-            )
-        if float(min_gamma) <= 0.0 or float(gamma) < float(min_gamma):
-            raise ValueError(
-                f"Need 0 < min_gamma <= gamma, got min_gamma={min_gamma}, "
-                f"gamma={gamma}."
-            )
-        if float(kl_weight) < 0.0:
-            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
+        _check_arguments(balance, running_rule, momentum, gamma, min_gamma, kl_weight)
         _check_networks(encoder, decoder)
         self.encoder = encoder
         self.decoder = decoder
@@ -118,6 +103,10 @@ class BalancedVAE(keras.Model):
         self.kl_weight = float(kl_weight)
         self.momentum = float(momentum)
         self.running_rule = running_rule
+        # The constructor's `gamma` (and get_config's "gamma") is the constant
+        # of balance="fixed"; it is stored as `fixed_gamma` because `gamma` is
+        # the public read-only property giving the live value for every
+        # balance. Both names are public: keep them.
         self.fixed_gamma = float(gamma)
         self.min_gamma = float(min_gamma)
         self.input_range = None if input_range is None else tuple(input_range)
@@ -125,6 +114,21 @@ class BalancedVAE(keras.Model):
         self.num_elements = math.prod(encoder.inputs[0].shape[1:])
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+        self._add_balance_state()
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_loss_tracker = keras.metrics.Mean(
+            name="reconstruction_loss"
+        )
+        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+        self.mse_tracker = keras.metrics.Mean(name="mse")
+        self.gamma_tracker = keras.metrics.Mean(name="gamma")
+        # The networks are built, so the model is: an unbuilt subclassed model
+        # silently drops its optimizer state when reloaded.
+        _keras_compat.mark_built(self)
+
+    # ----------------------------------------------------------------- state
+    def _add_balance_state(self):
+        """Creates running_mse, ema_mse and (balance="learned") log_gamma."""
         # Balancing state, a Keras weight like BatchNormalization's moving
         # statistics: saved with the weights, written only by _update_balance.
         # "only_first_replica": every replica computes the same global-batch
@@ -145,23 +149,11 @@ class BalancedVAE(keras.Model):
             aggregation="only_first_replica",
         )
         self.log_gamma = None
-        if balance == "learned":
+        if self.balance == "learned":
             self.log_gamma = self.add_weight(
                 shape=(), initializer="zeros", trainable=True, name="log_gamma"
             )
 
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.reconstruction_loss_tracker = keras.metrics.Mean(
-            name="reconstruction_loss"
-        )
-        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
-        self.mse_tracker = keras.metrics.Mean(name="mse")
-        self.gamma_tracker = keras.metrics.Mean(name="gamma")
-        # The networks are built, so the model is: an unbuilt subclassed model
-        # silently drops its optimizer state when reloaded.
-        self.built = True
-
-    # ----------------------------------------------------------------- state
     @property
     def metrics(self):
         return [
@@ -214,11 +206,7 @@ class BalancedVAE(keras.Model):
         # reparameterisation noise. Keras does not save SeedGenerator states,
         # so a reloaded model would replay the noise of its first steps; it
         # travels with running_mse in .keras files and save_weights instead.
-        return (
-            self._trainable_variables
-            + self._non_trainable_variables
-            + [self.seed_generator.state]
-        )
+        return _keras_compat.own_variables(self) + [self.seed_generator.state]
 
     def save_own_variables(self, store):
         for i, variable in enumerate(self._own_state()):
@@ -250,29 +238,9 @@ class BalancedVAE(keras.Model):
         whole global batch (the same seed everywhere) and keeps its own rows,
         so the noise does not depend on how the batch is split.
         """
-        shape = ops.shape(z_mean)
-        context = _replica_context()
-        if context is None:
-            return z_mean + ops.exp(z_log_sigma) * keras.random.normal(
-                shape, dtype=z_mean.dtype, seed=self.seed_generator
-            )
-        # Replicas hold consecutive slices of the global batch, in replica
-        # order; the shares differ by one in a last partial batch.
-        rows, replica = shape[0], context.replica_id_in_sync_group
-        if isinstance(tf.distribute.get_strategy(), tf.distribute.TPUStrategy):
-            # One static shape on every TPU replica: an even split, and XLA
-            # needs the static size of the draw.
-            start, total = replica * rows, rows * context.num_replicas_in_sync
-        else:
-            sizes = context.all_gather(ops.reshape(ops.cast(rows, "int32"), (1,)), 0)
-            replicas = ops.arange(context.num_replicas_in_sync)
-            start = ops.sum(ops.where(replicas < replica, sizes, 0))
-            total = ops.sum(sizes)
-        epsilon = keras.random.normal(
-            (total, *shape[1:]), dtype=z_mean.dtype, seed=self.seed_generator
+        epsilon = replica_sliced_normal(
+            ops.shape(z_mean), z_mean.dtype, self.seed_generator
         )
-        begin = [start] + [0] * (len(shape) - 1)
-        epsilon = ops.slice(epsilon, begin, (rows, *shape[1:]))
         return z_mean + ops.exp(z_log_sigma) * epsilon
 
     def call(self, inputs, training=False):
@@ -331,7 +299,7 @@ class BalancedVAE(keras.Model):
         # The MSE of the GLOBAL batch: every replica then holds the same gamma
         # and running average, whatever the number of replicas.
         batch_size = ops.shape(x)[0]
-        (mean_squared_error,), global_batch_size = _global_batch_means(
+        (mean_squared_error,), global_batch_size = global_batch_means(
             [ops.stop_gradient(ops.mean(squared_error))], batch_size
         )
         batch_mse = mean_squared_error / self.num_elements
@@ -355,14 +323,14 @@ class BalancedVAE(keras.Model):
         # Every replica logs the global batch's values ("mse" and "gamma"
         # already are), so any reduction of per-replica logs is right.
         names = ("loss", "reconstruction_loss", "kl_loss")
-        means, _ = _global_batch_means(
+        means, _ = global_batch_means(
             [ops.stop_gradient(values[name]) for name in names], batch_size
         )
         values = {**values, **dict(zip(names, means))}
         for tracker in self.metrics:
             tracker.update_state(values[tracker.name])
         logs = {tracker.name: tracker.result() for tracker in self.metrics}
-        if _in_multi_worker_mode():
+        if in_multi_worker_mode():
             # Keras 3 reduces multi-worker logs with strategy.reduce(..., axis=0),
             # which fails on scalars (tensorflow/tensorflow#72388): give them a
             # batch axis of 1; the reduction then returns the scalar.
@@ -391,24 +359,6 @@ class BalancedVAE(keras.Model):
         values = self._compute_losses(x, training=False)
         return self._log(values, ops.shape(x)[0])
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under a strategy Keras 3 averages the replicas' first batches with
-        # strategy.reduce to build the model symbolically, and crashes when the
-        # global batch does not split evenly (100 images on 8 GPUs). This
-        # model is built at construction and uses no compiled loss or metrics:
-        # only the optimizer is left to build, in the strategy's scope.
-        if getattr(self, "_distribute_strategy", None) is None:
-            return super()._maybe_symbolic_build(iterator, data_batch)
-        with self.distribute_strategy.scope():
-            if self.optimizer is not None and not self.optimizer.built:
-                self.optimizer.build(self.trainable_variables)
-
-    def _resolve_auto_jit_compile(self):
-        # XLA silently drops the tf.debugging assertions of _prepare (NaN and
-        # range checks), and compile(jit_compile="auto") turns XLA on where a
-        # GPU is present. Keep the checks: XLA only on explicit request.
-        return False
-
     # -------------------------------------------------------- serialisation
     def get_config(self):
         config = super().get_config()
@@ -436,39 +386,28 @@ class BalancedVAE(keras.Model):
         return cls(**config)
 
 
-def _replica_context():
-    """The replica context of a step run by a multi-replica strategy, else None."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return None
-    return context
-
-
-def _in_multi_worker_mode():
-    """Whether fit() runs under a MultiWorkerMirroredStrategy with TF_CONFIG."""
-    strategy = tf.distribute.get_strategy()
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
-        getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)()
-    )
-
-
-def _global_batch_means(values, batch_size):
-    """Per-replica batch means -> means over the global batch (all-reduce).
-
-    Weighted by the replicas' batch sizes, which differ in a last partial
-    batch; the identity outside a multi-replica step.
-
-    Returns:
-        The list of global means and the global batch size (float32).
-    """
-    count = ops.cast(batch_size, "float32")
-    context = _replica_context()
-    if context is None:
-        return list(values), count
-    # An empty replica (a tiny last batch) has NaN means: weigh them by 0.
-    weighted = [ops.where(count > 0, value * count, 0.0) for value in values]
-    totals = context.all_reduce(tf.distribute.ReduceOp.SUM, [*weighted, count])
-    return [total / totals[-1] for total in totals[:-1]], totals[-1]
+def _check_arguments(balance, running_rule, momentum, gamma, min_gamma, kl_weight):
+    """Raises a ValueError naming the valid values for a bad constructor argument."""
+    if balance not in BALANCES:
+        raise ValueError(
+            f"Unknown balance={balance!r}. Valid values: {', '.join(BALANCES)}."
+        )
+    if running_rule not in RUNNING_RULES:
+        raise ValueError(
+            f"Unknown running_rule={running_rule!r}. Valid values: "
+            f"{', '.join(RUNNING_RULES)}."
+        )
+    if not 0.0 < float(momentum) < 1.0:
+        raise ValueError(
+            f"momentum must be strictly between 0 and 1, got {momentum}. "
+            "The paper uses 0.99 (about 100 steps of memory)."
+        )
+    if float(min_gamma) <= 0.0 or float(gamma) < float(min_gamma):
+        raise ValueError(
+            f"Need 0 < min_gamma <= gamma, got min_gamma={min_gamma}, gamma={gamma}."
+        )
+    if float(kl_weight) < 0.0:
+        raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
 
 
 def _static_shape(tensor):

@@ -10,6 +10,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from vae_balance import _keras_compat
+
 
 @keras.saving.register_keras_serializable(package="vae_balance")
 class FusedBatchNormalization(layers.BatchNormalization):
@@ -30,7 +32,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
             training
             and self.trainable
             and mask is None
-            and not self.renorm
+            and not _keras_compat.uses_renorm(self)
             and not self.synchronized
             and len(inputs.shape) == 4
             and self.axis in (3, -1)

@@ -1,4 +1,4 @@
-"""Second stage and sampling: latent codes, the sampler, SavedModel export."""
+"""vae_balance.sampler: latent codes for stage 2 and the two-stage sampler."""
 
 import keras
 import numpy as np
@@ -9,7 +9,6 @@ from vae_balance import (
     TwoStageSampler,
     build_second_stage,
     encode_dataset,
-    export_sampler,
     latent_dataset,
 )
 
@@ -86,18 +85,5 @@ def test_latent_dataset_refuses_mismatched_codes():
         latent_dataset(np.zeros((3, 4)), np.zeros((3, 4)), batch_size=5)
 
 
-def test_export_refuses_an_existing_path_unless_overwrite(two_stages, tmp_path):
-    path = tmp_path / "sampler"
-    path.mkdir()
-    (path / "keep.txt").write_text("not a model")
-    with pytest.raises(FileExistsError, match="overwrite=True"):
-        export_sampler(two_stages, path)
-    assert (path / "keep.txt").exists()
-    export_sampler(two_stages, path, overwrite=True)
-    assert not (path / "keep.txt").exists()
-    assert (path / "saved_model.pb").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["sampler"]  # no staging left
-
-
-# Reloading the export without vae_balance, its signatures and metadata, and
-# `python -m vae_balance sample`: tests/test_export.py.
+# export_sampler (overwrite, reloading without vae_balance, signatures and
+# metadata, `python -m vae_balance sample`): tests/test_export.py.

@@ -1,0 +1,7 @@
+"""The package version, in a leaf module that imports nothing.
+
+Modules that record the version (e.g. `vae_balance.export`'s metadata) import
+it from here; ``vae_balance.__version__`` re-exports it.
+"""
+
+__version__ = "0.1.0"
