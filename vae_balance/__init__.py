@@ -13,9 +13,9 @@ if _startup.is_command_line():
 from vae_balance._version import __version__ as __version__  # noqa: E402
 from vae_balance.batchnorm import check_batchnorm, recalibrate_batchnorm  # noqa: E402
 from vae_balance.builders import build_second_stage, build_vae  # noqa: E402
+from vae_balance.config import PRESETS, VAEConfig, get_preset  # noqa: E402
 from vae_balance.export import export_sampler  # noqa: E402
 from vae_balance.model import BALANCES, BalancedVAE  # noqa: E402
-from vae_balance.presets import PRESETS, VAEConfig, get_preset  # noqa: E402
 from vae_balance.sampler import (  # noqa: E402
     TwoStageSampler,
     encode_dataset,

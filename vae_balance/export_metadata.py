@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from vae_balance._version import __version__
+from vae_balance.config import VAEConfig
 from vae_balance.model import BalancedVAE
-from vae_balance.presets import VAEConfig
 from vae_balance.sampler import TwoStageSampler
 
 METADATA_FORMAT_VERSION = 1
