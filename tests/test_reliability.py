@@ -6,6 +6,9 @@ The kill tests run the real CLI in a child process that wraps one library call
 itself at a chosen point: test code only, no hook in the library. The child
 that is killed during a checkpoint write first waits, holding the work
 directory, until this process has tried a second run on it.
+
+The stale temporaries and cut CSV rows are tested in test_workdir.py, a full
+disk during a checkpoint save in test_callbacks.py.
 """
 
 import contextlib
@@ -34,6 +37,7 @@ from PIL import Image
 from vae_balance import cli, data, distribute, sampling, training
 from vae_balance.model import BALANCES, BalancedVAE
 from vae_balance.presets import PRESETS, get_preset
+from vae_balance.workdir import Workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
@@ -277,7 +281,7 @@ def test_a_learning_rate_rerun_resumes_from_the_kept_checkpoint(kill_scenario):
     assert "stage1-epoch0001.keras (epoch 1/2)" in output
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["learning_rate"] == 5e-4
-    rows = training._checkpoints(workdir, "stage1")
+    rows = Workdir(workdir).checkpoints("stage1")
     assert [epochs for epochs, _ in rows] == [1, 2]
     final = training.load_checkpoint(os.path.join(workdir, "stage1.keras"))
     assert int(final.optimizer.iterations) == 2 * steps
@@ -332,86 +336,7 @@ def test_stale_export_staging_is_cleaned_and_a_previous_export_restored(tmp_path
     assert not (tmp_path / ".sampler.previous").exists()
 
 
-def test_stale_temporaries_never_count_as_checkpoints_and_are_removed(tmp_path):
-    checkpoints = tmp_path / "checkpoints"
-    checkpoints.mkdir()
-    for name in (
-        "stage1-epoch0001.keras",
-        "stage1-epoch0002.keras",
-        "stage1-epoch0003.keras.tmp-123.keras",
-        "stage2-epoch0001.keras",
-    ):
-        (checkpoints / name).write_bytes(b"x")
-    (tmp_path / "config.json.tmp-77").write_text("{")
-    (tmp_path / "latents.npz.tmp.npz").write_bytes(b"")
-    assert training.latest_checkpoint(str(tmp_path), "stage1") == (
-        str(checkpoints / "stage1-epoch0002.keras"),
-        2,
-    )
-    removed = training._remove_stale_temporaries(str(tmp_path))
-    assert sorted(removed) == [
-        "config.json.tmp-77",
-        "latents.npz.tmp.npz",
-        "stage1-epoch0003.keras.tmp-123.keras",
-    ]
-    assert sorted(os.listdir(checkpoints)) == [
-        "stage1-epoch0001.keras",
-        "stage1-epoch0002.keras",
-        "stage2-epoch0001.keras",
-    ]
-
-
-def test_a_csv_row_cut_by_a_kill_is_dropped_on_resume(tmp_path):
-    path = tmp_path / "steps_stage1.csv"
-    path.write_text("step,epoch,loss\n1,0,0.5\n2,0,0.4\n3,1,0.3\n4,")
-    training._truncate_csv(str(path), lambda row: int(row["epoch"]) < 1)
-    assert path.read_text().splitlines() == ["step,epoch,loss", "1,0,0.5", "2,0,0.4"]
-    path.write_text("step,epoch,loss\n1,0,0.5\n2,0,0.4\n3,")  # cut in epoch 0
-    training._truncate_csv(str(path), lambda row: int(row["epoch"]) < 1)
-    assert path.read_text().splitlines() == ["step,epoch,loss", "1,0,0.5", "2,0,0.4"]
-
-
 # ------------------------------------------------------------- disk full
-def _tiny_fit_with_checkpoints(workdir, epochs, make_vae):
-    vae = make_vae(run_eagerly=True)
-    images = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
-    callback = training.EpochCheckpoint(workdir, "stage1")
-    vae.fit(images, batch_size=8, epochs=epochs, callbacks=[callback], verbose=0)
-    return vae
-
-
-def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_one(
-    tmp_path, make_vae, monkeypatch
-):
-    workdir = str(tmp_path)
-    original, calls = keras.Model.save, []
-
-    def save(self, filepath, *args, **kwargs):
-        calls.append(filepath)
-        if len(calls) == 2:  # epoch 2: half the file, then the disk is full
-            with open(filepath, "wb") as f:
-                f.write(b"PK\x03\x04 partial")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filepath)
-        return original(self, filepath, *args, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "save", save)
-    with pytest.raises(training.SaveError) as error:
-        _tiny_fit_with_checkpoints(workdir, 3, make_vae)
-    message = str(error.value)
-    first = os.path.join(workdir, "checkpoints", "stage1-epoch0001.keras")
-    assert "stage1-epoch0002.keras: no space left on the device" in message
-    assert f"The last complete checkpoint is kept: {first}" in message
-    assert "run the same command again" in message
-    assert os.listdir(os.path.join(workdir, "checkpoints")) == [
-        "stage1-epoch0001.keras"
-    ]  # no partial file
-    monkeypatch.undo()
-    kept = training.load_checkpoint(first)
-    assert int(kept.optimizer.iterations) == 2
-    # The CLI prints it as a one-line error: SaveError is a WorkdirError.
-    assert isinstance(error.value, training.WorkdirError)
-
-
 def test_a_full_disk_elsewhere_in_a_run_is_a_save_error(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "x/curves.png")

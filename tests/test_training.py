@@ -1,4 +1,7 @@
-"""The training job: outputs, resume after SIGKILL, divergence, workdir rules."""
+"""The training job: outputs, resume after SIGKILL, divergence, workdir rules.
+
+The work directory's own rules (lock, checkpoints, atomic writes) are tested
+in test_workdir.py, the callbacks in test_callbacks.py."""
 
 import csv
 import json
@@ -79,13 +82,6 @@ def test_step_history_reproduces_the_balancing_rule(finished_run):
         assert float(row["running_mse"]) == pytest.approx(m, rel=1e-4)
 
 
-def test_learning_rate_is_halved_as_a_staircase():
-    schedule = training.staircase(1e-3, 2)
-    assert [schedule(e) for e in range(5)] == pytest.approx(
-        [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4]
-    )
-
-
 def test_a_finished_run_resumes_to_a_no_op(finished_run):
     config, workdir, _ = finished_run
     before = keras.saving.load_model(os.path.join(workdir, "stage1.keras"))
@@ -112,14 +108,6 @@ def test_other_preset_workdir_is_refused(finished_run, tmp_path):
     # nothing was overwritten
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["latent_dim"] == 4
-
-
-def test_second_run_on_a_locked_workdir_names_the_first(tmp_path):
-    lock = training.WorkdirLock(str(tmp_path))
-    with lock:
-        with pytest.raises(training.WorkdirError, match=f"process id {os.getpid()}"):
-            with training.WorkdirLock(str(tmp_path)):
-                pass
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):

@@ -1,0 +1,75 @@
+"""The work directory: its lock, checkpoints, atomic writes, CSV truncation
+and the stale temporaries of killed writers."""
+
+import os
+
+import pytest
+
+from vae_balance import workdir as workdir_module
+from vae_balance.workdir import Workdir, WorkdirError, WorkdirLock
+
+
+def test_second_run_on_a_locked_workdir_names_the_first(tmp_path):
+    lock = WorkdirLock(str(tmp_path))
+    with lock:
+        with pytest.raises(WorkdirError, match=f"process id {os.getpid()}"):
+            with WorkdirLock(str(tmp_path)):
+                pass
+
+
+def test_stale_temporaries_never_count_as_checkpoints_and_are_removed(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    for name in (
+        "stage1-epoch0001.keras",
+        "stage1-epoch0002.keras",
+        "stage1-epoch0003.keras.tmp-123.keras",
+        "stage2-epoch0001.keras",
+    ):
+        (checkpoints / name).write_bytes(b"x")
+    (tmp_path / "config.json.tmp-77").write_text("{")
+    (tmp_path / "latents.npz.tmp.npz").write_bytes(b"")
+    assert workdir_module.latest_checkpoint(str(tmp_path), "stage1") == (
+        str(checkpoints / "stage1-epoch0002.keras"),
+        2,
+    )
+    removed = Workdir(tmp_path).remove_stale_temporaries()
+    assert sorted(removed) == [
+        "config.json.tmp-77",
+        "latents.npz.tmp.npz",
+        "stage1-epoch0003.keras.tmp-123.keras",
+    ]
+    assert sorted(os.listdir(checkpoints)) == [
+        "stage1-epoch0001.keras",
+        "stage1-epoch0002.keras",
+        "stage2-epoch0001.keras",
+    ]
+
+
+def test_a_csv_row_cut_by_a_kill_is_dropped_on_resume(tmp_path):
+    path = tmp_path / "steps_stage1.csv"
+    path.write_text("step,epoch,loss\n1,0,0.5\n2,0,0.4\n3,1,0.3\n4,")
+    workdir_module.truncate_csv(str(path), lambda row: int(row["epoch"]) < 1)
+    assert path.read_text().splitlines() == ["step,epoch,loss", "1,0,0.5", "2,0,0.4"]
+    path.write_text("step,epoch,loss\n1,0,0.5\n2,0,0.4\n3,")  # cut in epoch 0
+    workdir_module.truncate_csv(str(path), lambda row: int(row["epoch"]) < 1)
+    assert path.read_text().splitlines() == ["step,epoch,loss", "1,0,0.5", "2,0,0.4"]
+
+
+def test_atomic_write_replaces_the_file_or_leaves_it_as_it_was(tmp_path):
+    path = str(tmp_path / "a.txt")
+    workdir_module.atomic_write(path, "old")
+    workdir_module.atomic_write(path, b"new")
+    with open(path) as f:
+        assert f.read() == "new"
+
+    def fail(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        workdir_module.atomic_write(path, write=fail, suffix=".txt")
+    with open(path) as f:
+        assert f.read() == "new"
+    assert os.listdir(tmp_path) == ["a.txt"]  # no temporary left behind

@@ -1,0 +1,433 @@
+"""The work directory of a run: its files, its lock, and how they are written.
+
+One place for the layout that the job, the CLI, the evaluation and the
+plots share (`Workdir` names every file), for the one way to replace a file
+atomically (`atomic_write`: a temporary name, then a rename), and for the
+checkpoints::
+
+    config.json              the full resolved configuration
+    history_stage1.csv       one row per epoch (Keras CSVLogger)
+    steps_stage1.csv         one row per step: loss, kl_loss, mse, gamma^2
+    checkpoints/stage1-epoch0003.keras   weights + optimizer + running_mse
+    stage1.keras, stage2.keras           the finished stages
+    latents.npz              z_mean, z_log_sigma of the training set
+    batchnorm.json           the sha256 of the recalibrated stage1.keras
+    sampler/                 SavedModel (sample, decode, encode, reconstruct)
+    images/                  PNG grids: reconstructions, GEN-1, GEN-2
+    curves.png               mse and gamma^2 (log), KL, loss over steps
+    tensorboard/             scalars and image grids
+    evaluation.json, evaluation.md       `vae_balance.evaluation` reports
+
+Every file is first written under ``<name>.tmp-<pid>[suffix]`` and renamed,
+so a writer killed at any point leaves only complete files and temporaries,
+which the next run deletes with the directory locked.
+"""
+
+import contextlib
+import csv
+import errno
+import fcntl
+import glob
+import hashlib
+import io
+import json
+import os
+import re
+
+import keras
+
+STAGES = ("stage1", "stage2")
+
+# Fields that may change between a run and its resumption (schedules, and the
+# learning rate to restart a diverged run more gently). All others define the
+# model and must match.
+RESUMABLE_FIELDS = {
+    "epochs",
+    "epochs2",
+    "learning_rate",
+    "learning_rate2",
+    "lr_epochs",
+    "lr_epochs2",
+}
+
+# Temporary names: this module's ``*.tmp-<pid>*``, and those of older versions.
+TEMPORARY_PATTERNS = ("*.tmp-*", "*.tmp.npz", "*.csv.tmp")
+
+
+class WorkdirError(RuntimeError):
+    """Raised when a work directory cannot be used for this run."""
+
+
+class SaveError(WorkdirError):
+    """Raised when a file of the run cannot be written (disk full, permission).
+
+    The file being written is left as it was: its temporary copy is removed
+    and the complete files written before are kept, so rerunning the same
+    command once the cause is fixed resumes from the last complete checkpoint.
+    """
+
+
+def is_disk_full(error):
+    """True when an `OSError` means no space (or quota) left on the device."""
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def describe_os_error(error):
+    """The message of an `OSError`, saying so when the disk is full."""
+    if is_disk_full(error):
+        return f"no space left on the device ({error})"
+    return str(error)
+
+
+# ---------------------------------------------------------- atomic writes
+def _remove_quietly(path):
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def atomic_write(path, content=None, *, write=None, suffix=""):
+    """Replaces ``path`` by a complete new file, or leaves it as it was.
+
+    The file is written under ``<path>.tmp-<pid><suffix>`` and renamed over
+    ``path``; if writing fails, the temporary file is removed and the error
+    raised again.
+
+    Args:
+        path: the file to write.
+        content: a ``str`` (written as text) or ``bytes``, flushed to the disk
+            before the rename. Exclusive with ``write``.
+        write: a callable that writes the temporary path it is given (e.g.
+            ``model.save``, ``np.savez``, a figure's ``savefig``).
+        suffix: ends the temporary name, for writers that require an
+            extension (``".keras"``, ``".npz"``, ``".png"``).
+
+    Returns:
+        ``path``.
+    """
+    if (content is None) == (write is None):
+        raise ValueError("atomic_write: give exactly one of content and write")
+    tmp = f"{path}.tmp-{os.getpid()}{suffix}"
+    try:
+        if write is not None:
+            write(tmp)
+        else:
+            with open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return path
+
+
+def write_json(path, value):
+    """Writes ``value`` as indented JSON (and a final newline), atomically."""
+    return atomic_write(path, json.dumps(value, indent=2) + "\n")
+
+
+def truncate_csv(path, keep_rows_where):
+    """Drops rows of epochs past the checkpoint, left by a killed run.
+
+    A row cut short by the kill (missing or extra fields, an unparsable
+    value) is dropped too, and the file rewritten without it.
+    """
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fieldnames = reader.fieldnames
+    if not rows:
+        return
+
+    def keep(row):
+        if None in row or None in row.values():
+            return False
+        try:
+            return keep_rows_where(row)
+        except (TypeError, ValueError):
+            return False
+
+    kept = [row for row in rows if keep(row)]
+    if len(kept) != len(rows):
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write(path, text.getvalue().encode())
+
+
+def sha256(path):
+    """The hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ lock
+class WorkdirLock:
+    """An exclusive lock on a work directory (released even on SIGKILL)."""
+
+    def __init__(self, workdir):
+        self.path = os.path.join(workdir, ".lock")
+        self.file = None
+
+    def __enter__(self):
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise WorkdirError(
+                f"Work directory {os.path.dirname(self.path)!r} is in use by "
+                f"another run (process id {owner}). Wait for it to finish, stop "
+                "it, or choose another --workdir."
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+# ---------------------------------------------------------------- layout
+class Workdir:
+    """The files of one run, by name; ``stage`` is ``"stage1"`` or ``"stage2"``.
+
+    Args:
+        root: the work directory (need not exist yet).
+    """
+
+    def __init__(self, root):
+        self.root = os.fspath(root)
+        self.config_path = self.path("config.json")
+        self.checkpoint_dir = self.path("checkpoints")
+        self.latents_path = self.path("latents.npz")
+        self.batchnorm_path = self.path("batchnorm.json")
+        self.sampler_dir = self.path("sampler")
+        self.images_dir = self.path("images")
+        self.curves_path = self.path("curves.png")
+        self.evaluation_json = self.path("evaluation.json")
+        self.evaluation_md = self.path("evaluation.md")
+
+    def __fspath__(self):
+        return self.root
+
+    def path(self, *names):
+        """A path inside the work directory."""
+        return os.path.join(self.root, *names)
+
+    def tensorboard_dir(self, name):
+        """``tensorboard/<name>``: a stage's scalars, or ``"images"``."""
+        return self.path("tensorboard", name)
+
+    def stage_path(self, stage):
+        """``<stage>.keras``: the finished stage."""
+        return self.path(f"{stage}.keras")
+
+    def history_csv(self, stage):
+        """``history_<stage>.csv``: one row per epoch."""
+        return self.path(f"history_{stage}.csv")
+
+    def steps_csv(self, stage):
+        """``steps_<stage>.csv``: one row per step."""
+        return self.path(f"steps_{stage}.csv")
+
+    def checkpoint_path(self, stage, epochs_done):
+        """``checkpoints/<stage>-epochNNNN.keras``."""
+        return os.path.join(
+            self.checkpoint_dir, f"{stage}-epoch{epochs_done:04d}.keras"
+        )
+
+    # ------------------------------------------------------------ config
+    def read_config(self):
+        """The ``config.json`` dict, or None when there is none.
+
+        Raises:
+            WorkdirError: the file is not valid JSON.
+        """
+        if not os.path.exists(self.config_path):
+            return None
+        with open(self.config_path) as f:
+            try:
+                return json.load(f)
+            except json.JSONDecodeError as error:
+                raise WorkdirError(
+                    f"{self.config_path} is not valid JSON ({error}); move it "
+                    "away or choose another --workdir."
+                ) from None
+
+    def check_and_write_config(self, config, allow_config_change=False):
+        """Writes ``config`` (a `VAEConfig`) after checking it may resume here.
+
+        Raises:
+            WorkdirError: ``config.json`` is unreadable, or another
+                configuration differs in a field outside `RESUMABLE_FIELDS`
+                and ``allow_config_change`` is False.
+        """
+        previous = self.read_config()
+        current = config.to_dict()
+        if previous is not None and not allow_config_change:
+            changed = sorted(
+                key
+                for key in current
+                if key not in RESUMABLE_FIELDS and previous.get(key) != current[key]
+            )
+            if changed:
+                details = ", ".join(
+                    f"{k}: {previous.get(k)!r} -> {current[k]!r}" for k in changed
+                )
+                raise WorkdirError(
+                    f"Work directory {self.root!r} holds a run with a different "
+                    f"configuration ({details}). Use another --workdir, or pass "
+                    "--allow-config-change to continue anyway."
+                )
+        write_json(self.config_path, current)
+
+    # ------------------------------------------------------- checkpoints
+    def checkpoints(self, stage):
+        """Sorted ``[(epochs_done, path)]`` of the complete checkpoints of a stage.
+
+        Only exact ``{stage}-epochNNNN.keras`` names count: the temporary files
+        of a killed writer (``...keras.tmp-<pid>.keras``) never do.
+        """
+        pattern = os.path.join(self.checkpoint_dir, f"{stage}-epoch*.keras")
+        found = []
+        for path in glob.glob(pattern):
+            match = re.fullmatch(
+                rf"{re.escape(stage)}-epoch(\d+)\.keras", os.path.basename(path)
+            )
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def latest_checkpoint(self, stage):
+        """``(path, epochs_done)`` of the newest complete checkpoint, or None."""
+        found = self.checkpoints(stage)
+        if not found:
+            return None
+        epochs_done, path = found[-1]
+        return path, epochs_done
+
+    def discard_stage(self, stage):
+        """Removes a stage's checkpoints, model and logs; True if any existed."""
+        paths = [path for _, path in self.checkpoints(stage)] + [
+            self.stage_path(stage),
+            self.history_csv(stage),
+            self.steps_csv(stage),
+        ]
+        removed = False
+        for path in paths:
+            if os.path.exists(path):
+                os.remove(path)
+                removed = True
+        return removed
+
+    def remove_stale_temporaries(self):
+        """Deletes the temporary files of writers killed mid-write.
+
+        Called with the work directory locked, so no live writer owns them:
+        what remains under a temporary name is incomplete and was never used.
+
+        Returns:
+            The names of the removed files.
+        """
+        removed = []
+        for folder in (self.root, self.checkpoint_dir):
+            for pattern in TEMPORARY_PATTERNS:
+                for path in glob.glob(os.path.join(folder, pattern)):
+                    if os.path.isfile(path):
+                        os.remove(path)
+                        removed.append(os.path.basename(path))
+        if removed:
+            print(
+                f"[resume] removed {len(removed)} incomplete temporary file(s) "
+                f"left by an interrupted run: {', '.join(sorted(removed))}"
+            )
+        return removed
+
+    # --------------------------------------------------------- batchnorm
+    def read_batchnorm_record(self):
+        """The ``batchnorm.json`` dict; empty when missing or unreadable."""
+        if not os.path.exists(self.batchnorm_path):
+            return {}
+        with open(self.batchnorm_path) as f:
+            try:
+                return json.load(f)
+            except json.JSONDecodeError:
+                return {}
+
+    def record_recalibration(self, stage, **details):
+        """Records in ``batchnorm.json`` the sha256 of the recalibrated
+        ``<stage>.keras`` (just written), with ``details``."""
+        record = self.read_batchnorm_record()
+        record[stage] = {"sha256": sha256(self.stage_path(stage)), **details}
+        write_json(self.batchnorm_path, record)
+
+    def is_recalibrated(self, path):
+        """True when ``path`` is the stage-1 file whose BatchNorm statistics
+        the job recomputed (its sha256 is recorded in ``batchnorm.json``)."""
+        if not os.path.exists(path):
+            return False
+        recorded = self.read_batchnorm_record().get("stage1", {}).get("sha256")
+        return recorded is not None and recorded == sha256(path)
+
+
+# ------------------------------------------------ the functions of a path
+def latest_checkpoint(workdir, stage):
+    """``(path, epochs_done)`` of the newest complete checkpoint, or None."""
+    return Workdir(workdir).latest_checkpoint(stage)
+
+
+def is_recalibrated(workdir, path):
+    """True when ``path`` is the stage-1 file whose BatchNorm statistics the
+    job recomputed (its sha256 is recorded in ``workdir/batchnorm.json``)."""
+    return Workdir(workdir).is_recalibrated(path)
+
+
+def save_model_atomic(model, path):
+    """model.save to a temporary file, then an atomic rename.
+
+    Raises:
+        SaveError: the file could not be written (e.g. no space left on the
+            device); ``path`` is unchanged and the temporary file removed.
+    """
+    try:
+        atomic_write(path, write=model.save, suffix=".keras")
+    except OSError as error:
+        raise SaveError(
+            f"Could not write {path}: {describe_os_error(error)}. The file is "
+            "unchanged (its temporary copy was removed)."
+        ) from error
+
+
+def load_checkpoint(path):
+    """Loads a checkpoint or finished stage with Keras's ``safe_mode`` on.
+
+    ``safe_mode`` refuses to deserialise Python code (``Lambda`` layers and
+    the like), so a tampered file cannot run anything when a run resumes.
+
+    Raises:
+        WorkdirError: the file is unreadable, corrupt or refused, naming it.
+    """
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # zipfile, h5py, JSON and Keras errors alike
+        raise WorkdirError(
+            f"Cannot load {path}: {type(error).__name__}: {str(error).rstrip('.')}. "
+            "Checkpoints written by this library hold no Python code and are "
+            "written atomically, so this file is corrupt or was replaced "
+            "(files with Lambda layers or other code are refused: safe_mode). "
+            "Move it out of the checkpoints folder to resume from the "
+            "previous checkpoint, or use another --workdir."
+        ) from error
