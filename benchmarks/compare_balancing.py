@@ -38,13 +38,13 @@ import argparse
 import csv
 import json
 import os
-import platform
 import resource
 import shlex
 import sys
 import time
 
 import numpy as np
+from common import describe_machine
 
 PRESET = "fashion_mnist"
 # Fixed gamma = 1 with KL weight beta minimises, up to the factor 1 / beta,
@@ -398,12 +398,6 @@ def plot_gamma(args, path):
 
 
 # ---------------------------------------------------------------- report
-def describe_machine():
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    accelerator = f"{len(gpus)} GPU(s)" if gpus else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {accelerator}"
 
 
 def write_report(args, rows, timings, command, curve, started):

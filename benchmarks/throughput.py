@@ -25,7 +25,6 @@ load.
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -34,6 +33,7 @@ import tempfile
 import time
 
 import numpy as np
+from common import describe_machine
 
 PRESETS = ("fashion_mnist", "cifar10", "celeba")
 BATCH_SIZE = 100
@@ -235,12 +235,6 @@ def summarise_rounds(runs):
 
 
 # ----------------------------------------------------------------- report
-def describe_machine():
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    accelerator = f"{len(gpus)} GPU(s)" if gpus else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {accelerator}"
 
 
 def write_report(report, results):

@@ -2,15 +2,18 @@
 
 import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+BENCHMARKS = os.path.join(HERE, os.pardir, "benchmarks")
+sys.path.insert(0, BENCHMARKS)  # the scripts import their sibling `common`
 
 
 def _load(name):
-    path = os.path.join(HERE, os.pardir, "benchmarks", f"{name}.py")
+    path = os.path.join(BENCHMARKS, f"{name}.py")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
