@@ -46,6 +46,9 @@ import time
 import numpy as np
 from common import describe_machine
 
+from vae_balance.files import atomic_write, write_json
+from vae_balance.workdir import Workdir
+
 PRESET = "fashion_mnist"
 # Fixed gamma = 1 with KL weight beta minimises, up to the factor 1 / beta,
 # the same objective as gamma^2 = beta with KL weight 1. beta = 0.01 is thus
@@ -147,7 +150,7 @@ def train_strategy(strategy, args):
     if os.path.exists(timing_path):
         with open(timing_path) as f:
             timing = json.load(f)
-    done = os.path.exists(os.path.join(workdir, "stage2.keras"))
+    done = os.path.exists(Workdir(workdir).stage_path("stage2"))
     if done and (timing["epochs"], timing["epochs2"]) == (args.epochs, args.epochs2):
         print(f"[{strategy}] already trained ({timing['seconds']:.0f} s)")
         return timing
@@ -169,9 +172,7 @@ def train_strategy(strategy, args):
         "epochs": args.epochs,
         "epochs2": args.epochs2,
     }
-    with open(timing_path + ".tmp", "w") as f:
-        json.dump(timing, f)
-    os.replace(timing_path + ".tmp", timing_path)
+    write_json(timing_path, timing)
     return timing
 
 
@@ -204,8 +205,7 @@ def real_features(x, pad, extractor, out):
     features = metrics.extract_features(
         remove_padding(x, pad), extractor, 50, verbose=0
     )
-    np.save(path + ".tmp.npy", features)
-    os.replace(path + ".tmp.npy", path)
+    atomic_write(path, write=lambda tmp: np.save(tmp, features), suffix=".npy")
     return features
 
 
@@ -219,15 +219,16 @@ def evaluate_strategy(strategy, args, x, real, extractor):
 
     workdir = os.path.join(args.out, strategy)
     path = os.path.join(workdir, f"benchmark_eval_{len(x)}.json")
-    stamp = os.path.getmtime(os.path.join(workdir, "stage2.keras"))
+    run = Workdir(workdir)
+    stamp = os.path.getmtime(run.stage_path("stage2"))
     if os.path.exists(path):
         with open(path) as f:
             cached = json.load(f)
         if cached.get("stage2_mtime") == stamp:
             return cached
     start = time.time()
-    vae = keras.saving.load_model(os.path.join(workdir, "stage1.keras"), compile=False)
-    vae2 = keras.saving.load_model(os.path.join(workdir, "stage2.keras"), compile=False)
+    vae = keras.saving.load_model(run.stage_path("stage1"), compile=False)
+    vae2 = keras.saving.load_model(run.stage_path("stage2"), compile=False)
     pad = config_for(strategy, args).pad
     rng = np.random.default_rng(args.seed)
 
@@ -268,16 +269,13 @@ def evaluate_strategy(strategy, args, x, real, extractor):
         "eval_seconds": round(time.time() - start, 1),
         "stage2_mtime": stamp,
     }
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_json(path, result)
     return result
 
 
 # ----------------------------------------------------------------- curve
-def _read_log(workdir, name, keys):
+def _read_log(path, keys):
     """Columns ``keys`` of a work directory's CSV log as float lists, or None."""
-    path = os.path.join(workdir, name)
     if not os.path.exists(path):
         return None
     with open(path, newline="") as f:
@@ -288,14 +286,14 @@ def _read_log(workdir, name, keys):
 def read_steps(workdir):
     """Per-step stage-1 log (steps_stage1.csv) as arrays."""
     log = _read_log(
-        workdir, "steps_stage1.csv", ("step", "mse", "gamma", "running_mse")
+        Workdir(workdir).steps_csv("stage1"), ("step", "mse", "gamma", "running_mse")
     )
     return None if log is None else {k: np.array(v) for k, v in log.items()}
 
 
 def read_history(workdir):
     """Per-epoch stage-1 training and held-out MSE (history_stage1.csv)."""
-    return _read_log(workdir, "history_stage1.csv", ("mse", "val_mse"))
+    return _read_log(Workdir(workdir).history_csv("stage1"), ("mse", "val_mse"))
 
 
 def balance_dynamics(steps, factor=2.0, window=100, tail=600):

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae_balance import plots
-from vae_balance.sampling import TwoStageSampler
+from vae_balance.sampler import TwoStageSampler
 from vae_balance.workdir import SaveError, Workdir, save_model_atomic
 
 

@@ -13,10 +13,11 @@ import math
 import os
 import sys
 
-from vae_balance import data, evaluation, sampler_commands, training
+from vae_balance import evaluation, sampler_commands, training
+from vae_balance.config import PRESETS, get_preset
+from vae_balance.datasets import registry
 from vae_balance.distribute import PRECISIONS, STRATEGIES
 from vae_balance.model import BALANCES
-from vae_balance.presets import PRESETS, get_preset
 from vae_balance.sampler_commands import run_export, run_sample  # noqa: F401
 from vae_balance.workdir import WorkdirError
 
@@ -205,12 +206,12 @@ def run_train(args):
     except (
         training.TrainingDiverged,
         WorkdirError,  # and SaveError (disk full)
-        data.DataError,
-        data.DatasetNotFoundError,
+        registry.DataError,
+        registry.DatasetNotFoundError,
     ) as error:
         skippable = config.dataset in ("folder", "celeb_a")  # image files
         hint = " (--skip-bad skips bad image files)" * (
-            isinstance(error, data.DataError) and skippable and not args.skip_bad
+            isinstance(error, registry.DataError) and skippable and not args.skip_bad
         )
         raise SystemExit(f"error: {error}{hint}") from None
     print(f"Outputs in {os.path.abspath(result.workdir)}")

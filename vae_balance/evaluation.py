@@ -23,14 +23,15 @@ import time
 import keras
 import numpy as np
 
-from vae_balance import batchnorm, data, metrics
+from vae_balance import batchnorm, metrics
+from vae_balance.config import VAEConfig
+from vae_balance.datasets import pipeline
 from vae_balance.image_sets import (  # noqa: F401  (also importable from here)
     IMAGE_EXTENSIONS,
     check_images,
     fid_from_sources,
     load_images,
 )
-from vae_balance.presets import VAEConfig
 from vae_balance.workdir import STAGES, Workdir, WorkdirError, atomic_write, write_json
 
 
@@ -138,7 +139,7 @@ def _load_workdir(workdir):
 
 
 def _load_test_images(config, num_images, data_dir):
-    dataset = data.load_split(
+    dataset = pipeline.load_split(
         VAEConfig.from_dict(config),
         "test",
         data_dir=data_dir,
@@ -212,7 +213,7 @@ def _fids(real, sets, feature_extractor, pad, batch_size, verbose):
         if verbose:
             print(f"Features of {label} ({len(images)} images):")
         return metrics.extract_features(
-            data.remove_padding(images, pad), feature_extractor, batch_size, verbose
+            pipeline.remove_padding(images, pad), feature_extractor, batch_size, verbose
         )
 
     real_features = features(real, "the test images")
@@ -257,7 +258,7 @@ def _description(workdir, config, real, seed, feature_extractor, pad):
         "feature_extractor": getattr(
             feature_extractor, "name", type(feature_extractor).__name__
         ),
-        "fid_image_shape": list(data.remove_padding(real[:1], pad).shape[1:]),
+        "fid_image_shape": list(pipeline.remove_padding(real[:1], pad).shape[1:]),
     }
 
 

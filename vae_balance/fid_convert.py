@@ -14,6 +14,7 @@ import numpy as np
 
 from vae_balance.fid_network import build_fid_inception, conv_units
 from vae_balance.fid_weights import fid_helper_default_model, read_weight_file
+from vae_balance.files import atomic_write
 
 WEIGHTS_ENV = "VAE_BALANCE_FID_WEIGHTS"
 DEFAULT_WEIGHTS = os.path.join("~", ".cache", "vae_balance", "fid_inception.weights.h5")
@@ -235,13 +236,7 @@ def _model_from_file(source, verify_hash=True):
 def _save_weights(model, destination):
     """Writes ``model``'s weights atomically (temporary file, then rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
-    tmp = destination[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, destination)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(destination, write=model.save_weights, suffix=".weights.h5")
 
 
 def convert(source=None, destination=None, verify_hash=True):

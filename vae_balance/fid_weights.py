@@ -9,7 +9,6 @@ the Keras FID network: `vae_balance.fid_convert`.
 
 import ast
 import collections
-import hashlib
 import importlib.util
 import os
 import pickle
@@ -17,6 +16,8 @@ import re
 import zipfile
 
 import numpy as np
+
+from vae_balance.files import sha256
 
 # ------------------------------------------------- torch-free weight reader
 # PyTorch files are pickles whose tensors point at raw storages. Zip format
@@ -187,14 +188,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return storage
 
 
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_weight_file(path):
     """Checks the sha256 of a weights file against `KNOWN_WEIGHT_FILES`.
 
@@ -205,7 +198,7 @@ def verify_weight_file(path):
         WeightFileError: unknown hash; the message names the file, the
             expected and the found hash, and how to skip the check.
     """
-    found = _file_sha256(path)
+    found = sha256(path)
     for known, description in KNOWN_WEIGHT_FILES.items():
         if found.startswith(known):
             return description

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vae_balance.datasets.pipeline import remove_padding  # noqa: E402
+from vae_balance.files import atomic_write  # noqa: E402
+from vae_balance.workdir import STAGES, Workdir  # noqa: E402
 
 
 def image_grid(images, columns=None, pad=0):
@@ -40,12 +42,13 @@ def image_grid(images, columns=None, pad=0):
 def save_grid(images, path, columns=None, pad=0):
     """Writes an image grid as a PNG (atomically) and returns the grid."""
     grid = image_grid(images, columns, pad)
-    tmp = f"{path}.tmp.png"
     if grid.shape[-1] == 1:
-        plt.imsave(tmp, grid[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+        pixels, options = grid[..., 0], {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
     else:
-        plt.imsave(tmp, grid)
-    os.replace(tmp, path)
+        pixels, options = grid, {}
+    atomic_write(
+        path, write=lambda tmp: plt.imsave(tmp, pixels, **options), suffix=".png"
+    )
     return grid
 
 
@@ -79,10 +82,8 @@ def _read_steps(path):
 
 def plot_curves(workdir, path):
     """mse and gamma^2 (log scale), KL and loss over steps, for both stages."""
-    stages = {
-        stage: _read_steps(os.path.join(workdir, f"steps_{stage}.csv"))
-        for stage in ("stage1", "stage2")
-    }
+    run = Workdir(workdir)
+    stages = {stage: _read_steps(run.steps_csv(stage)) for stage in STAGES}
     stages = {k: v for k, v in stages.items() if v is not None}
     if not stages:
         return None
@@ -103,8 +104,6 @@ def plot_curves(workdir, path):
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=90)
+    atomic_write(path, write=lambda tmp: fig.savefig(tmp, dpi=90), suffix=".png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -12,15 +12,16 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from vae_balance import data, training
-from vae_balance.plots import save_grid
-from vae_balance.presets import VAEConfig
-from vae_balance.sampling import (
+from vae_balance import training
+from vae_balance.config import VAEConfig
+from vae_balance.datasets import registry
+from vae_balance.export import (
     describe_signatures,
     export_sampler,
     read_sampler_metadata,
     restore_interrupted_export,
 )
+from vae_balance.plots import save_grid
 from vae_balance.workdir import (
     STAGES,
     Workdir,
@@ -216,7 +217,7 @@ def _recalibrate_for_export(args, vae, path, config):
         before, after, info = training.recalibrate_loaded_stage1(
             vae, config, args.data_dir, args.recalibrate_batches
         )
-    except (data.DataError, data.DatasetNotFoundError, ValueError) as error:
+    except (registry.DataError, registry.DatasetNotFoundError, ValueError) as error:
         raise SystemExit(
             f"error: {path} holds BatchNorm statistics that were not "
             f"recomputed after training, and its training data could not be "

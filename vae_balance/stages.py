@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import keras
 
-from vae_balance import batchnorm, data
+from vae_balance import batchnorm
 from vae_balance.callbacks import EpochCheckpoint, StepHistory, staircase
+from vae_balance.datasets import pipeline
 from vae_balance.workdir import load_checkpoint, save_model_atomic, truncate_csv
 
 
@@ -152,7 +153,9 @@ def finish_first_stage(run, first_stage, train_images, test_images):
         True when the statistics were recomputed (stage 1 changed).
     """
     config = run.config
-    batches = data.make_train_dataset(train_images, config.batch_size, config.seed + 1)
+    batches = pipeline.make_train_dataset(
+        train_images, config.batch_size, config.seed + 1
+    )
     layers = batchnorm.batchnorm_layers(first_stage.encoder)
     if not layers + batchnorm.batchnorm_layers(first_stage.decoder):
         return False

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae_balance import batchnorm, data, distribute
+from vae_balance import batchnorm, distribute
 from vae_balance.builders import build_second_stage, build_vae
 from vae_balance.callbacks import (
     EpochCheckpoint,
@@ -40,8 +40,10 @@ from vae_balance.callbacks import (
     TrackModel,
     staircase,
 )
-from vae_balance.presets import VAEConfig, get_preset
-from vae_balance.sampling import encode_dataset, export_sampler, latent_dataset
+from vae_balance.config import VAEConfig, get_preset
+from vae_balance.datasets import pipeline
+from vae_balance.export import export_sampler
+from vae_balance.sampler import encode_dataset, latent_dataset
 from vae_balance.stages import (
     StageSpec,
     TrainingDiverged,
@@ -188,7 +190,7 @@ def train(
             differs from the one saved in the work directory.
         num_grid_images: images per PNG grid.
         skip_bad: skip unreadable or wrongly shaped image files (the count is
-            logged) instead of stopping with a `data.DataError` naming them.
+            logged) instead of stopping with a `registry.DataError` naming them.
         strategy: a `tf.distribute.Strategy`, or a name for
             `vae_balance.distribute.get_strategy` ("default", "mirrored",
             "multiworker"); None: the current (default) strategy. The models
@@ -213,7 +215,7 @@ def train(
             complete files written before, checkpoints included, are kept.
         TrainingDiverged: a loss became NaN or Inf; the last good checkpoint
             is kept.
-        data.DataError, data.DatasetNotFoundError: bad or missing data.
+        registry.DataError, registry.DatasetNotFoundError: bad or missing data.
     """
     start = time.time()
     config = get_preset(config) if not isinstance(config, VAEConfig) else config
@@ -281,13 +283,13 @@ def _run(run):
 def _train_first_stage(run, train_images, test_images, grids):
     """Fits (or resumes, or loads) stage 1 on the training images."""
     config = run.config
-    num_train = data.num_examples(train_images)
+    num_train = pipeline.num_examples(train_images)
     steps = num_train // config.batch_size
-    batches = data.make_train_dataset(train_images, config.batch_size, config.seed)
+    batches = pipeline.make_train_dataset(train_images, config.batch_size, config.seed)
     # Seeds the weights; set after the dataset above, as every version did.
     keras.utils.set_random_seed(config.seed)
     validation = (
-        data.make_eval_dataset(
+        pipeline.make_eval_dataset(
             tf.data.Dataset.from_tensor_slices(test_images), config.batch_size
         )
         if len(test_images)
@@ -332,7 +334,7 @@ def _latent_codes(run, encoder, train_images):
     print("[latents] encoding the training set with the frozen encoder")
     z_mean, z_log_sigma = encode_dataset(
         encoder,
-        data.make_eval_dataset(train_images, run.config.batch_size),
+        pipeline.make_eval_dataset(train_images, run.config.batch_size),
         verbose=run.verbose,
     )
     atomic_write(
@@ -390,7 +392,7 @@ def recalibrate_loaded_stage1(
     train, test = _load_data(
         config, None, None, data_dir, num_batches * config.batch_size
     )
-    batches = data.make_train_dataset(train, config.batch_size, config.seed + 1)
+    batches = pipeline.make_train_dataset(train, config.batch_size, config.seed + 1)
     before = batchnorm.reconstruction_mse(vae, test, False, config.batch_size)
     info = batchnorm.recalibrate_batchnorm(
         vae, batches, num_batches, config.batch_size, seed=config.seed
@@ -402,16 +404,16 @@ def recalibrate_loaded_stage1(
 def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
     """(unbatched train dataset, NumPy test images) from arguments or files."""
     if train_data is None:
-        train_data = data.load_split(
+        train_data = pipeline.load_split(
             config, "train", data_dir, limit=limit, dtype="uint8", skip_bad=skip_bad
         )
     elif isinstance(train_data, np.ndarray):
-        train_data = data.from_arrays(train_data, image_shape=config.image_shape)
+        train_data = pipeline.from_arrays(train_data, image_shape=config.image_shape)
     if limit is not None:
         train_data = train_data.take(limit)
     if test_images is None:
         test_limit = min(limit or NUM_TEST_IMAGES, NUM_TEST_IMAGES)
-        test_images = data.load_split(
+        test_images = pipeline.load_split(
             config, "test", data_dir, limit=test_limit, skip_bad=skip_bad
         )
     if not isinstance(test_images, np.ndarray):

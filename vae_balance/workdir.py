@@ -23,18 +23,18 @@ so a writer killed at any point leaves only complete files and temporaries,
 which the next run deletes with the directory locked.
 """
 
-import contextlib
 import csv
 import errno
 import fcntl
 import glob
-import hashlib
 import io
 import json
 import os
 import re
 
 import keras
+
+from vae_balance.files import atomic_write, sha256, write_json
 
 STAGES = ("stage1", "stage2")
 
@@ -80,51 +80,6 @@ def describe_os_error(error):
 
 
 # ---------------------------------------------------------- atomic writes
-def _remove_quietly(path):
-    with contextlib.suppress(OSError):
-        os.remove(path)
-
-
-def atomic_write(path, content=None, *, write=None, suffix=""):
-    """Replaces ``path`` by a complete new file, or leaves it as it was.
-
-    The file is written under ``<path>.tmp-<pid><suffix>`` and renamed over
-    ``path``; if writing fails, the temporary file is removed and the error
-    raised again.
-
-    Args:
-        path: the file to write.
-        content: a ``str`` (written as text) or ``bytes``, flushed to the disk
-            before the rename. Exclusive with ``write``.
-        write: a callable that writes the temporary path it is given (e.g.
-            ``model.save``, ``np.savez``, a figure's ``savefig``).
-        suffix: ends the temporary name, for writers that require an
-            extension (``".keras"``, ``".npz"``, ``".png"``).
-
-    Returns:
-        ``path``.
-    """
-    if (content is None) == (write is None):
-        raise ValueError("atomic_write: give exactly one of content and write")
-    tmp = f"{path}.tmp-{os.getpid()}{suffix}"
-    try:
-        if write is not None:
-            write(tmp)
-        else:
-            with open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    return path
-
-
-def write_json(path, value):
-    """Writes ``value`` as indented JSON (and a final newline), atomically."""
-    return atomic_write(path, json.dumps(value, indent=2) + "\n")
 
 
 def truncate_csv(path, keep_rows_where):
@@ -157,15 +112,6 @@ def truncate_csv(path, keep_rows_where):
         writer.writeheader()
         writer.writerows(kept)
         atomic_write(path, text.getvalue().encode())
-
-
-def sha256(path):
-    """The hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ lock
