@@ -36,6 +36,7 @@ from vae_balance.workdir import STAGES, Workdir, WorkdirError, atomic_write, wri
 
 
 # -------------------------------------------------------------- workdir
+# Long only by its documented arguments; the body is a sequence of named steps.
 def evaluate_workdir(
     workdir,
     test_images=None,

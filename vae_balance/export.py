@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 
+# Long only by its docstring (the public API); the steps are helpers below.
 def export_sampler(sampler_or_models, path, overwrite=False, config=None, pad=None):
     """Writes a TF SavedModel for sampling, loadable without vae_balance.
 
