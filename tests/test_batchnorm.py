@@ -23,7 +23,7 @@ def test_recalibration_sets_the_population_statistics_of_the_first_layer(
     assert info == {"layers": 8, "images": 16, "batches": 2}
     # The first BN layer's input is the stem convolution, upstream of any BN:
     # its statistics over all 16 images are known exactly.
-    stem = keras.Model(vae.encoder.inputs, vae.encoder.get_layer("stem").output)
+    stem = keras.Model(vae.encoder.inputs[0], vae.encoder.get_layer("stem").output)
     features = np.asarray(stem(images)).astype("float64")
     np.testing.assert_allclose(first.moving_mean, features.mean((0, 1, 2)), atol=1e-6)
     np.testing.assert_allclose(
