@@ -4,11 +4,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import fid_helpers  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import vae_balance  # noqa: E402
+import vae_balance.inception  # noqa: E402
 
 
 @pytest.fixture
@@ -50,3 +52,17 @@ def two_stages(make_vae, images):
     keras.utils.set_random_seed(1)
     vae2 = vae_balance.build_second_stage("tiny")
     return vae, vae2
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """default_1.pt converted by the command-line converter (FID tests)."""
+    path = str(tmp_path_factory.mktemp("fid") / "fid_inception.weights.h5")
+    assert vae_balance.inception.main(["convert", fid_helpers.REFERENCE, path]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def keras_model(converted):
+    """The Keras FID network with those weights."""
+    return vae_balance.inception.load_fid_inception(converted)

@@ -1,4 +1,5 @@
-"""What the FID test files share: the reference network's availability.
+"""What the FID test files share: the reference network's availability
+(the fixtures converting it are in conftest.py).
 
 The torch-free reader is always tested; the cross-checks against torch and the
 wheel's TorchScript file are skipped, with the reason, where they are absent.

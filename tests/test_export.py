@@ -48,6 +48,18 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
 ENV["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
 
+def _python(args, cwd):
+    """``python *args`` in a fresh process (no PYTHON* variables)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
 def _pad(images):
     """The loader's zero border around native images."""
     return np.pad(images, [(0, 0), (PAD, PAD), (PAD, PAD), (0, 0)])
@@ -380,14 +392,7 @@ def test_a_copied_export_reloads_without_vae_balance_in_a_fresh_process(
     expected = _expected(padded)
     expected["serving_default"] = expected["generate_1_again"] = None
 
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", RELOAD_SCRIPT, str(tmp_path), str(copy)],
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = _python(["-I", "-c", RELOAD_SCRIPT, str(tmp_path), str(copy)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "'generate'" in result.stdout and "'metadata'" in result.stdout
     out = {name: np.load(tmp_path / f"out_{name}.npy") for name in expected}
@@ -420,14 +425,9 @@ def test_cli_samples_a_copied_export_at_the_native_size(padded, tmp_path):
     copy = tmp_path / "copied_sampler"
     shutil.copytree(padded["path"], copy)
     grid = tmp_path / "grid.png"
-    command = [sys.executable, "-m", "vae_balance", "sample", str(copy)]
-    result = subprocess.run(
-        [*command, "--num", "4", "--seed", "1", "--out", str(grid)],
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    command = ["-m", "vae_balance", "sample", str(copy)]
+    result = _python(
+        [*command, "--num", "4", "--seed", "1", "--out", str(grid)], tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Wrote 4 samples (28x28x1)" in result.stdout

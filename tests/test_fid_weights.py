@@ -14,7 +14,13 @@ import zipfile
 
 import numpy as np
 import pytest
-from fid_helpers import REFERENCE, needs_torch, needs_torch_only, needs_wheel, torch
+from fid_helpers import (
+    REFERENCE,
+    needs_torch,
+    needs_torch_only,
+    needs_wheel,
+    torch,
+)
 
 from vae_balance import fid_convert, fid_network, fid_weights, inception
 
@@ -147,19 +153,6 @@ def assert_same_arrays_bitwise(got, expected):
         assert got[name].dtype == value.dtype, name
         assert got[name].shape == value.shape, name
         assert got[name].tobytes() == value.tobytes(), name
-
-
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """default_1.pt converted by the command-line converter."""
-    path = str(tmp_path_factory.mktemp("fid") / "fid_inception.weights.h5")
-    assert inception.main(["convert", REFERENCE, path]) == 0
-    return path
-
-
-@pytest.fixture(scope="module")
-def keras_model(converted):
-    return fid_convert.load_fid_inception(converted)
 
 
 @needs_torch

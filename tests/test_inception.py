@@ -106,19 +106,6 @@ def torchscript():
     return torch.jit.load(REFERENCE, map_location="cpu").eval()
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """default_1.pt converted by the command-line converter."""
-    path = str(tmp_path_factory.mktemp("fid") / "fid_inception.weights.h5")
-    assert inception.main(["convert", REFERENCE, path]) == 0
-    return path
-
-
-@pytest.fixture(scope="module")
-def keras_model(converted):
-    return inception.load_fid_inception(converted)
-
-
 @needs_torch
 def test_keras_network_matches_torchscript_features_on_fashion_mnist(
     torchscript, keras_model
