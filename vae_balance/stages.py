@@ -153,9 +153,7 @@ def finish_first_stage(run, first_stage, train_images, test_images):
         True when the statistics were recomputed (stage 1 changed).
     """
     config = run.config
-    batches = pipeline.make_train_dataset(
-        train_images, config.batch_size, config.seed + 1
-    )
+    batches = recalibration_batches(train_images, config)
     layers = batchnorm.batchnorm_layers(first_stage.encoder)
     if not layers + batchnorm.batchnorm_layers(first_stage.decoder):
         return False
@@ -175,14 +173,35 @@ def finish_first_stage(run, first_stage, train_images, test_images):
     return recalibrated
 
 
-def _recalibrate_first_stage(run, first_stage, batches, images):
-    """Recomputes the statistics, saves ``stage1.keras`` and records it."""
-    batch_size = run.config.batch_size
+def recalibrate_and_measure(first_stage, batches, images, config, num_batches):
+    """`batchnorm.recalibrate_batchnorm` between two validation measurements.
+
+    The one recipe of the job and of ``export``: ``batches`` from
+    `recalibration_batches`, the inference-mode reconstruction MSE of
+    ``images`` before and after.
+
+    Returns:
+        ``(val_mse_before, val_mse_after, info)``.
+    """
+    batch_size = config.batch_size
     before = batchnorm.reconstruction_mse(first_stage, images, False, batch_size)
     info = batchnorm.recalibrate_batchnorm(
-        first_stage, batches, run.recalibrate_batches, batch_size, seed=run.config.seed
+        first_stage, batches, num_batches, batch_size, seed=config.seed
     )
     after = batchnorm.reconstruction_mse(first_stage, images, False, batch_size)
+    return before, after, info
+
+
+def recalibration_batches(train_images, config):
+    """Shuffled training batches for the recalibration (their own seed)."""
+    return pipeline.make_train_dataset(train_images, config.batch_size, config.seed + 1)
+
+
+def _recalibrate_first_stage(run, first_stage, batches, images):
+    """Recomputes the statistics, saves ``stage1.keras`` and records it."""
+    before, after, info = recalibrate_and_measure(
+        first_stage, batches, images, run.config, run.recalibrate_batches
+    )
     print(
         f"[stage1] BatchNorm statistics recomputed from {info['images']} "
         f"training images ({info['layers']} layers): validation MSE "

@@ -49,6 +49,8 @@ from vae_balance.stages import (
     TrainingDiverged,
     finish_first_stage,
     fit_stage,
+    recalibrate_and_measure,
+    recalibration_batches,
 )
 from vae_balance.workdir import (
     RESUMABLE_FIELDS,
@@ -392,13 +394,8 @@ def recalibrate_loaded_stage1(
     train, test = _load_data(
         config, None, None, data_dir, num_batches * config.batch_size
     )
-    batches = pipeline.make_train_dataset(train, config.batch_size, config.seed + 1)
-    before = batchnorm.reconstruction_mse(vae, test, False, config.batch_size)
-    info = batchnorm.recalibrate_batchnorm(
-        vae, batches, num_batches, config.batch_size, seed=config.seed
-    )
-    after = batchnorm.reconstruction_mse(vae, test, False, config.batch_size)
-    return before, after, info
+    batches = recalibration_batches(train, config)
+    return recalibrate_and_measure(vae, batches, test, config, num_batches)
 
 
 def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
