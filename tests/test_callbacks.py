@@ -48,8 +48,9 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_one(
     assert "stage1-epoch0002.keras: no space left on the device" in message
     assert f"The last complete checkpoint is kept: {first}" in message
     assert "run the same command again" in message
-    assert os.listdir(os.path.join(run_dir, "checkpoints")) == [
-        "stage1-epoch0001.keras"
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == [
+        "stage1-epoch0001.json",
+        "stage1-epoch0001.keras",
     ]  # no partial file
     monkeypatch.undo()
     kept = workdir.load_checkpoint(first)

@@ -1,11 +1,13 @@
 """The Keras callbacks of the training job, and the image grids they write.
 
-- `EpochCheckpoint`: ``checkpoints/{stage}-epochNNNN.keras`` after every
-  finite epoch, the last two kept;
 - `StepHistory`: one CSV row per step, and the NaN guard;
+- `TensorBoardScalars`: the epoch's logs as TensorBoard scalars;
 - `staircase`: the learning rate halved every ``lr_epochs`` epochs;
 - `ImageGrids` and `GridWriter`: PNG grids, TensorBoard images and curves;
 - `TrackModel`: hands the model being fitted to whoever needs it (the grids).
+
+The checkpoints' callbacks (`Checkpointer`, `EpochCheckpoint`) are in
+`vae_balance.checkpoints`, still importable from here.
 """
 
 import csv
@@ -17,42 +19,13 @@ import numpy as np
 import tensorflow as tf
 
 from vae_balance import plots
+from vae_balance.checkpoints import Checkpointer, EpochCheckpoint  # noqa: F401
 from vae_balance.sampler import TwoStageSampler
-from vae_balance.workdir import SaveError, Workdir, save_model_atomic
 
 
 def all_finite(logs):
     """True when every value of a Keras ``logs`` dict is finite."""
     return all(math.isfinite(float(v)) for v in (logs or {}).values())
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves ``{stage}-epoch{N}.keras`` after every finite epoch; keeps two."""
-
-    def __init__(self, workdir, stage, keep=2):
-        super().__init__()
-        self.workdir = Workdir(workdir)
-        self.directory = self.workdir.checkpoint_dir
-        self.stage = stage
-        self.keep = keep
-        os.makedirs(self.directory, exist_ok=True)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.model.stop_training and not all_finite(logs):
-            return  # a diverged epoch is never checkpointed
-        path = self.workdir.checkpoint_path(self.stage, epoch + 1)
-        try:
-            save_model_atomic(self.model, path)
-        except SaveError as error:
-            last = self.workdir.latest_checkpoint(self.stage)
-            kept = last[0] if last else "none yet (a rerun starts from scratch)"
-            raise SaveError(
-                f"{error} The last complete checkpoint is kept: {kept}. Free "
-                "some space and run the same command again to resume from it."
-            ) from error.__cause__
-        # Older checkpoints go only once the new one is complete.
-        for _, old in self.workdir.checkpoints(self.stage)[: -self.keep]:
-            os.remove(old)
 
 
 class StepHistory(keras.callbacks.Callback):
@@ -61,6 +34,11 @@ class StepHistory(keras.callbacks.Callback):
     Keras logs running means over the epoch; the value of step k is recovered
     exactly as k * mean_k - (k - 1) * mean_(k-1). gamma^2 is read from the
     model (running_mse for "running", the balancing value otherwise).
+
+    Rows are buffered and appended at every epoch end and checkpoint
+    (`flush`). An epoch resumed at step s (`begin_epoch`) numbers its rows
+    from s + 1, and its first row uses the restored trackers' means at s
+    (`vae_balance.checkpoints.RestoreMetrics` runs before it).
     """
 
     KEYS = ("loss", "reconstruction_loss", "kl_loss", "mse", "gamma")
@@ -75,14 +53,24 @@ class StepHistory(keras.callbacks.Callback):
         self._previous = {}
         self._rows = []
         self._epoch = 0
+        self.start_step = 0
+
+    def begin_epoch(self, epoch, start_step):
+        """The stage loop's next fit: ``epoch`` from ``start_step``."""
+        self._epoch, self.start_step = epoch, start_step
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._previous = {}
+        if self.start_step:
+            results = {m.name: m.result() for m in self.model.metrics}
+            self._previous = {
+                key: float(results[key]) for key in self.KEYS if key in results
+            }
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        k = batch + 1
+        k = self.start_step + batch + 1
         row = {"step": self._epoch * self.steps_per_epoch + k, "epoch": self._epoch}
         for key in self.KEYS:
             mean = float(logs.get(key, float("nan")))
@@ -116,6 +104,51 @@ class StepHistory(keras.callbacks.Callback):
                 writer.writeheader()
             writer.writerows(self._rows)
         self._rows = []
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """The epoch's logs as TensorBoard scalars, flushed at every epoch end.
+
+    ``<root>/train`` gets ``epoch_<name>`` for the training logs and
+    ``<root>/validation`` for the ``val_`` ones, as Keras' ``TensorBoard``
+    callback lays them out. Unlike it, the files are flushed after each
+    epoch, so a checkpoint can record their length
+    (`vae_balance.checkpoints`), and one writer serves all the fits of a
+    stage.
+    """
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+        self._writers = {}
+
+    def _writer(self, name):
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(
+                os.path.join(self.root, name)
+            )
+        return self._writers[name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for prefix, name in (("val_", "validation"), ("", "train")):
+            values = {
+                key: value
+                for key, value in (logs or {}).items()
+                if key.startswith("val_") == bool(prefix)
+            }
+            if not values:
+                continue
+            writer = self._writer(name)
+            with writer.as_default():
+                for key, value in values.items():
+                    tag = "epoch_" + key.removeprefix(prefix)
+                    tf.summary.scalar(tag, float(value), step=epoch)
+            writer.flush()
+
+    def close(self):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
 
 
 def staircase(learning_rate, lr_epochs):

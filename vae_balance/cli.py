@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import math
 import os
+import shlex
 import sys
 
 from vae_balance import evaluation, sampler_commands, training
@@ -98,6 +99,18 @@ def _add_job_arguments(parser):
         "--grid-every", type=int, default=5, help="epochs between image grids"
     )
     parser.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=training.DEFAULT_CHECKPOINT_MINUTES,
+        help="write a step checkpoint inside an epoch every M minutes (default "
+        "%(default)g; 0 = only at epoch ends): a killed run loses at most this",
+    )
+    parser.add_argument(
+        "--checkpoint-steps",
+        type=int,
+        help="also write a step checkpoint every N steps",
+    )
+    parser.add_argument(
         "--skip-bad",
         action="store_true",
         help="skip unreadable or wrongly sized image files (their count is "
@@ -169,6 +182,11 @@ def config_from_args(args):
         _positive("recalibrate-batches", args.recalibrate_batches)
     if args.grid_every is not None:
         _positive("grid-every", args.grid_every)
+    if getattr(args, "checkpoint_steps", None) is not None:
+        _positive("checkpoint-steps", args.checkpoint_steps)
+    minutes = getattr(args, "checkpoint_minutes", None)
+    if minutes is not None and not (math.isfinite(minutes) and minutes >= 0):
+        raise SystemExit(f"error: --checkpoint-minutes must be >= 0, got {minutes}")
     if args.seed is not None and not 0 <= args.seed < 2**32:
         # NumPy's and Keras's seeding take 0 <= seed < 2**32.
         raise SystemExit(f"error: --seed must be in [0, 2**32), got {args.seed}")
@@ -202,7 +220,14 @@ def run_train(args):
             precision=args.precision,
             recalibrate_bn=args.recalibrate_bn,
             recalibrate_batches=args.recalibrate_batches,
+            checkpoint_minutes=args.checkpoint_minutes or None,
+            checkpoint_steps=args.checkpoint_steps,
         )
+    except training.TrainingInterrupted as stop:
+        print(f"\n[stop] {stop}", flush=True)
+        print(f"[stop] to resume, run the same command:\n  {resume_command()}")
+        sys.stdout.flush()
+        raise SystemExit(stop.exit_status) from None
     except (
         training.TrainingDiverged,
         WorkdirError,  # and SaveError (disk full)
@@ -216,6 +241,16 @@ def run_train(args):
         raise SystemExit(f"error: {error}{hint}") from None
     print(f"Outputs in {os.path.abspath(result.workdir)}")
     return result
+
+
+def resume_command():
+    """The command line of this process, to print after a stop."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("vae_balance", "__main__.py")):
+        argv = ["python", "-m", "vae_balance", *argv[1:]]
+    elif argv and argv[0].endswith(".py"):
+        argv = ["python", *argv]
+    return shlex.join(argv)
 
 
 # ---------------------------------------------------------------- parser

@@ -157,3 +157,21 @@ def replica_sliced_normal(shape, dtype, seed):
     epsilon = keras.random.normal((total, *shape[1:]), dtype=dtype, seed=seed)
     begin = [start] + [0] * (len(shape) - 1)
     return ops.slice(epsilon, begin, (rows, *shape[1:]))
+
+
+def worker_role(strategy):
+    """``(is_chief, task_name)`` of this process in a multi-worker strategy.
+
+    The chief is task "chief", or worker 0 of a cluster without one (Keras'
+    and TensorFlow's rule). Every process of a one-machine strategy is the
+    chief, named "local".
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not _keras_compat.in_multi_worker_mode(strategy):
+        return True, "local"
+    task_type, task_id = resolver.task_type, resolver.task_id
+    cluster = resolver.cluster_spec().as_dict()
+    chief = task_type == "chief" or (
+        "chief" not in cluster and task_type == "worker" and task_id == 0
+    )
+    return chief, f"{task_type}{task_id}"

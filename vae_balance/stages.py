@@ -1,24 +1,26 @@
 """Fitting one stage of the training job, from scratch or from a checkpoint.
 
-`fit_stage` resumes a stage from its last complete checkpoint (or loads the
-finished stage, or builds a new model), fits it with the job's callbacks
-(`vae_balance.callbacks`), stops with `TrainingDiverged` on a NaN or Inf
+`fit_stage` resumes a stage from its newest verified checkpoint, at the
+step it was written (or loads the finished stage, or builds a new model),
+fits it one epoch at a time with the job's callbacks (`vae_balance.callbacks`,
+`vae_balance.checkpoints`), stops with `TrainingDiverged` on a NaN or Inf
 loss, and saves ``<stage>.keras``. `finish_first_stage` then recomputes
 stage 1's BatchNorm statistics (once, recorded in ``batchnorm.json``). What
 differs between the two stages is a `StageSpec`; the job's options are a
 `vae_balance.training.RunOptions`.
 """
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
 
 import keras
 
-from vae_balance import batchnorm
-from vae_balance.callbacks import EpochCheckpoint, StepHistory, staircase
+from vae_balance import batchnorm, checkpoints
+from vae_balance.callbacks import StepHistory, TensorBoardScalars, staircase
 from vae_balance.datasets import pipeline
-from vae_balance.workdir import load_checkpoint, save_model_atomic, truncate_csv
+from vae_balance.workdir import load_checkpoint, save_model_atomic
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,17 +49,23 @@ def _compile(model, learning_rate, config, jit_compile):
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
 
 
-def fit_stage(run, spec, dataset, steps_per_epoch, callbacks, validation_data=None):
-    """Fits one stage from scratch or from its last checkpoint.
+def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data=None):
+    """Fits one stage from scratch or from its newest verified checkpoint.
+
+    One ``model.fit`` per epoch, on that epoch's data from the step the run
+    is at: ``make_epoch(epoch, start_step)`` (`vae_balance.datasets.stream`),
+    so a run resumed in the middle of an epoch trains on the very batches an
+    uninterrupted run would. Checkpoints: `vae_balance.checkpoints`.
 
     Args:
         run: the job's `vae_balance.training.RunOptions` (its config,
-            workdir, strategy, verbose and jit_compile are read).
+            workdir, strategy, verbose, jit_compile, stops and checkpoint
+            interval are read).
         spec: the `StageSpec` of the stage.
-        dataset: its batched training data.
-        steps_per_epoch: batches per epoch (for the step numbers of the logs).
+        make_epoch: ``(epoch, start_step) -> dataset`` of the stage's batches.
+        steps_per_epoch: batches per epoch.
         callbacks: added to the job's (learning rate, step history, CSV log,
-            checkpoints, TensorBoard).
+            TensorBoard scalars, checkpoints), before the checkpoints.
         validation_data: for ``fit``, or None.
 
     Returns:
@@ -66,76 +74,132 @@ def fit_stage(run, spec, dataset, steps_per_epoch, callbacks, validation_data=No
 
     Raises:
         TrainingDiverged: a loss became NaN or Inf.
+        vae_balance.preemption.TrainingInterrupted: a stop was requested
+            (SIGTERM, SIGINT); a step checkpoint was written.
     """
     workdir, stage = run.workdir, spec.name
-    model, initial_epoch, finished = _resume_or_build(run, spec)
+    model, position, finished = _resume_or_build(run, spec, steps_per_epoch)
     if finished:
         return model, {}
-    for path in (workdir.history_csv(stage), workdir.steps_csv(stage)):
-        truncate_csv(path, lambda row: int(row["epoch"]) < initial_epoch)
-    if initial_epoch >= spec.epochs:
+    if position.epoch >= spec.epochs:  # a rerun with fewer --epochs
         save_model_atomic(model, workdir.stage_path(stage))
         return model, {}
     guard = StepHistory(workdir.steps_csv(stage), stage, steps_per_epoch)
-    history = model.fit(
-        dataset,
-        epochs=spec.epochs,
-        initial_epoch=initial_epoch,
-        callbacks=[*_stage_callbacks(workdir, spec, guard), *callbacks],
-        validation_data=validation_data,
-        verbose=run.verbose,
-        shuffle=False,  # the dataset is shuffled by tf.data
+    restore = checkpoints.RestoreMetrics()
+    restore.checkpoint = position.checkpoint
+    checkpointer = checkpoints.Checkpointer(
+        workdir,
+        stage,
+        steps_per_epoch,
+        guard,
+        stops=run.stops,
+        minutes=run.checkpoint_minutes,
+        steps=run.checkpoint_steps,
+        writer=run.is_chief,
     )
-    guard.flush()
+    scalars = TensorBoardScalars(workdir.tensorboard_dir(stage))
+    job_callbacks = [
+        restore,  # first: the others see the restored epoch sums
+        keras.callbacks.LearningRateScheduler(
+            staircase(spec.learning_rate, spec.lr_epochs)
+        ),
+        guard,
+        keras.callbacks.CSVLogger(workdir.history_csv(stage), append=True),
+        scalars,
+        *callbacks,
+        checkpointer,  # last: after everything the epoch logs
+        _StopAfterEpoch(),
+    ]
+    logs = {}
+    try:
+        with _deferred_stops(run):
+            for epoch in range(position.epoch, spec.epochs):
+                start = position.step if epoch == position.epoch else 0
+                guard.begin_epoch(epoch, start)
+                checkpointer.begin_epoch(epoch, start)
+                history = model.fit(
+                    make_epoch(epoch, start),
+                    epochs=spec.epochs,
+                    initial_epoch=epoch,
+                    callbacks=job_callbacks,
+                    validation_data=validation_data,
+                    verbose=run.verbose,
+                    shuffle=False,  # each epoch's order is its dataset's
+                )
+                if guard.diverged:
+                    break
+                logs = {k: float(v[-1]) for k, v in history.history.items()}
+    finally:
+        guard.flush()
+        scalars.close()
     if guard.diverged:
-        last = workdir.latest_checkpoint(stage)
-        where = last[0] if last else "none yet (the run restarts from scratch)"
+        found = workdir.latest_checkpoint(stage)
+        where = found[0] if found else "none yet (the run restarts from scratch)"
         raise TrainingDiverged(
             f"{guard.diverged}. The last good checkpoint is kept: {where}. "
             "Run the same command again to resume from it, e.g. with a lower "
             "--learning-rate."
         )
     save_model_atomic(model, workdir.stage_path(stage))
-    return model, {k: float(v[-1]) for k, v in history.history.items()}
+    return model, logs
 
 
-def _resume_or_build(run, spec):
-    """``(model, initial_epoch, finished)``: the finished stage, its last
+class _StopAfterEpoch(keras.callbacks.Callback):
+    """Ends each ``fit`` after its one epoch (the stage loop runs the next).
+
+    ``fit(epochs=E, initial_epoch=e)`` then shows "Epoch e+1/E" as usual.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def _deferred_stops(run):
+    """Signals wait for the end of the step while fitting (`StopRequests`)."""
+    if run.stops is None:
+        return contextlib.nullcontext()
+    return run.stops.deferred()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """Where a stage starts: ``epoch`` and ``step``, and the checkpoint whose
+    epoch sums are restored (None at an epoch boundary)."""
+
+    epoch: int
+    step: int = 0
+    checkpoint: object = None
+
+
+def _resume_or_build(run, spec, steps_per_epoch):
+    """``(model, start, finished)``: the finished stage, its newest verified
     checkpoint, or a new compiled model, inside the strategy's scope."""
     workdir, stage = run.workdir, spec.name
     final_path = workdir.stage_path(stage)
-    found = workdir.latest_checkpoint(stage)
+    found = checkpoints.list_checkpoints(workdir.checkpoint_dir, stage)
+    done = checkpoints.Position(spec.epochs)
     with run.strategy.scope():
-        if found is not None and found[1] >= spec.epochs and os.path.exists(final_path):
+        if found and found[-1].position >= done and os.path.exists(final_path):
             # The finished stage (its BatchNorm statistics recomputed).
-            print(f"[{stage}] done: {final_path} ({found[1]} epochs)")
-            return load_checkpoint(final_path), found[1], True
-        if found is not None:
-            path, initial_epoch = found
-            model = load_checkpoint(path)
-            print(
-                f"[{stage}] resuming from {path} (epoch {initial_epoch}/{spec.epochs})"
-            )
-            return model, initial_epoch, False
+            print(f"[{stage}] done: {final_path} ({found[-1].position.epoch} epochs)")
+            return load_checkpoint(final_path), _Start(spec.epochs), True
+        restored = checkpoints.restore_newest(workdir, stage, steps_per_epoch)
+        if restored is not None:
+            model, checkpoint = restored
+            checkpoints.restore_logs(workdir, stage, checkpoint, steps_per_epoch)
+            position = checkpoint.position
+            where = f"epoch {position.epoch}/{spec.epochs}"
+            if position.step:
+                where += f", step {position.step}/{steps_per_epoch} of the next"
+            print(f"[{stage}] resuming from {checkpoint.path} ({where})")
+            start = _Start(position.epoch, position.step)
+            if position.step:
+                start = _Start(position.epoch, position.step, checkpoint)
+            return model, start, False
+        checkpoints.clear_logs(workdir, stage)
         model = spec.build()
         _compile(model, spec.learning_rate, run.config, run.jit_compile)
-    return model, 0, False
-
-
-def _stage_callbacks(workdir, spec, guard):
-    """The job's callbacks of every fit: LR staircase, step history (the NaN
-    guard), per-epoch CSV log, checkpoints, TensorBoard scalars."""
-    return [
-        keras.callbacks.LearningRateScheduler(
-            staircase(spec.learning_rate, spec.lr_epochs)
-        ),
-        guard,
-        keras.callbacks.CSVLogger(workdir.history_csv(spec.name), append=True),
-        EpochCheckpoint(workdir, spec.name),
-        keras.callbacks.TensorBoard(
-            workdir.tensorboard_dir(spec.name), write_graph=False
-        ),
-    ]
+    return model, _Start(0), False
 
 
 # ------------------------------------------------ after stage 1: BatchNorm

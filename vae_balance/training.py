@@ -9,7 +9,13 @@ latents.npz, batchnorm.json, sampler/, images/, curves.png, tensorboard/);
 the callbacks of the fits are in `vae_balance.callbacks`.
 
 Running the same command again on the same work directory resumes from the
-last complete epoch. Every file is written to a temporary name and renamed,
+newest verified checkpoint, at the step where it was written, and ends with
+the weights and logs an uninterrupted run would have (`fit_stage`,
+`vae_balance.checkpoints`). Step checkpoints are written every
+``checkpoint_minutes`` (and ``checkpoint_steps``) and on SIGTERM / SIGINT,
+which then raise `TrainingInterrupted` (`vae_balance.preemption`). Under a
+multi-worker strategy the chief writes the run; the other workers write to
+scratch copies. Every file is written to a temporary name and renamed,
 so a run killed at any point leaves only complete files behind; the next run
 deletes the temporaries. A write that fails (a full disk) raises `SaveError`
 and keeps the last complete checkpoint; a NaN or Inf loss raises
@@ -22,8 +28,12 @@ or one made with another configuration, raises `WorkdirError`.
 `vae_balance.callbacks`) stay importable from here.
 """
 
+import contextlib
 import dataclasses
+import math
 import os
+import shutil
+import tempfile
 import time
 
 import keras
@@ -41,9 +51,10 @@ from vae_balance.callbacks import (
     staircase,
 )
 from vae_balance.config import VAEConfig, get_preset
-from vae_balance.datasets import pipeline
+from vae_balance.datasets import pipeline, stream
 from vae_balance.export import export_sampler
-from vae_balance.sampler import encode_dataset, latent_dataset
+from vae_balance.preemption import StopRequests, TrainingInterrupted
+from vae_balance.sampler import encode_dataset
 from vae_balance.stages import (
     StageSpec,
     TrainingDiverged,
@@ -80,6 +91,7 @@ __all__ = [
     "StageSpec",
     "StepHistory",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "WorkdirError",
     "WorkdirLock",
     "is_recalibrated",
@@ -92,6 +104,7 @@ __all__ = [
 ]
 
 NUM_TEST_IMAGES = 1000  # test images for the validation loss and grids
+DEFAULT_CHECKPOINT_MINUTES = 10.0  # a killed run loses at most this much
 
 
 @dataclasses.dataclass
@@ -128,6 +141,10 @@ class RunOptions:
     skip_bad: bool = False
     recalibrate_bn: bool = True
     recalibrate_batches: int = batchnorm.DEFAULT_NUM_BATCHES
+    checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES
+    checkpoint_steps: int | None = None
+    stops: StopRequests | None = None
+    is_chief: bool = True
 
 
 def _first_stage_spec(config):
@@ -171,6 +188,9 @@ def train(
     precision=None,
     recalibrate_bn=True,
     recalibrate_batches=batchnorm.DEFAULT_NUM_BATCHES,
+    checkpoint_minutes=DEFAULT_CHECKPOINT_MINUTES,
+    checkpoint_steps=None,
+    handle_signals=True,
 ):
     """Runs the whole two-stage job, resuming whatever is already done.
 
@@ -206,6 +226,13 @@ def train(
             grids, the latent codes and the export. Also done for a resumed
             run whose finished stage 1 was not recalibrated yet.
         recalibrate_batches: the bound on the batches of that pass.
+        checkpoint_minutes: inside an epoch, write a step checkpoint after the
+            step at which this many minutes have passed since the last one
+            (None: only at epoch ends). A killed run loses at most this much.
+        checkpoint_steps: also write one every this many steps (None: never).
+        handle_signals: on SIGTERM or SIGINT (main thread only), finish the
+            current step, write a step checkpoint and raise
+            `TrainingInterrupted`; a second signal exits at once.
 
     Returns:
         A `RunResult`; the sampler SavedModel is ``workdir/sampler``.
@@ -217,18 +244,24 @@ def train(
             complete files written before, checkpoints included, are kept.
         TrainingDiverged: a loss became NaN or Inf; the last good checkpoint
             is kept.
+        TrainingInterrupted: SIGTERM or SIGINT; the same call resumes.
         registry.DataError, registry.DatasetNotFoundError: bad or missing data.
     """
     start = time.time()
     config = get_preset(config) if not isinstance(config, VAEConfig) else config
+    _check_interval(checkpoint_minutes, checkpoint_steps)
     if isinstance(strategy, str):
         strategy = distribute.get_strategy(strategy)
     strategy = strategy or tf.distribute.get_strategy()
     if precision is not None:
         distribute.set_precision(precision)  # before any model is built
+    is_chief, task = distribute.worker_role(strategy)
+    # The chief writes the run; the other workers write to a scratch copy.
+    root = workdir if is_chief else _worker_scratch(workdir, task)
+    stops = StopRequests() if handle_signals else contextlib.nullcontext()
     run = RunOptions(
         config=config,
-        workdir=Workdir(workdir),
+        workdir=Workdir(root),
         strategy=strategy,
         start=start,
         train_data=train_data,
@@ -242,22 +275,89 @@ def train(
         skip_bad=skip_bad,
         recalibrate_bn=recalibrate_bn,
         recalibrate_batches=recalibrate_batches,
+        checkpoint_minutes=checkpoint_minutes,
+        checkpoint_steps=checkpoint_steps,
+        stops=stops if handle_signals else None,
+        is_chief=is_chief,
     )
-    os.makedirs(workdir, exist_ok=True)
-    with WorkdirLock(workdir):
-        run.workdir.check_and_write_config(config, allow_config_change)
-        run.workdir.remove_stale_temporaries()
-        try:
-            return _run(run)
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            raise SaveError(
-                f"Could not write {error.filename or 'a file'} in {workdir}: "
-                f"{describe_os_error(error)}. Complete files and checkpoints "
-                "are kept; free some space and run the same command again to "
-                "resume."
-            ) from error
+    os.makedirs(root, exist_ok=True)
+    try:
+        with WorkdirLock(root), stops, reproducible_graphs():
+            run.workdir.check_and_write_config(config, allow_config_change)
+            run.workdir.remove_stale_temporaries()
+            try:
+                return _run(run)
+            except OSError as error:
+                if not is_disk_full(error):
+                    raise
+                raise SaveError(
+                    f"Could not write {error.filename or 'a file'} in {root}: "
+                    f"{describe_os_error(error)}. Complete files and checkpoints "
+                    "are kept; free some space and run the same command again to "
+                    "resume."
+                ) from error
+    finally:
+        if not is_chief:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def reproducible_graphs():
+    """Turns Grappler's arithmetic optimizer off while the job runs.
+
+    It rewrites chains of float32 additions (into ``AddN`` and the like) in an
+    order that changes from one process to the next: two identical runs then
+    log a stage-2 ``loss`` that differs in its last bit (1e-6 relative) while
+    the weights, ``reconstruction_loss`` and ``kl_loss`` agree. Without it a
+    run and its resumption in a new process log the same bits. The previous
+    setting is restored on the way out.
+    """
+    key = "arithmetic_optimization"
+    previous = tf.config.optimizer.get_experimental_options().get(key)
+    tf.config.optimizer.set_experimental_options({key: False})
+    try:
+        yield
+    finally:
+        restored = True if previous is None else previous
+        tf.config.optimizer.set_experimental_options({key: restored})
+
+
+def _check_interval(minutes, steps):
+    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+        raise ValueError(f"checkpoint_minutes must be positive or None, got {minutes}.")
+    if steps is not None and not (int(steps) == steps and steps > 0):
+        raise ValueError(f"checkpoint_steps must be a positive integer, got {steps}.")
+
+
+# What a non-chief worker copies from the chief's work directory to resume.
+_RESUME_FILES = (
+    "config.json",
+    "batchnorm.json",
+    "latents.npz",
+    "stage1.keras",
+    "stage2.keras",
+    "history_stage1.csv",
+    "history_stage2.csv",
+    "steps_stage1.csv",
+    "steps_stage2.csv",
+    "checkpoints",
+)
+
+
+def _worker_scratch(workdir, task):
+    """A temporary work directory for a non-chief worker, holding a copy of
+    the chief's resumable state (Keras' multi-worker checkpointing: only the
+    chief writes the run; the others write to directories of their own,
+    deleted at the end)."""
+    scratch = tempfile.mkdtemp(prefix=f"vae_balance-{task}-")
+    for name in _RESUME_FILES:
+        source = os.path.join(workdir, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(scratch, name))
+        elif os.path.exists(source):
+            shutil.copy2(source, scratch)
+    print(f"[{task}] not the chief: writing to the scratch directory {scratch}")
+    return scratch
 
 
 def _run(run):
@@ -287,9 +387,12 @@ def _train_first_stage(run, train_images, test_images, grids):
     config = run.config
     num_train = pipeline.num_examples(train_images)
     steps = num_train // config.batch_size
-    batches = pipeline.make_train_dataset(train_images, config.batch_size, config.seed)
-    # Seeds the weights; set after the dataset above, as every version did.
-    keras.utils.set_random_seed(config.seed)
+    if steps == 0:
+        raise pipeline.DataError(
+            f"{num_train} images are fewer than one batch of {config.batch_size}; "
+            "lower batch_size or raise limit."
+        )
+    keras.utils.set_random_seed(config.seed)  # the initial weights
     validation = (
         pipeline.make_eval_dataset(
             tf.data.Dataset.from_tensor_slices(test_images), config.batch_size
@@ -301,7 +404,9 @@ def _train_first_stage(run, train_images, test_images, grids):
     first_stage, logs = fit_stage(
         run,
         _first_stage_spec(config),
-        batches,
+        lambda epoch, start: stream.image_epoch(
+            train_images, config.batch_size, config.seed, epoch, start
+        ),
         steps,
         [
             TrackModel(grids.use_first_stage),
@@ -353,7 +458,9 @@ def _train_second_stage(run, z_mean, z_log_sigma, grids):
     second_stage, logs = fit_stage(
         run,
         _second_stage_spec(config),
-        latent_dataset(z_mean, z_log_sigma, config.batch_size, config.seed),
+        lambda epoch, start: stream.latent_epoch(
+            z_mean, z_log_sigma, config.batch_size, config.seed, epoch, start
+        ),
         len(z_mean) // config.batch_size,
         [
             TrackModel(grids.use_second_stage),

@@ -9,6 +9,9 @@ checkpoints::
     history_stage1.csv       one row per epoch (Keras CSVLogger)
     steps_stage1.csv         one row per step: loss, kl_loss, mse, gamma^2
     checkpoints/stage1-epoch0003.keras   weights + optimizer + running_mse
+    checkpoints/stage1-epoch0003-step000120.keras, .json
+                             a step checkpoint and its record
+                             (`vae_balance.checkpoints`)
     stage1.keras, stage2.keras           the finished stages
     latents.npz              z_mean, z_log_sigma of the training set
     batchnorm.json           the sha256 of the recalibrated stage1.keras
@@ -80,6 +83,17 @@ def describe_os_error(error):
 
 
 # ---------------------------------------------------------- atomic writes
+_CHECKPOINT_NAME = re.compile(
+    r"(?P<stage>stage\d)-epoch(?P<epoch>\d+)(?:-step(?P<step>\d+))?\.keras"
+)
+
+
+def parse_checkpoint_name(basename):
+    """``(stage, epochs_done, step)`` of a checkpoint file name, or None."""
+    match = _CHECKPOINT_NAME.fullmatch(basename)
+    if not match:
+        return None
+    return match["stage"], int(match["epoch"]), int(match["step"] or 0)
 
 
 def truncate_csv(path, keep_rows_where):
@@ -189,11 +203,10 @@ class Workdir:
         """``steps_<stage>.csv``: one row per step."""
         return self.path(f"steps_{stage}.csv")
 
-    def checkpoint_path(self, stage, epochs_done):
-        """``checkpoints/<stage>-epochNNNN.keras``."""
-        return os.path.join(
-            self.checkpoint_dir, f"{stage}-epoch{epochs_done:04d}.keras"
-        )
+    def checkpoint_path(self, stage, epochs_done, step=0):
+        """``checkpoints/<stage>-epochNNNN[-stepSSSSSS].keras``."""
+        name = f"{stage}-epoch{epochs_done:04d}" + (f"-step{step:06d}" * bool(step))
+        return os.path.join(self.checkpoint_dir, name + ".keras")
 
     # ------------------------------------------------------------ config
     def read_config(self):
@@ -244,18 +257,18 @@ class Workdir:
     def checkpoints(self, stage):
         """Sorted ``[(epochs_done, path)]`` of the complete checkpoints of a stage.
 
-        Only exact ``{stage}-epochNNNN.keras`` names count: the temporary files
-        of a killed writer (``...keras.tmp-<pid>.keras``) never do.
+        Epoch-boundary checkpoints (``{stage}-epochNNNN.keras``) and step
+        checkpoints (``{stage}-epochNNNN-stepSSSSSS.keras``, ``epochs_done``
+        complete epochs and S steps), oldest first; see
+        `vae_balance.checkpoints`. Temporary files of a killed writer
+        (``...keras.tmp-<pid>.keras``) and set-aside files never count.
         """
-        pattern = os.path.join(self.checkpoint_dir, f"{stage}-epoch*.keras")
         found = []
-        for path in glob.glob(pattern):
-            match = re.fullmatch(
-                rf"{re.escape(stage)}-epoch(\d+)\.keras", os.path.basename(path)
-            )
-            if match:
-                found.append((int(match.group(1)), path))
-        return sorted(found)
+        for path in glob.glob(os.path.join(self.checkpoint_dir, f"{stage}-epoch*")):
+            parsed = parse_checkpoint_name(os.path.basename(path))
+            if parsed and parsed[0] == stage:
+                found.append((parsed[1], parsed[2], path))
+        return [(epoch, path) for epoch, _, path in sorted(found)]
 
     def latest_checkpoint(self, stage):
         """``(path, epochs_done)`` of the newest complete checkpoint, or None."""
@@ -267,7 +280,9 @@ class Workdir:
 
     def discard_stage(self, stage):
         """Removes a stage's checkpoints, model and logs; True if any existed."""
-        paths = [path for _, path in self.checkpoints(stage)] + [
+        paths = [path for _, path in self.checkpoints(stage)]
+        paths += [path[: -len(".keras")] + ".json" for path in paths]
+        paths += [
             self.stage_path(stage),
             self.history_csv(stage),
             self.steps_csv(stage),

@@ -205,7 +205,14 @@ def load_dataset(
 
 
 def make_train_dataset(
-    images, batch_size, seed, *, shuffle=True, shuffle_buffer=None, drop_remainder=True
+    images,
+    batch_size,
+    seed,
+    *,
+    shuffle=True,
+    shuffle_buffer=None,
+    drop_remainder=True,
+    reshuffle_each_iteration=True,
 ):
     """Shuffled (seeded, reshuffled every epoch) full batches, prefetched.
 
@@ -219,6 +226,9 @@ def make_train_dataset(
         shuffle_buffer: None: the whole dataset when it fits in 4 GiB (a
             perfect shuffle, like Keras on arrays), else as many as fit.
         drop_remainder: full batches only (the paper's batch of 100).
+        reshuffle_each_iteration: False gives every iteration the order of
+            the first (one epoch of a resumable stream,
+            `vae_balance.datasets.stream`).
 
     Returns:
         A batched `tf.data.Dataset` of float32 images in [0, 1].
@@ -237,7 +247,9 @@ def make_train_dataset(
             if count >= 0:
                 shuffle_buffer = min(shuffle_buffer, count)
         images = images.shuffle(
-            shuffle_buffer, seed=seed, reshuffle_each_iteration=True
+            shuffle_buffer,
+            seed=seed,
+            reshuffle_each_iteration=reshuffle_each_iteration,
         )
     batches = images.batch(batch_size, drop_remainder=drop_remainder)
     if spec.dtype == tf.uint8:
