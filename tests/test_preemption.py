@@ -15,6 +15,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -43,7 +44,9 @@ CHILD = textwrap.dedent(
         for signum in signums:
             os.kill(os.getpid(), signum)
 
-    if plan["where"] in ("stage1", "stage2"):
+    if plan["where"] == "nowhere":
+        pass
+    elif plan["where"] in ("stage1", "stage2"):
         def on_train_batch_begin(self, batch, logs=None):
             step = self._epoch * self.steps_per_epoch + self.start_step + batch + 1
             if self.stage == plan["where"] and step == plan["step"]:
@@ -75,6 +78,29 @@ def _write_data(root):
             pixels = (rng.random((8, 8)) * 255).astype("uint8")
             Image.fromarray(pixels).save(os.path.join(root, split, f"{i:03d}.png"))
     return root
+
+
+def _train_args(data_dir, workdir):
+    return [
+        *("train", "--preset", "tiny", "--data-dir", data_dir),
+        *("--workdir", workdir, "--grid-every", "100"),
+        *("--epochs", str(EPOCHS), "--epochs2", str(EPOCHS)),
+        *("--checkpoint-steps", "5"),
+    ]
+
+
+def _start(tmp_path, argv, plan, env=None):
+    """Starts the child CLI (see `_run`) without waiting."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    return subprocess.Popen(
+        [sys.executable, str(script), json.dumps(plan), *argv],
+        cwd=REPO,
+        env=dict(ENV, **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _run(tmp_path, argv, plan=None):
@@ -122,12 +148,7 @@ def preempted(tmp_path_factory):
     data_dir = _write_data(str(tmp_path / "data"))
 
     def train(workdir):
-        return [
-            *("train", "--preset", "tiny", "--data-dir", data_dir),
-            *("--workdir", str(tmp_path / workdir), "--grid-every", "100"),
-            *("--epochs", str(EPOCHS), "--epochs2", str(EPOCHS)),
-            *("--checkpoint-steps", "5"),
-        ]
+        return _train_args(data_dir, str(tmp_path / workdir))
 
     reference = _run(tmp_path, train("reference"))
     assert reference[0] == 0, reference[1][-3000:]
@@ -176,6 +197,7 @@ def preempted(tmp_path_factory):
     final = _run(tmp_path, train("killed"))
     assert final[0] == 0, final[1][-3000:]
     return {
+        "data_dir": data_dir,
         "reference": str(tmp_path / "reference"),
         "killed": workdir,
         "seen": seen,
@@ -272,3 +294,75 @@ def test_the_resumed_run_ends_bit_for_bit_as_the_uninterrupted_one(preempted, st
                 expected = f.read()
             with open(os.path.join(killed, name), "rb") as f:
                 assert f.read() == expected
+
+
+# ------------------------------------------------------------ two workers
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _two_workers(tmp_path, argv, plans):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index, plan in enumerate(plans):
+        tf_config = {
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": index},
+        }
+        env = {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(tmp_path / "tmp")}
+        processes.append(_start(tmp_path, argv, plan, env))
+    try:
+        outputs = [p.communicate(timeout=600)[0] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    return [p.returncode for p in processes], outputs
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_workdir_stop_together_and_resume(preempted, tmp_path):
+    (tmp_path / "tmp").mkdir()
+    workdir = str(tmp_path / "two-workers")
+    argv = [*_train_args(preempted["data_dir"], workdir), "--strategy", "multiworker"]
+    # Only worker 1 (not the chief) is signalled: both stop after that step.
+    step = 5 + STEPS  # in stage 1's second epoch
+    quiet = {"where": "nowhere", "signals": []}
+    codes, outputs = _two_workers(
+        tmp_path,
+        argv,
+        [quiet, {"where": "stage1", "step": step, "signals": ["SIGTERM"]}],
+    )
+    assert codes == [128 + signal.SIGTERM] * 2, outputs[0][-3000:] + outputs[1][-3000:]
+    assert f"{_position_name('stage1', step)}.keras" in _checkpoint_names(workdir)
+    assert "not the chief: writing to the scratch directory" in outputs[1]
+    assert os.listdir(tmp_path / "tmp") == []  # the scratch copy is gone
+
+    codes, outputs = _two_workers(tmp_path, argv, [quiet, quiet])
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "resuming from" in outputs[0] and "resuming from" in outputs[1]
+    assert os.listdir(tmp_path / "tmp") == []
+    rows = _rows(os.path.join(workdir, "steps_stage1.csv"))
+    assert [int(r["step"]) for r in rows] == list(range(1, EPOCHS * STEPS + 1))
+
+    # The same two workers, never interrupted.
+    reference = str(tmp_path / "two-workers-reference")
+    argv = [*_train_args(preempted["data_dir"], reference), "--strategy", "multiworker"]
+    codes, outputs = _two_workers(tmp_path, argv, [quiet, quiet])
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    differences = [
+        float(np.max(np.abs(a - b), initial=0.0))
+        for stage in ("stage1", "stage2")
+        for a, b in zip(
+            _state(os.path.join(reference, f"{stage}.keras")),
+            _state(os.path.join(workdir, f"{stage}.keras")),
+            strict=True,
+        )
+    ]
+    print("two workers, resumed vs uninterrupted: max |difference|", max(differences))
+    assert max(differences) == 0.0

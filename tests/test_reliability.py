@@ -256,8 +256,8 @@ def test_a_second_run_on_a_busy_workdir_exits_naming_the_first_pid(kill_scenario
 def test_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(kill_scenario):
     assert kill_scenario["killed_returncode"] == -signal.SIGKILL
     files = kill_scenario["after_kill_files"]
-    assert files[0] == "stage1-epoch0001.keras"
-    assert len(files) == 2 and files[1].startswith("stage1-epoch0002.keras.tmp-")
+    assert files[:2] == ["stage1-epoch0001.json", "stage1-epoch0001.keras"]
+    assert len(files) == 3 and files[2].startswith("stage1-epoch0002.keras.tmp-")
     path, epochs_done = kill_scenario["after_kill_latest"]
     assert (os.path.basename(path), epochs_done) == ("stage1-epoch0001.keras", 1)
 

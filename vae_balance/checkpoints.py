@@ -43,12 +43,15 @@ import glob
 import json
 import math
 import os
+import signal
 import sys
 import time
 import warnings
 
 import keras
+import tensorflow as tf
 
+from vae_balance import _keras_compat
 from vae_balance.files import sha256, write_json
 from vae_balance.preemption import TrainingInterrupted
 from vae_balance.workdir import (
@@ -233,19 +236,21 @@ def restore_newest(workdir, stage, steps_per_epoch):
     """
     _remove_orphan_records(workdir.checkpoint_dir, stage)
     candidates = list_checkpoints(workdir.checkpoint_dir, stage)
-    set_aside_paths = []
+    reasons = []
     for checkpoint in reversed(candidates):
         try:
             model = verify_and_load(checkpoint, steps_per_epoch)
         except WorkdirError as error:
-            set_aside_paths.append(set_aside(checkpoint, str(error)))
+            moved = set_aside(checkpoint, str(error))
+            reasons.append(f"{error} (set aside as {os.path.basename(moved)})")
             continue
         return model, checkpoint
-    if set_aside_paths:
+    if reasons:
         raise WorkdirError(
             f"No {stage} checkpoint in {workdir.checkpoint_dir} verifies; all "
-            f"were set aside ({', '.join(set_aside_paths)}). Move one back if "
-            "you trust it, or delete the checkpoints folder to restart the stage."
+            f"were set aside, none deleted: {'; '.join(reasons)}. Move one back "
+            "if you trust it, or delete the checkpoints folder to restart the "
+            "stage."
         )
     return None
 
@@ -367,8 +372,9 @@ class Checkpointer(keras.callbacks.Callback):
     Put it after the callbacks that log the epoch (CSV, TensorBoard, grids).
 
     Args:
-        workdir: the run's `Workdir`; ``writer=False`` (a non-chief worker)
-            writes nothing.
+        workdir: the run's `Workdir` (a non-chief worker's is a scratch copy:
+            under a multi-worker strategy every worker saves at the same
+            steps, since saving reads variables with collective ops).
         stage: ``"stage1"`` or ``"stage2"``.
         steps_per_epoch: of the stage.
         history: the stage's `StepHistory`.
@@ -387,14 +393,12 @@ class Checkpointer(keras.callbacks.Callback):
         minutes=10.0,
         steps=None,
         keep=2,
-        writer=True,
     ):
         super().__init__()
         self.workdir, self.stage = workdir, stage
         self.steps_per_epoch = steps_per_epoch
         self.history, self.stops = history, stops
         self.minutes, self.steps, self.keep = minutes, steps, keep
-        self.writer = writer
         self.start_step = 0
         self._epoch = 0
         self._last_time = time.monotonic()
@@ -414,36 +418,51 @@ class Checkpointer(keras.callbacks.Callback):
         if step >= self.steps_per_epoch or self.model.stop_training:
             return  # the epoch end writes it (or the run diverged)
         position = Position(self._epoch, step)
-        signal = self.stops.requested if self.stops else None
         global_step = position.global_step(self.steps_per_epoch)
-        elapsed = time.monotonic() - self._last_time
-        if signal:
-            reason = "signal"
-        elif (self.steps and global_step % self.steps == 0) or (
-            self.minutes and elapsed >= 60 * self.minutes
-        ):
-            reason = "interval"
-        else:
-            return
-        self._write(position, reason)
-        if signal:
-            raise TrainingInterrupted(signal, self.last_written)
+        due = (self.steps and global_step % self.steps == 0) or (
+            self.minutes and time.monotonic() - self._last_time >= 60 * self.minutes
+        )
+        signum, due = self._agree(due)
+        if signum or due:
+            self._write(position, "signal" if signum else "interval")
+        if signum:
+            raise TrainingInterrupted(signum, self.last_written)
 
     def on_epoch_end(self, epoch, logs=None):
         diverged = self.history.diverged if self.history else None
         if self.model.stop_training and (diverged or not _all_finite(logs)):
             return  # a diverged epoch is never checkpointed
         self._write(Position(epoch + 1, 0), "epoch")
-        signal = self.stops.requested if self.stops else None
-        if signal:
-            raise TrainingInterrupted(signal, self.last_written)
+        signum, _ = self._agree(False)
+        if signum:
+            raise TrainingInterrupted(signum, self.last_written)
+
+    def _agree(self, due):
+        """``(signum or None, checkpoint due)`` agreed by all the workers.
+
+        On one machine, this process's own. Under a multi-worker strategy
+        the workers' flags are all-reduced after every step, so they all
+        stop, and all save, after the same step: a worker stopping alone
+        would leave the others waiting in the next step's all-reduce, and
+        saving reads variables with collective ops.
+        """
+        local = (self.stops.requested if self.stops else None) or 0
+        strategy = self.model.distribute_strategy
+        if not _keras_compat.in_multi_worker_mode(strategy):
+            return local or None, bool(due)
+        flags = tf.constant([1.0 if local else 0.0, 1.0 if due else 0.0])
+        stop, due = strategy.reduce(
+            tf.distribute.ReduceOp.SUM,
+            strategy.run(lambda: tf.identity(flags)),
+            axis=None,
+        ).numpy()
+        # A worker not signalled itself stops as if it had got SIGTERM.
+        return ((local or signal.SIGTERM) if stop else None), bool(due)
 
     def _write(self, position, reason):
         if self.history is not None:
             self.history.flush()
         self._last_time = time.monotonic()
-        if not self.writer:
-            return
         try:
             checkpoint = write_checkpoint(
                 self.workdir,

@@ -95,7 +95,6 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
         stops=run.stops,
         minutes=run.checkpoint_minutes,
         steps=run.checkpoint_steps,
-        writer=run.is_chief,
     )
     scalars = TensorBoardScalars(workdir.tensorboard_dir(stage))
     job_callbacks = [

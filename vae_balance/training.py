@@ -144,7 +144,6 @@ class RunOptions:
     checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES
     checkpoint_steps: int | None = None
     stops: StopRequests | None = None
-    is_chief: bool = True
 
 
 def _first_stage_spec(config):
@@ -278,7 +277,6 @@ def train(
         checkpoint_minutes=checkpoint_minutes,
         checkpoint_steps=checkpoint_steps,
         stops=stops if handle_signals else None,
-        is_chief=is_chief,
     )
     os.makedirs(root, exist_ok=True)
     try:
