@@ -25,6 +25,15 @@ GMM_FILE = "gmm.npz"  # in the work directory (Workdir names it once adopted)
 DEFAULT_COMPONENTS = 10
 # scikit-learn's default covariance floor, kept explicit: it enters the file.
 DEFAULT_REG_COVAR = 1e-6
+# How the exported `generate_gmm(num_samples, seed)` draws (also in the
+# export's metadata); `LatentGMM.sample_stateless` is the one implementation.
+GMM_NOISE = (
+    "c = searchsorted(cumsum(weights), tf.random.stateless_uniform("
+    '[num_samples], seed=[seed, 1], dtype=float64, alg="philox"), side="right"); '
+    "z = means[c] + cholesky(covariances[c]) @ eps, eps = "
+    "tf.random.stateless_normal([num_samples, latent_dim], seed=[seed, 0], "
+    'alg="philox")'
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -159,6 +168,41 @@ class LatentGMM:
             "nij,nj->ni", self.cholesky[components], epsilon
         )
         return z.astype(np.float32)
+
+    def sample_stateless(self, num_samples, seed):
+        """``num_samples`` latents from TensorFlow's stateless Philox draws.
+
+        What the exported ``generate_gmm(num_samples, seed)`` signature draws
+        (`GMM_NOISE`): the same seed gives the same latents in every process
+        and any client language. Traceable (``num_samples`` and ``seed`` may
+        be int64 tensors); the mixture's arrays become float32 constants.
+
+        Returns:
+            (num_samples, d) float32 tensor.
+        """
+        import tensorflow as tf
+
+        num_samples = tf.cast(num_samples, tf.int64)
+        seed = tf.cast(seed, tf.int64)
+        cdf = tf.constant(np.cumsum(self.weights), tf.float64)
+        uniform = tf.random.stateless_uniform(
+            tf.reshape(num_samples, [1]),
+            seed=tf.stack([seed, tf.constant(1, tf.int64)]),
+            dtype=tf.float64,
+            alg="philox",
+        )
+        # The last cumulative weight may round below 1: clip to the last one.
+        components = tf.minimum(
+            tf.searchsorted(cdf, uniform, side="right"), self.num_components - 1
+        )
+        epsilon = tf.random.stateless_normal(
+            tf.stack([num_samples, tf.constant(self.latent_dim, tf.int64)]),
+            seed=tf.stack([seed, tf.constant(0, tf.int64)]),
+            alg="philox",
+        )
+        means = tf.gather(tf.constant(self.means, tf.float32), components)
+        factors = tf.gather(tf.constant(self.cholesky, tf.float32), components)
+        return means + tf.einsum("nij,nj->ni", factors, epsilon)
 
     # --------------------------------------------------------------- files
     def save(self, path):

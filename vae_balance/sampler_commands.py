@@ -21,6 +21,7 @@ from vae_balance.export import (
     read_sampler_metadata,
     restore_interrupted_export,
 )
+from vae_balance.gmm import LatentGMM, gmm_path
 from vae_balance.plots import save_grid
 from vae_balance.workdir import (
     STAGES,
@@ -98,6 +99,16 @@ def _print_sampler_info(sampler):
 def _generate(signatures, args):
     """``args.num`` images from ``generate(num, seed)``, or from ``sample(u)``
     with seeded NumPy noise (older exports)."""
+    if getattr(args, "gmm", False):
+        if "generate_gmm" not in signatures:
+            raise SystemExit(
+                f"error: {args.sampler} has no generate_gmm signature: export the "
+                "run again after `python -m vae_balance evaluate` fitted gmm.npz."
+            )
+        return signatures["generate_gmm"](
+            num_samples=tf.constant(args.num, tf.int64),
+            seed=tf.constant(args.seed, tf.int64),
+        )["images"]
     if "generate" in signatures:
         return signatures["generate"](
             num_samples=tf.constant(args.num, tf.int64),
@@ -158,11 +169,26 @@ def run_export(args):
     config = _read_config(workdir)
     _recalibrate_for_export(args, models[0], paths[0], config)
     out = args.out or workdir.sampler_dir
+    gmm = _run_gmm(workdir)
     try:
-        export_sampler(tuple(models), out, overwrite=args.overwrite, config=config)
+        export_sampler(
+            tuple(models), out, overwrite=args.overwrite, config=config, gmm=gmm
+        )
     except (FileExistsError, OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
-    print(f"Exported sampler to {out}")
+    extra = f" (with generate_gmm, {gmm.num_components} components)" if gmm else ""
+    print(f"Exported sampler to {out}{extra}")
+
+
+def _run_gmm(workdir):
+    """The run's ``gmm.npz`` (fitted by ``evaluate``), or None."""
+    path = gmm_path(workdir)
+    if not os.path.isfile(path):
+        return None
+    try:
+        return LatentGMM.load(path)
+    except ValueError as error:
+        raise SystemExit(f"error: {error} Delete it or run `evaluate` again.") from None
 
 
 def _stage_file(workdir, stage):
@@ -245,6 +271,12 @@ def _add_sample_command(subparsers):
         "--seed", type=int, default=0, help="the seed of generate(num, seed)"
     )
     sample.add_argument("--out", default="samples.png")
+    sample.add_argument(
+        "--gmm",
+        action="store_true",
+        help="draw the latents from the ex-post Gaussian mixture "
+        "(generate_gmm, in exports of runs with a gmm.npz)",
+    )
     sample.add_argument(
         "--pad",
         type=int,
