@@ -90,4 +90,11 @@ def score_image_sets(
             scores[name] = features.result(
                 f"scores_{name}", inputs, lambda: score(fake_features)
             )
+        if verbose:
+            found = scores[name]
+            print(
+                f"  {labels[name]}: FID {found['fid']:.2f}, KID "
+                f"{found['kid']:.4f}, precision {found['precision']:.3f}, "
+                f"recall {found['recall']:.3f}"
+            )
     return scores
