@@ -222,3 +222,14 @@ def test_cli_flags_of_evaluate_and_their_defaults():
     assert args.gmm_components == 0 and args.no_nll
     with pytest.raises(SystemExit):
         parser.parse_args(["evaluate", "runs/x", "--nll-samples", "0"])
+
+
+def test_a_toy_set_of_three_images_has_no_precision_or_recall(run, tmp_path):
+    copy = tmp_path / "toy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("features"))
+    results = _evaluate(
+        copy, CountingExtractor(), num_images=3, nll_images=0, cache=False
+    )
+    assert results["gen1"]["precision"] is None and results["gen1"]["recall"] is None
+    assert results["gen1"]["fid"] >= 0
+    assert "| n/a | n/a |" in (copy / "evaluation.md").read_text()

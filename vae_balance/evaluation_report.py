@@ -9,6 +9,10 @@ SET_LABELS = {
 }
 
 
+def _fraction(value):
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _scores_table(results):
     labels = {**SET_LABELS, **results.get("labels", {})}
     lines = [
@@ -23,8 +27,8 @@ def _scores_table(results):
             continue
         lines.append(
             f"| {label} | {score['fid']:.2f} | {1000 * score['kid']:.2f} "
-            f"+- {1000 * score['kid_std']:.2f} | {score['precision']:.3f} | "
-            f"{score['recall']:.3f} |"
+            f"+- {1000 * score['kid_std']:.2f} | {_fraction(score['precision'])} | "
+            f"{_fraction(score['recall'])} |"
         )
     return lines
 

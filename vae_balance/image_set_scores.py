@@ -39,7 +39,8 @@ def score_image_sets(
         verbose: progress output.
 
     Returns:
-        ``{name: {"fid", "kid", "kid_std", "precision", "recall"}}``.
+        ``{name: {"fid", "kid", "kid_std", "precision", "recall"}}``;
+        precision and recall are None for sets of at most k = 3 images.
     """
 
     def extract(images):
@@ -58,9 +59,17 @@ def score_image_sets(
     real_features, real_key = features_of("real", real, "the test images", True)
     real_radii = []  # computed once, when a set's scores are not cached
 
-    def score(fake_features):
+    def manifolds(fake_features):
+        if min(len(real_features), len(fake_features)) <= DEFAULT_K:
+            # k-th neighbours need more than k vectors (a toy evaluation).
+            return {"precision": None, "recall": None}
         if not real_radii:
             real_radii.append(manifold_radii(real_features, DEFAULT_K))
+        return precision_recall(
+            real_features, fake_features, DEFAULT_K, real_radii=real_radii[0]
+        )
+
+    def score(fake_features):
         kid, kid_std = metrics.kernel_inception_distance(
             real_features, fake_features, KID_SUBSETS, KID_SUBSET_SIZE, seed
         )
@@ -68,9 +77,7 @@ def score_image_sets(
             "fid": metrics.fid_from_features(real_features, fake_features),
             "kid": kid,
             "kid_std": kid_std,
-            **precision_recall(
-                real_features, fake_features, DEFAULT_K, real_radii=real_radii[0]
-            ),
+            **manifolds(fake_features),
         }
 
     scores = {}
@@ -94,7 +101,11 @@ def score_image_sets(
             found = scores[name]
             print(
                 f"  {labels[name]}: FID {found['fid']:.2f}, KID "
-                f"{found['kid']:.4f}, precision {found['precision']:.3f}, "
-                f"recall {found['recall']:.3f}"
+                f"{found['kid']:.4f}, precision {_fraction(found['precision'])}, "
+                f"recall {_fraction(found['recall'])}"
             )
     return scores
+
+
+def _fraction(value):
+    return "n/a" if value is None else f"{value:.3f}"
