@@ -1,8 +1,10 @@
 """The ``sample`` and ``export`` commands of ``python -m vae_balance``.
 
-``sample SAMPLER`` writes a PNG grid from an exported sampler (or prints its
-metadata with ``--info``); ``export WORKDIR`` exports the sampler SavedModel
-of a trained work directory, recomputing stale stage-1 BatchNorm statistics.
+``sample SAMPLER`` writes a PNG grid from an exported sampler (``--gmm``: from
+its ex-post Gaussian mixture; ``--info``: prints its metadata); ``export
+WORKDIR`` exports the sampler SavedModel of a trained work directory,
+recomputing stale stage-1 BatchNorm statistics and including the run's
+``gmm.npz`` when there is one.
 """
 
 import json
@@ -156,7 +158,8 @@ def _pad_of_an_old_export(args):
 
 # ---------------------------------------------------------------- export
 def run_export(args):
-    """``export WORKDIR``: the sampler SavedModel of a trained work directory."""
+    """``export WORKDIR``: the sampler SavedModel of a trained work directory,
+    with ``generate_gmm`` when the run has a ``gmm.npz``."""
     workdir = Workdir(args.workdir)
     models, paths = [], []
     for stage in STAGES:
@@ -293,7 +296,11 @@ def _add_sample_command(subparsers):
 
 
 def _add_export_command(subparsers):
-    export = subparsers.add_parser("export", help="export a trained work directory")
+    export = subparsers.add_parser(
+        "export",
+        help="export a trained work directory (with generate_gmm when the run "
+        "has a gmm.npz, fitted by `evaluate`)",
+    )
     export.add_argument("workdir")
     export.add_argument("--out", help="default: WORKDIR/sampler")
     export.add_argument("--overwrite", action="store_true")
