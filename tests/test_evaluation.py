@@ -10,11 +10,13 @@ import shutil
 import keras
 import numpy as np
 import pytest
+from fid_helpers import needs_wheel
 from test_metrics import tiny_extractor
 
 import vae_balance
 from vae_balance import evaluation, training
-from vae_balance.feature_cache import FeatureCache, images_sha256
+from vae_balance.feature_cache import FeatureCache, images_sha256, weights_sha256
+from vae_balance.inception import get_feature_extractor
 
 SETS = ("rec", "gen1", "gen2", "gen2_adjusted", "gmm")
 SCORES = {"fid", "kid", "kid_std", "precision", "recall"}
@@ -233,3 +235,24 @@ def test_a_toy_set_of_three_images_has_no_precision_or_recall(run, tmp_path):
     assert results["gen1"]["precision"] is None and results["gen1"]["recall"] is None
     assert results["gen1"]["fid"] >= 0
     assert "| n/a | n/a |" in (copy / "evaluation.md").read_text()
+
+
+@needs_wheel
+@pytest.mark.slow
+def test_the_protocol_names_the_fid_network_its_weights_and_resize(
+    run, tmp_path, converted
+):
+    copy = tmp_path / "inception"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("features"))
+    extractor = get_feature_extractor(weights=converted)
+    results = _evaluate(
+        copy, extractor, num_images=8, nll_images=0, interpolation_pairs=0
+    )
+    protocol = results["protocol"]
+    assert protocol["network"] == results["feature_extractor"] == "fid_inception"
+    assert protocol["weights_sha256"] == weights_sha256(extractor.model)
+    assert "299x299" in protocol["resize"] and "ResizeBilinear" in protocol["resize"]
+    assert protocol["preprocessing"]["quantize"] is True
+    assert protocol["image_shape"] == [8, 8, 1]
+    assert set(results["fid"]) == set(SETS)
+    assert "NOT comparable" not in (copy / "evaluation.md").read_text()
