@@ -1,38 +1,67 @@
-"""The paper's evaluation protocol on a trained work directory, and plain FID.
+"""The evaluation protocol on a trained work directory, and plain FID.
 
-``evaluate_workdir`` measures, against N test images (10,000 in the paper):
+``evaluate_workdir`` measures, against N test images (10,000 in the paper),
+on the same 2048-d features of the FID Inception network:
 
-- FID of REC (reconstructions from a sampled z), GEN-1 (z ~ N(0, I) ->
-  decoder 1) and GEN-2 (u ~ N(0, I) -> decoder 2 -> decoder 1), the latter
-  also with the variance renormalisation "adjust" of the generated latents;
-- the reconstruction MSE;
-- for each stage, the variance law and the inactive latent counts (both
-  definitions, see `vae_balance.metrics`).
+- for REC (reconstructions from a sampled z) and for each latent sampler of
+  `vae_balance.samplers` -- GEN-1 (z ~ N(0, I)), GEN-2 (the two-stage VAE),
+  GEN-2 adjusted (Asperti's variance renormalisation) and GMM (an ex-post
+  Gaussian mixture fitted on the training codes, `vae_balance.gmm`) -- the
+  FID, the KID (`vae_balance.metrics`) and the improved precision and recall
+  (`vae_balance.precision_recall`), N images per set;
+- the negative log-likelihood of 1,000 test images in nats and bits per
+  dimension, next to the ELBO (`vae_balance.likelihood`);
+- the reconstruction MSE, and for each stage the variance law and the
+  inactive latent counts (both definitions, see `vae_balance.metrics`);
+- a PNG grid of latent interpolations (`vae_balance.interpolation`).
 
-Results go to ``evaluation.json`` and ``evaluation.md`` in the work directory.
-CLI: ``python -m vae_balance evaluate WORKDIR`` and
-``python -m vae_balance fid REAL FAKE``. Reading image sets and their FID
-(`load_images`, `fid_from_sources`) is in `vae_balance.image_sets`, still
-importable from here.
+Results go to ``evaluation.json`` and ``evaluation.md`` in the work
+directory (docs/evaluation.md describes every number). Features are cached
+per image set under ``WORKDIR/features/`` (`vae_balance.feature_cache`): a
+second evaluation only computes what changed. CLI: ``python -m vae_balance
+evaluate WORKDIR`` and ``python -m vae_balance fid REAL FAKE``. Reading image
+sets and their FID (`load_images`, `fid_from_sources`) is in
+`vae_balance.image_sets`, still importable from here.
 """
 
-import argparse
 import os
 import time
 
 import keras
 import numpy as np
 
-from vae_balance import batchnorm, metrics
+from vae_balance import batchnorm, likelihood, metrics
 from vae_balance.config import VAEConfig
 from vae_balance.datasets import pipeline
+from vae_balance.evaluation_commands import (  # noqa: F401  (the CLI, also here)
+    INTERPOLATION_PAIRS,
+    add_subcommands,
+    run_evaluate,
+    run_fid,
+)
+from vae_balance.evaluation_report import markdown
+from vae_balance.feature_cache import FEATURES_DIR, FeatureCache, images_sha256
+from vae_balance.files import sha256
+from vae_balance.gmm import DEFAULT_COMPONENTS, fit_gmm
+from vae_balance.image_set_scores import (
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    SETS,
+    score_image_sets,
+)
 from vae_balance.image_sets import (  # noqa: F401  (also importable from here)
     IMAGE_EXTENSIONS,
     check_images,
     fid_from_sources,
     load_images,
 )
-from vae_balance.workdir import STAGES, Workdir, WorkdirError, atomic_write, write_json
+from vae_balance.interpolation import INTERPOLATIONS_FILE, save_interpolations
+from vae_balance.precision_recall import DEFAULT_K
+from vae_balance.samplers import build_samplers
+from vae_balance.workdir import STAGES, Workdir, atomic_write, write_json
+
+LABELS = {"rec": "REC", "gen1": "GEN-1", "gen2": "GEN-2"}
+INTERPOLATION_STEPS = 10
 
 
 # -------------------------------------------------------------- workdir
@@ -46,14 +75,23 @@ def evaluate_workdir(
     batch_size=100,
     seed=0,
     verbose=1,
+    gmm_components=DEFAULT_COMPONENTS,
+    nll_images=likelihood.DEFAULT_NUM_IMAGES,
+    nll_samples=likelihood.DEFAULT_NUM_SAMPLES,
+    interpolation_pairs=INTERPOLATION_PAIRS,
+    cache=True,
+    shared_feature_cache=None,
 ):
-    """The paper's evaluation of a trained two-stage run; writes the reports.
+    """The evaluation of a trained two-stage run; writes the reports.
 
-    Reads ``config.json``, ``stage1.keras`` and ``stage2.keras`` from
-    ``workdir``. All generated sets have as many images as the real one.
-    Images padded by the loader (``config["pad"]``, 28 -> 32 for
-    Fashion-MNIST) are cropped back to their native size for FID, as in
-    published numbers; the MSE is measured on what the network sees.
+    Reads ``config.json``, ``stage1.keras``, ``stage2.keras`` and
+    ``latents.npz`` (for the mixture) from ``workdir``; writes ``gmm.npz``
+    (reused while it matches), ``features/``, ``images/interpolations.png``,
+    ``evaluation.json`` and ``evaluation.md``. All generated sets have as
+    many images as the real one. Images padded by the loader
+    (``config["pad"]``, 28 -> 32 for Fashion-MNIST) are cropped back to their
+    native size for the features and the likelihood, as in published
+    numbers; the MSE is measured on what the network sees.
 
     Args:
         workdir: a training work directory.
@@ -66,8 +104,17 @@ def evaluate_workdir(
         feature_extractor: callable images -> features; None: the standard
             FID Inception network.
         batch_size: batch size of every forward pass.
-        seed: seeds the latent noise of REC, GEN-1 and GEN-2.
+        seed: seeds the latent noise of REC and the samplers (drawn in that
+            order from one generator), the mixture's fit, KID's subsets and
+            the likelihood's samples.
         verbose: progress bars.
+        gmm_components: components of the ex-post mixture; 0: no ``gmm``.
+        nll_images: test images of the likelihood (the first ones); 0: none.
+        nll_samples: K, importance samples per image.
+        interpolation_pairs: rows of the interpolation grid; 0: no grid.
+        cache: cache features and scores under ``WORKDIR/features``.
+        shared_feature_cache: a folder where the real set's features are
+            shared between runs (used only when their key matches).
 
     Returns:
         The results dict, as written to ``evaluation.json``.
@@ -78,11 +125,13 @@ def evaluate_workdir(
     pad = int(config.get("pad", 0) or 0)
     image_shape = tuple(int(d) for d in first_stage.encoder.inputs[0].shape[1:])
     if test_images is None:
-        test_images = _load_test_images(config, num_images, data_dir)
-    real = _fit_test_images(test_images, image_shape, pad)[:num_images]
+        wanted = max(num_images, nll_images or 0)
+        test_images = _load_test_images(config, wanted, data_dir)
+    test_images = _fit_test_images(test_images, image_shape, pad)
+    real = test_images[:num_images]
     if len(real) < 2:
         raise ValueError(f"Need at least 2 test images, got {len(real)}.")
-    x = real.astype(np.float32) / 255.0 if real.dtype == np.uint8 else real
+    x = _as_floats(real)
     if feature_extractor is None:
         from vae_balance.inception import get_feature_extractor
 
@@ -92,13 +141,41 @@ def evaluate_workdir(
     bn_check = batchnorm.check_batchnorm(
         first_stage, x[:1000], batch_size, what=workdir.stage_path("stage1")
     )
+    gmm, gmm_report = _mixture(workdir, gmm_components, seed, verbose)
+    samplers = build_samplers(first_stage, second_stage, gmm)
     sets = _generate_sets(
-        first_stage, second_stage, x, batch_size, np.random.default_rng(seed)
+        first_stage, second_stage, samplers, x, batch_size, np.random.default_rng(seed)
     )
-    fid = _fids(real, sets, feature_extractor, pad, batch_size, verbose)
+    features = FeatureCache(
+        workdir.path(FEATURES_DIR) if cache else None,
+        feature_extractor,
+        shared_feature_cache,
+    )
+    labels = {**LABELS, **{name: s.label for name, s in samplers.items()}}
+    scores = score_image_sets(
+        real, sets, labels, features, pad, batch_size, seed, verbose
+    )
+    nll = _likelihood(
+        workdir,
+        first_stage,
+        test_images[:nll_images],
+        nll_samples,
+        seed,
+        pad,
+        features,
+        verbose,
+    )
+    grid = _interpolations(
+        workdir, first_stage, test_images, interpolation_pairs, pad, batch_size
+    )
     results = {
         **_description(workdir, config, real, seed, feature_extractor, pad),
-        "fid": fid,
+        "protocol": _protocol(real, pad, features, seed, nll),
+        "fid": {name: score["fid"] for name, score in scores.items()},
+        **{name: scores.get(name) for name in SETS},
+        "labels": {name: labels[name] for name in scores},
+        "gmm_fit": gmm_report,
+        **_likelihood_entries(nll),
         # gen2_adjusted: metrics.adjust_latents, each latent rescaled to
         # variance 1 over the generated set.
         "adjust_target_variance": 1.0,
@@ -108,6 +185,8 @@ def evaluate_workdir(
         # moving statistics match the weights.
         "batchnorm_check": dict(zip(("inference_mse", "training_mse"), bn_check)),
         **_latent_reports(sets),
+        "interpolations": grid,
+        "cache": {"computed": features.computed, "reused": features.reused},
         "seconds": round(time.time() - start, 1),
     }
     _write_reports(workdir, results)
@@ -164,16 +243,36 @@ def _fit_test_images(images, image_shape, pad):
     )
 
 
+def _as_floats(images):
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
+
+
 def _predict(model, inputs, batch_size):
     return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
 
 
-def _generate_sets(first_stage, second_stage, x, batch_size, rng):
-    """The latent codes and the REC, GEN-1, GEN-2 (and adjusted) image sets.
+def _mixture(workdir, num_components, seed, verbose):
+    """``(LatentGMM or None, report)``: the run's mixture (`fit_gmm`), or why
+    there is none (no latents.npz, or ``num_components`` 0)."""
+    if not num_components:
+        return None, {"skipped": "disabled (gmm_components=0)"}
+    try:
+        gmm = fit_gmm(workdir, num_components, seed, verbose=verbose)
+    except FileNotFoundError as error:
+        print(f"warning: no GMM sampler: {error}")
+        return None, {"skipped": str(error)}
+    return gmm, dict(gmm.info)
+
+
+def _generate_sets(first_stage, second_stage, samplers, x, batch_size, rng):
+    """The latent codes and the REC and sampler image sets.
 
     REC decodes z = mu + sigma * eps sampled from stage 1's encoder (BatchNorm
-    in inference mode); GEN-1 decodes z ~ N(0, I); GEN-2 decodes the z that
-    stage 2 generates from u ~ N(0, I). Every set has ``len(x)`` images.
+    in inference mode). Then, from the same generator, in this order: GEN-1's
+    z, GEN-2's u (the draws of earlier versions, so their numbers stay
+    comparable) and the mixture's draws. GEN-2 adjusted renormalises GEN-2's
+    very latents: the two sets differ only by the renormalisation. Every set
+    has ``len(x)`` images.
     """
     num = len(x)
     z_mean, z_log_sigma = (
@@ -183,17 +282,15 @@ def _generate_sets(first_stage, second_stage, x, batch_size, rng):
     z = z_mean + np.exp(z_log_sigma) * rng.standard_normal(z_mean.shape)
     z = z.astype(np.float32)
     reconstructions = _predict(first_stage.decoder, z, batch_size)
-    noise = rng.standard_normal((num, z_mean.shape[1])).astype(np.float32)
-    gen1 = _predict(first_stage.decoder, noise, batch_size)
+    gen1 = samplers["gen1"].generate(num, rng, batch_size)
     # Stage 2: codes of the stage-1 latents, and generation through it.
     u_mean, u_log_sigma = (
         np.asarray(a)
         for a in second_stage.encoder.predict(z, batch_size=batch_size, verbose=0)
     )
-    u = rng.standard_normal((num, u_mean.shape[1])).astype(np.float32)
-    z_generated = _predict(second_stage.decoder, u, batch_size)
-    adjusted = metrics.adjust_latents(z_generated)
-    return {
+    z_generated = samplers["gen2"].sample_latents(num, rng, batch_size)
+    adjusted = samplers["gen2_adjusted"].adjust(z_generated)
+    sets = {
         "z_mean": z_mean,
         "z_log_sigma": z_log_sigma,
         "u_mean": u_mean,
@@ -202,31 +299,105 @@ def _generate_sets(first_stage, second_stage, x, batch_size, rng):
         "mse": float(np.mean((x - reconstructions) ** 2)),
         "rec": reconstructions,
         "gen1": gen1,
-        "gen2": _predict(first_stage.decoder, z_generated, batch_size),
-        "gen2_adjusted": _predict(first_stage.decoder, adjusted, batch_size),
+        "gen2": samplers["gen2"].decode(z_generated, batch_size),
+        "gen2_adjusted": samplers["gen2_adjusted"].decode(adjusted, batch_size),
+    }
+    if "gmm" in samplers:
+        sets["gmm"] = samplers["gmm"].generate(num, rng, batch_size)
+    return sets
+
+
+def _likelihood(workdir, vae, images, num_samples, seed, pad, features, verbose):
+    """`likelihood.likelihood_report` of the test images (cached), or None."""
+    if len(images) == 0 or not num_samples:
+        return None
+    inputs = {
+        "stage1_sha256": sha256(workdir.stage_path("stage1")),
+        "images_sha256": images_sha256(images, quantize=False),
+        "num_samples": int(num_samples),
+        "seed": int(seed),
+        "pad": pad,
+    }
+
+    def compute():
+        if verbose:
+            print(
+                f"Likelihood of {len(images)} test images, K = {num_samples} "
+                "importance samples each"
+            )
+        return likelihood.likelihood_report(vae, images, num_samples, seed, pad)
+
+    return features.result("likelihood", inputs, compute)
+
+
+def _likelihood_entries(report):
+    """The top-level likelihood keys of the results (null without it)."""
+    if report is None:
+        return {"nll_nats": None, "nll_bits_per_dim": None, "elbo": None}
+    settings = {k: v for k, v in report.items() if k not in ("elbo",)}
+    return {
+        "nll_nats": report["nll_nats"],
+        "nll_bits_per_dim": report["nll_bits_per_dim"],
+        "elbo": report["elbo"],
+        "likelihood": settings,
     }
 
 
-def _fids(real, sets, feature_extractor, pad, batch_size, verbose):
-    """FID of each generated set against the real images, at native size."""
+def _interpolations(workdir, vae, images, pairs, pad, batch_size):
+    """``images/interpolations.png`` of the first test images, or None."""
+    pairs = min(int(pairs or 0), len(images) // 2)
+    if pairs < 1:
+        return None
+    save_interpolations(
+        vae,
+        _as_floats(images),
+        workdir.path(INTERPOLATIONS_FILE),
+        num_pairs=pairs,
+        steps=INTERPOLATION_STEPS,
+        pad=pad,
+        batch_size=batch_size,
+    )
+    return INTERPOLATIONS_FILE
 
-    def features(images, label):
-        if verbose:
-            print(f"Features of {label} ({len(images)} images):")
-        return metrics.extract_features(
-            pipeline.remove_padding(images, pad), feature_extractor, batch_size, verbose
-        )
 
-    real_features = features(real, "the test images")
-    fid = {}
-    for key, label in (
-        ("rec", "REC"),
-        ("gen1", "GEN-1"),
-        ("gen2", "GEN-2"),
-        ("gen2_adjusted", "GEN-2 adjusted"),
-    ):
-        fid[key] = metrics.fid_from_features(real_features, features(sets[key], label))
-    return fid
+def _protocol(real, pad, features, seed, nll):
+    """How every number was measured: images, network, weights, resize."""
+    fingerprint = features.fingerprint
+    preprocessing = fingerprint["preprocessing"] or {}
+    return {
+        "num_images": len(real),
+        "num_generated": len(real),
+        "image_shape": list(pipeline.remove_padding(real[:1], pad).shape[1:]),
+        "network": fingerprint["network"],
+        "weights_sha256": fingerprint["weights_sha256"],
+        "resize": preprocessing.get("resize"),
+        "preprocessing": preprocessing,
+        "kid": {
+            "kernel": "(x.y / d + 1)^3",
+            "num_subsets": KID_SUBSETS,
+            "subset_size": min(KID_SUBSET_SIZE, len(real)),
+        },
+        "precision_recall": {"k": DEFAULT_K},
+        "nll": None
+        if nll is None
+        else {k: nll[k] for k in ("num_images", "num_samples", "bin_width")},
+        "seed": seed,
+    }
+
+
+def _description(workdir, config, real, seed, feature_extractor, pad):
+    """What was evaluated, on what, how: the first entries of the results."""
+    return {
+        "workdir": os.path.abspath(workdir.root),
+        "name": config.get("name"),
+        "dataset": config.get("dataset"),
+        "num_images": len(real),
+        "seed": seed,
+        "feature_extractor": getattr(
+            feature_extractor, "name", type(feature_extractor).__name__
+        ),
+        "fid_image_shape": list(pipeline.remove_padding(real[:1], pad).shape[1:]),
+    }
 
 
 def _latent_report(z_mean, z_log_sigma):
@@ -248,21 +419,6 @@ def _latent_report(z_mean, z_log_sigma):
     }
 
 
-def _description(workdir, config, real, seed, feature_extractor, pad):
-    """What was evaluated, on what, how: the first entries of the results."""
-    return {
-        "workdir": os.path.abspath(workdir.root),
-        "name": config.get("name"),
-        "dataset": config.get("dataset"),
-        "num_images": len(real),
-        "seed": seed,
-        "feature_extractor": getattr(
-            feature_extractor, "name", type(feature_extractor).__name__
-        ),
-        "fid_image_shape": list(pipeline.remove_padding(real[:1], pad).shape[1:]),
-    }
-
-
 def _latent_reports(sets):
     """The ``stage1`` and ``stage2`` latent diagnostics of the results."""
     second = _latent_report(sets["u_mean"], sets["u_log_sigma"])
@@ -276,129 +432,4 @@ def _latent_reports(sets):
 def _write_reports(workdir, results):
     """``evaluation.json`` and ``evaluation.md``, each written atomically."""
     write_json(workdir.evaluation_json, results)
-    atomic_write(workdir.evaluation_md, _markdown(results))
-
-
-def _markdown(results):
-    """The text of ``evaluation.md``."""
-    fid, s1, s2 = results["fid"], results["stage1"], results["stage2"]
-    comparable = results["feature_extractor"] == "fid_inception"
-    lines = [
-        f"# Evaluation of {results['name']} ({results['dataset']})",
-        "",
-        f"{results['num_images']} test images, seed {results['seed']}, features: "
-        f"{results['feature_extractor']}"
-        + ("" if comparable else " (NOT comparable with published FIDs)")
-        + f", FID on {'x'.join(map(str, results['fid_image_shape']))} images.",
-        "",
-        "| FID | REC | GEN-1 | GEN-2 | GEN-2 adjusted |",
-        "|---|---|---|---|---|",
-        f"| | {fid['rec']:.2f} | {fid['gen1']:.2f} | {fid['gen2']:.2f} | "
-        f"{fid['gen2_adjusted']:.2f} |",
-        "",
-        f"Reconstruction MSE: {results['reconstruction_mse']:.5f}",
-        "",
-        "| latent diagnostics | stage 1 | stage 2 |",
-        "|---|---|---|",
-        f"| latent dim | {s1['latent_dim']} | {s2['latent_dim']} |",
-        f"| variance law mean_j [Var(mu_j) + E(sigma_j^2)] | "
-        f"{s1['variance_law']:.3f} | {s2['variance_law']:.3f} |",
-        f"| same with E(sigma_j) (reference code) | "
-        f"{s1['variance_law_reference_code']:.3f} | "
-        f"{s2['variance_law_reference_code']:.3f} |",
-        f"| inactive, mean sigma > 0.8 (reference code) | "
-        f"{s1['inactive_mean_sigma']} | {s2['inactive_mean_sigma']} |",
-        f"| inactive, Var(mu) < 0.01 | {s1['inactive_var_mean']} | "
-        f"{s2['inactive_var_mean']} |",
-        "",
-        f"Mean variance of the stage-2 generated latents: "
-        f"{s2['generated_latent_variance']:.3f} (1 after adjust).",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ CLI
-def _at_least_two(text):
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"need at least 2 images, got {value}")
-    return value
-
-
-def run_fid(args):
-    from vae_balance.inception import get_feature_extractor
-
-    try:
-        extractor = get_feature_extractor(args.network, weights=args.weights)
-        value = fid_from_sources(
-            args.real, args.fake, extractor, batch_size=args.batch_size
-        )
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
-    print(f"FID {value:.4f}")
-    return value
-
-
-def run_evaluate(args):
-    from vae_balance.inception import get_feature_extractor
-
-    try:
-        extractor = get_feature_extractor(args.network, weights=args.weights)
-        results = evaluate_workdir(
-            args.workdir,
-            num_images=args.num_images,
-            data_dir=args.data_dir,
-            feature_extractor=extractor,
-            batch_size=args.batch_size,
-            seed=args.seed,
-        )
-    except (FileNotFoundError, ValueError, WorkdirError) as error:
-        raise SystemExit(f"error: {error}") from None
-    with open(Workdir(args.workdir).evaluation_md) as f:
-        print(f.read())
-    return results
-
-
-def _add_network_arguments(parser):
-    parser.add_argument(
-        "--network",
-        default="fid_inception",
-        choices=("fid_inception", "keras_inception_v3"),
-        help="feature network; only fid_inception (the 2015-12-05 graph) gives "
-        "FIDs comparable with published ones",
-    )
-    parser.add_argument(
-        "--weights",
-        help="FID Inception .weights.h5, or a .pt/.pth to convert once (default: "
-        "$VAE_BALANCE_FID_WEIGHTS, else ~/.cache/vae_balance/)",
-    )
-    parser.add_argument("--batch-size", type=int, default=50)
-
-
-def add_subcommands(subparsers):
-    """Registers ``fid REAL FAKE`` and ``evaluate WORKDIR`` on a CLI."""
-    fid = subparsers.add_parser(
-        "fid", help="FID between two image sets (.npz / .npy / folders)"
-    )
-    fid.add_argument("real", help=".npz (key 'images' or first array), .npy, folder")
-    fid.add_argument("fake", help=".npz (key 'images' or first array), .npy, folder")
-    _add_network_arguments(fid)
-    fid.set_defaults(func=run_fid)
-
-    evaluate = subparsers.add_parser(
-        "evaluate",
-        help="paper protocol on a work directory: REC / GEN-1 / GEN-2 FID, MSE, "
-        "variance law, inactive latents -> evaluation.json / .md",
-    )
-    evaluate.add_argument("workdir")
-    evaluate.add_argument(
-        "--num-images",
-        type=_at_least_two,
-        default=10000,
-        help="test images, and images per generated set (paper: 10000)",
-    )
-    evaluate.add_argument("--data-dir", help="where the test split is")
-    evaluate.add_argument("--seed", type=int, default=0)
-    _add_network_arguments(evaluate)
-    evaluate.set_defaults(func=run_evaluate)
+    atomic_write(workdir.evaluation_md, markdown(results))

@@ -27,6 +27,7 @@ from vae_balance.export_metadata import (
     sampler_and_stages,
     sampler_metadata,
 )
+from vae_balance.gmm import LatentGMM
 
 __all__ = [
     "GENERATE_NOISE",
@@ -42,7 +43,9 @@ __all__ = [
 
 
 # Long only by its docstring (the public API); the steps are helpers below.
-def export_sampler(sampler_or_models, path, overwrite=False, config=None, pad=None):
+def export_sampler(
+    sampler_or_models, path, overwrite=False, config=None, pad=None, gmm=None
+):
     """Writes a TF SavedModel for sampling, loadable without vae_balance.
 
     Signatures (images float32 in [0, 1] at the dataset's native size: the
@@ -56,6 +59,10 @@ def export_sampler(sampler_or_models, path, overwrite=False, config=None, pad=No
       of ``num_samples`` images from ``u = tf.random.stateless_normal(
       [num_samples, u_dim], seed=[seed, 0], alg="philox")``: the same seed
       gives the same images in every process and any client language.
+    - ``generate_gmm(num_samples, seed)``: only with ``gmm``: the same
+      conventions as ``generate`` (int64 scalars, Philox stateless draws,
+      ``{"images"}``), the stage-1 latents drawn from the ex-post Gaussian
+      mixture (`vae_balance.gmm.GMM_NOISE`, `LatentGMM.sample_stateless`).
     - ``decode(z)``: stage-1 latents -> ``{"images"}`` (GEN-1 with z ~ N(0, I)).
     - ``encode(images)``: -> ``{"z_mean", "z_log_sigma"}``.
     - ``reconstruct(images)``: -> ``{"images"}``, decode(z_mean).
@@ -82,6 +89,9 @@ def export_sampler(sampler_or_models, path, overwrite=False, config=None, pad=No
             it, the metadata's ``config`` and ``preset`` are null and nothing
             is cropped unless ``pad`` is given.
         pad: pixels to crop per side; default ``config.pad``, else 0.
+        gmm: a `vae_balance.gmm.LatentGMM` (or the path of a run's
+            ``gmm.npz``) over the stage-1 latents: adds ``generate_gmm`` and
+            the mixture's description to the metadata (``gmm``).
 
     Raises:
         ValueError: ``config`` does not match the models, or a bad ``pad``.
@@ -96,13 +106,30 @@ def export_sampler(sampler_or_models, path, overwrite=False, config=None, pad=No
     >>> metadata = json.loads(loaded.metadata()["json"].numpy())
     """
     sampler, stages = sampler_and_stages(sampler_or_models)
-    metadata = build_metadata(sampler, stages, config, pad)
+    gmm = _as_gmm(gmm, sampler)
+    metadata = build_metadata(sampler, stages, config, pad, gmm)
     text = json.dumps(metadata, indent=2, allow_nan=False) + "\n"
     path = os.fspath(path)
     _check_destination(path, overwrite)
-    archive = _build_archive(sampler, metadata, text)
+    archive = _build_archive(sampler, metadata, text, gmm)
     _write_atomically(archive, path, text)
     return path
+
+
+def _as_gmm(gmm, sampler):
+    """A `LatentGMM` (loaded from a path) over the sampler's latents, or None."""
+    if gmm is None:
+        return None
+    if isinstance(gmm, (str, os.PathLike)):
+        gmm = LatentGMM.load(gmm)
+    if not isinstance(gmm, LatentGMM):
+        raise TypeError(f"gmm must be a LatentGMM or a gmm.npz path, got {type(gmm)}.")
+    if gmm.latent_dim != first_latent_dim(sampler):
+        raise ValueError(
+            f"The mixture is over {gmm.latent_dim}-d latents, the first decoder "
+            f"takes {first_latent_dim(sampler)}: it belongs to another run."
+        )
+    return gmm
 
 
 def _check_destination(path, overwrite):
@@ -128,6 +155,25 @@ def _uncrop(images, pad):
     if pad:
         images = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
     return images
+
+
+def _non_negative(num_samples, name):
+    check = tf.debugging.assert_non_negative(
+        num_samples, message=f"{name}: num_samples must be >= 0"
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(num_samples)
+
+
+def _gmm_endpoint(sampler, gmm, pad):
+    """``generate_gmm(num_samples, seed)``: decoded latents of the mixture."""
+
+    def generate_gmm(num_samples, seed):
+        num_samples = _non_negative(num_samples, "generate_gmm")
+        z = gmm.sample_stateless(num_samples, seed)
+        return {"images": _crop(sampler.first_decoder(z, training=False), pad)}
+
+    return generate_gmm
 
 
 def _sampling_endpoints(sampler, pad):
@@ -170,7 +216,7 @@ def _encoding_endpoints(encoder, pad, decode):
     return encode, reconstruct
 
 
-def _build_archive(sampler, metadata, text):
+def _build_archive(sampler, metadata, text, gmm=None):
     """A `keras.export.ExportArchive` with every signature of the export."""
     sample, generate, decode = _sampling_endpoints(sampler, metadata["pad"])
     archive = keras.export.ExportArchive()
@@ -187,6 +233,15 @@ def _build_archive(sampler, metadata, text):
             tf.TensorSpec((), tf.int64, name="seed"),
         ],
     )
+    if gmm is not None:
+        archive.add_endpoint(
+            "generate_gmm",
+            _gmm_endpoint(sampler, gmm, metadata["pad"]),
+            input_signature=[
+                tf.TensorSpec((), tf.int64, name="num_samples"),
+                tf.TensorSpec((), tf.int64, name="seed"),
+            ],
+        )
     archive.add_endpoint("decode", decode, input_signature=[z_spec])
     if sampler.first_encoder is not None:
         encode, reconstruct = _encoding_endpoints(

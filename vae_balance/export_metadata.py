@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from vae_balance._version import __version__
 from vae_balance.config import VAEConfig
+from vae_balance.gmm import GMM_NOISE
 from vae_balance.model import BalancedVAE
 from vae_balance.sampler import TwoStageSampler
 
@@ -127,7 +128,7 @@ def _spec(dtype, shape):
     return {"dtype": dtype, "shape": list(shape)}
 
 
-def _signature_table(sampler, pad):
+def _signature_table(sampler, pad, gmm=None):
     """What each signature takes and returns, in the metadata's terms."""
     height, width, channels = sampler.image_shape
     native = [None, height - 2 * pad, width - 2 * pad, channels]
@@ -140,6 +141,8 @@ def _signature_table(sampler, pad):
         },
         "decode": {"inputs": {"z": _spec("float32", [None, z_dim])}},
     }
+    if gmm is not None:
+        table["generate_gmm"] = dict(table["generate"])
     for entry in table.values():
         entry["outputs"] = images
     if sampler.first_encoder is not None:
@@ -167,14 +170,28 @@ def sampler_metadata(sampler_or_models, config=None, pad=None):
     ``balance``, ``running_rule``, ``kl_weight``, the final ``gamma_squared``
     and ``running_mse``, ``steps`` = optimizer iterations; null for a
     `TwoStageSampler`), ``signatures`` (inputs and outputs of each),
-    ``generate_noise``, ``versions`` (vae_balance, tensorflow, keras, python)
-    and ``exported_at`` (UTC).
+    ``generate_noise``, ``gmm`` (null without a mixture, else its
+    ``num_components``, ``latent_dim``, ``noise`` = how ``generate_gmm``
+    draws, and ``fit``: how it was fitted), ``versions`` (vae_balance,
+    tensorflow, keras, python) and ``exported_at`` (UTC).
     """
     sampler, stages = sampler_and_stages(sampler_or_models)
     return build_metadata(sampler, stages, config, pad)
 
 
-def build_metadata(sampler, stages, config, pad):
+def _gmm_metadata(gmm):
+    if gmm is None:
+        return None
+    return {
+        "num_components": gmm.num_components,
+        "latent_dim": gmm.latent_dim,
+        "covariance_type": "full",
+        "noise": GMM_NOISE,
+        "fit": gmm.info,
+    }
+
+
+def build_metadata(sampler, stages, config, pad, gmm=None):
     """`sampler_metadata` of a resolved ``(sampler, stages)`` pair."""
     config = _as_config(config)
     pad = _resolve_pad(config, pad, sampler)
@@ -194,8 +211,9 @@ def build_metadata(sampler, stages, config, pad):
             name: None if stages is None else _stage_metadata(vae)
             for name, vae in zip(("stage1", "stage2"), stages or (None, None))
         },
-        "signatures": _signature_table(sampler, pad),
+        "signatures": _signature_table(sampler, pad, gmm),
         "generate_noise": GENERATE_NOISE,
+        "gmm": _gmm_metadata(gmm),
         "versions": {
             "vae_balance": __version__,
             "tensorflow": tf.__version__,

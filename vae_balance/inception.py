@@ -156,11 +156,16 @@ class FeatureExtractor:
         model: Keras model on preprocessed images.
         preprocess: function images -> model inputs (TensorFlow).
         name: what the features are, for reports.
+        preprocessing: JSON-ready description of ``preprocess`` (quantize,
+            resize, range), for reports and feature caches
+            (`vae_balance.feature_cache`).
     """
 
-    def __init__(self, model, preprocess, name):
+    def __init__(self, model, preprocess, name, preprocessing=None):
         self.model = model
         self.name = name
+        self.preprocessing = dict(preprocessing or {})
+        self.quantize = self.preprocessing.get("quantize")
         self.feature_dim = int(model.outputs[0].shape[-1])
 
         def extract(images):
@@ -191,6 +196,13 @@ def get_feature_extractor(
     """
     if network == "fid_inception":
         model = load_fid_inception(weights, verify_hash)
+        preprocessing = {
+            "quantize": quantize,
+            "grayscale": "replicated to RGB",
+            "resize": f"bilinear to {IMAGE_SIZE}x{IMAGE_SIZE}, TF1 ResizeBilinear "
+            "(align_corners=False, half_pixel_centers=False)",
+            "range": "(x - 128) / 128",
+        }
 
         def preprocess(images):
             return preprocess_images(images, quantize)
@@ -203,6 +215,13 @@ def get_feature_extractor(
             input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
         )
 
+        preprocessing = {
+            "quantize": quantize,
+            "grayscale": "replicated to RGB",
+            "resize": f"tf.image.resize bilinear to {IMAGE_SIZE}x{IMAGE_SIZE}",
+            "range": "x / 127.5 - 1",
+        }
+
         def preprocess(images):
             return _preprocess_keras_inception_v3(images, quantize)
 
@@ -211,7 +230,7 @@ def get_feature_extractor(
             f"Unknown network {network!r}. Valid networks: {', '.join(NETWORKS)} "
             "(only fid_inception gives FIDs comparable with published ones)."
         )
-    return FeatureExtractor(model, preprocess, network)
+    return FeatureExtractor(model, preprocess, network, preprocessing)
 
 
 # ------------------------------------------------------------------ CLI

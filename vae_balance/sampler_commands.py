@@ -1,8 +1,10 @@
 """The ``sample`` and ``export`` commands of ``python -m vae_balance``.
 
-``sample SAMPLER`` writes a PNG grid from an exported sampler (or prints its
-metadata with ``--info``); ``export WORKDIR`` exports the sampler SavedModel
-of a trained work directory, recomputing stale stage-1 BatchNorm statistics.
+``sample SAMPLER`` writes a PNG grid from an exported sampler (``--gmm``: from
+its ex-post Gaussian mixture; ``--info``: prints its metadata); ``export
+WORKDIR`` exports the sampler SavedModel of a trained work directory,
+recomputing stale stage-1 BatchNorm statistics and including the run's
+``gmm.npz`` when there is one.
 """
 
 import json
@@ -21,6 +23,7 @@ from vae_balance.export import (
     read_sampler_metadata,
     restore_interrupted_export,
 )
+from vae_balance.gmm import LatentGMM, gmm_path
 from vae_balance.plots import save_grid
 from vae_balance.workdir import (
     STAGES,
@@ -98,6 +101,16 @@ def _print_sampler_info(sampler):
 def _generate(signatures, args):
     """``args.num`` images from ``generate(num, seed)``, or from ``sample(u)``
     with seeded NumPy noise (older exports)."""
+    if getattr(args, "gmm", False):
+        if "generate_gmm" not in signatures:
+            raise SystemExit(
+                f"error: {args.sampler} has no generate_gmm signature: export the "
+                "run again after `python -m vae_balance evaluate` fitted gmm.npz."
+            )
+        return signatures["generate_gmm"](
+            num_samples=tf.constant(args.num, tf.int64),
+            seed=tf.constant(args.seed, tf.int64),
+        )["images"]
     if "generate" in signatures:
         return signatures["generate"](
             num_samples=tf.constant(args.num, tf.int64),
@@ -145,7 +158,8 @@ def _pad_of_an_old_export(args):
 
 # ---------------------------------------------------------------- export
 def run_export(args):
-    """``export WORKDIR``: the sampler SavedModel of a trained work directory."""
+    """``export WORKDIR``: the sampler SavedModel of a trained work directory,
+    with ``generate_gmm`` when the run has a ``gmm.npz``."""
     workdir = Workdir(args.workdir)
     models, paths = [], []
     for stage in STAGES:
@@ -158,11 +172,26 @@ def run_export(args):
     config = _read_config(workdir)
     _recalibrate_for_export(args, models[0], paths[0], config)
     out = args.out or workdir.sampler_dir
+    gmm = _run_gmm(workdir)
     try:
-        export_sampler(tuple(models), out, overwrite=args.overwrite, config=config)
+        export_sampler(
+            tuple(models), out, overwrite=args.overwrite, config=config, gmm=gmm
+        )
     except (FileExistsError, OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
-    print(f"Exported sampler to {out}")
+    extra = f" (with generate_gmm, {gmm.num_components} components)" if gmm else ""
+    print(f"Exported sampler to {out}{extra}")
+
+
+def _run_gmm(workdir):
+    """The run's ``gmm.npz`` (fitted by ``evaluate``), or None."""
+    path = gmm_path(workdir)
+    if not os.path.isfile(path):
+        return None
+    try:
+        return LatentGMM.load(path)
+    except ValueError as error:
+        raise SystemExit(f"error: {error} Delete it or run `evaluate` again.") from None
 
 
 def _stage_file(workdir, stage):
@@ -246,6 +275,12 @@ def _add_sample_command(subparsers):
     )
     sample.add_argument("--out", default="samples.png")
     sample.add_argument(
+        "--gmm",
+        action="store_true",
+        help="draw the latents from the ex-post Gaussian mixture "
+        "(generate_gmm, in exports of runs with a gmm.npz)",
+    )
+    sample.add_argument(
         "--pad",
         type=int,
         help="border to crop, only for exports without metadata (older "
@@ -261,7 +296,11 @@ def _add_sample_command(subparsers):
 
 
 def _add_export_command(subparsers):
-    export = subparsers.add_parser("export", help="export a trained work directory")
+    export = subparsers.add_parser(
+        "export",
+        help="export a trained work directory (with generate_gmm when the run "
+        "has a gmm.npz, fitted by `evaluate`)",
+    )
     export.add_argument("workdir")
     export.add_argument("--out", help="default: WORKDIR/sampler")
     export.add_argument("--overwrite", action="store_true")
