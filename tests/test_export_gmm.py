@@ -15,9 +15,9 @@ from test_export import PAD, _crop, _pad, _python
 
 from vae_balance import build_second_stage, build_vae, cli, export_sampler, get_preset
 from vae_balance.export import describe_signatures, read_sampler_metadata
-from vae_balance.gmm import GMM_FILE, GMM_NOISE, LatentGMM
+from vae_balance.gmm import GMM_NOISE, LatentGMM
 from vae_balance.samplers import GMMSampler
-from vae_balance.workdir import save_model_atomic
+from vae_balance.workdir import GMM_FILE, save_model_atomic
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 
-from vae_balance import gmm as gmm_module
 from vae_balance import metrics, samplers
 from vae_balance.gmm import LatentGMM, fit_gmm
 
@@ -92,7 +91,7 @@ def test_fit_gmm_fits_once_on_the_runs_latents_and_refits_when_they_change(
     latents = tmp_path / "latents.npz"
     np.savez(latents, z_mean=two_clusters, z_log_sigma=np.zeros_like(two_clusters))
     first = fit_gmm(tmp_path, num_components=2, seed=0, verbose=0)
-    assert os.path.isfile(tmp_path / gmm_module.GMM_FILE)
+    assert os.path.isfile(tmp_path / "gmm.npz")
     assert first.num_components == 2 and first.info["num_codes"] == 600
 
     fits = []

@@ -40,7 +40,7 @@ from vae_balance.evaluation_commands import (  # noqa: F401  (the CLI, also here
     run_fid,
 )
 from vae_balance.evaluation_report import markdown
-from vae_balance.feature_cache import FEATURES_DIR, FeatureCache, images_sha256
+from vae_balance.feature_cache import FeatureCache, images_sha256
 from vae_balance.files import sha256
 from vae_balance.gmm import DEFAULT_COMPONENTS, fit_gmm
 from vae_balance.image_set_scores import (
@@ -55,7 +55,7 @@ from vae_balance.image_sets import (  # noqa: F401  (also importable from here)
     fid_from_sources,
     load_images,
 )
-from vae_balance.interpolation import INTERPOLATIONS_FILE, save_interpolations
+from vae_balance.interpolation import save_interpolations
 from vae_balance.precision_recall import DEFAULT_K
 from vae_balance.samplers import build_samplers
 from vae_balance.workdir import STAGES, Workdir, atomic_write, write_json
@@ -147,7 +147,7 @@ def evaluate_workdir(
         first_stage, second_stage, samplers, x, batch_size, np.random.default_rng(seed)
     )
     features = FeatureCache(
-        workdir.path(FEATURES_DIR) if cache else None,
+        workdir.features_dir if cache else None,
         feature_extractor,
         shared_feature_cache,
     )
@@ -351,13 +351,13 @@ def _interpolations(workdir, vae, images, pairs, pad, batch_size):
     save_interpolations(
         vae,
         _as_floats(images),
-        workdir.path(INTERPOLATIONS_FILE),
+        workdir.interpolations_path,
         num_pairs=pairs,
         steps=INTERPOLATION_STEPS,
         pad=pad,
         batch_size=batch_size,
     )
-    return INTERPOLATIONS_FILE
+    return os.path.relpath(workdir.interpolations_path, workdir.root)
 
 
 def _protocol(real, pad, features, seed, nll):

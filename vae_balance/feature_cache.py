@@ -25,8 +25,6 @@ import numpy as np
 
 from vae_balance.files import atomic_write
 
-FEATURES_DIR = "features"  # in the work directory
-
 
 def weights_sha256(model):
     """sha256 of a Keras model's weight arrays (shapes, dtypes, bytes), or

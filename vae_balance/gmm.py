@@ -21,7 +21,6 @@ import numpy as np
 from vae_balance.files import atomic_write, sha256
 from vae_balance.workdir import Workdir
 
-GMM_FILE = "gmm.npz"  # in the work directory (Workdir names it once adopted)
 DEFAULT_COMPONENTS = 10
 # scikit-learn's default covariance floor, kept explicit: it enters the file.
 DEFAULT_REG_COVAR = 1e-6
@@ -250,7 +249,7 @@ class LatentGMM:
 # ------------------------------------------------------- the run's step
 def gmm_path(workdir):
     """``WORKDIR/gmm.npz``."""
-    return Workdir(workdir).path(GMM_FILE)
+    return Workdir(workdir).gmm_path
 
 
 def fit_gmm(workdir, num_components=DEFAULT_COMPONENTS, seed=0, refit=False, verbose=1):
@@ -277,7 +276,7 @@ def fit_gmm(workdir, num_components=DEFAULT_COMPONENTS, seed=0, refit=False, ver
             2; a run stopped earlier has none).
     """
     run = Workdir(workdir)
-    path = run.path(GMM_FILE)
+    path = run.gmm_path
     if not os.path.isfile(run.latents_path):
         raise FileNotFoundError(
             f"{run.latents_path} not found: the training job writes the "

@@ -16,8 +16,6 @@ import numpy as np
 
 from vae_balance.plots import save_grid
 
-INTERPOLATIONS_FILE = os.path.join("images", "interpolations.png")
-
 
 def interpolate_latents(z_start, z_end, steps):
     """``(n, steps, d)``: ``(1 - t) z_start + t z_end``, t = linspace(0, 1)."""

@@ -20,6 +20,11 @@ checkpoints::
     curves.png               mse and gamma^2 (log), KL, loss over steps
     tensorboard/             scalars and image grids
     evaluation.json, evaluation.md       `vae_balance.evaluation` reports
+    gmm.npz                  the ex-post Gaussian mixture of the latent codes
+                             (`vae_balance.gmm`)
+    features/                Inception features per image set, and the
+                             scores (`vae_balance.feature_cache`)
+    images/interpolations.png            latent interpolations
 
 Every file is first written under ``<name>.tmp-<pid>[suffix]`` and renamed,
 so a writer killed at any point leaves only complete files and temporaries,
@@ -40,6 +45,9 @@ import keras
 from vae_balance.files import atomic_write, sha256, write_json
 
 STAGES = ("stage1", "stage2")
+GMM_FILE = "gmm.npz"
+FEATURES_DIR = "features"
+INTERPOLATIONS_FILE = os.path.join("images", "interpolations.png")
 
 # Fields that may change between a run and its resumption (schedules, and the
 # learning rate to restart a diverged run more gently). All others define the
@@ -179,6 +187,9 @@ class Workdir:
         self.curves_path = self.path("curves.png")
         self.evaluation_json = self.path("evaluation.json")
         self.evaluation_md = self.path("evaluation.md")
+        self.gmm_path = self.path(GMM_FILE)
+        self.features_dir = self.path(FEATURES_DIR)
+        self.interpolations_path = self.path(INTERPOLATIONS_FILE)
 
     def __fspath__(self):
         return self.root
