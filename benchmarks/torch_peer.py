@@ -1,0 +1,580 @@
+"""The PyTorch peer: this package's stage-1 networks and training step in PyTorch.
+
+The same networks as `vae_balance.networks` builds for a preset (Dai & Wipf's
+ResNet encoder and decoder), the same balanced loss and the same optimiser,
+written in idiomatic PyTorch (NCHW by default; ``channels_last=True`` for the
+NHWC memory format), for `benchmarks/throughput.py` to time side by side with
+the package. Layer by layer:
+
+- ``Conv2D(3, padding="same")``, stride 1: ``nn.Conv2d(padding=1)``.
+- ``Conv2D(3, strides=2, padding="same")``: TensorFlow pads an even input by 0
+  before and 1 after (the odd pixel goes to the bottom / right), PyTorch's
+  ``padding=1`` by 1 on both sides: ``F.pad(x, (0, 1, 0, 1))`` then a
+  convolution without padding.
+- ``Conv2DTranspose(3, strides=2, padding="same")``: the adjoint of that
+  convolution: the full transposed convolution (``2H + 1`` pixels) with its
+  last row and column cropped. (``padding=1, output_padding=1`` would crop
+  the first row and column instead: a shift of one pixel.)
+- ``FusedBatchNormalization(momentum=m, epsilon=e)``: ``nn.BatchNorm2d(eps=e,
+  momentum=1 - m)`` (PyTorch's momentum weights the new batch). The training
+  forward pass is the same (batch mean and biased batch variance); PyTorch's
+  running variance averages the unbiased batch variance, Keras' the biased
+  one, a factor n / (n - 1) = 1.00001 at batch 100 on 32x32 images. It only
+  matters for inference and costs nothing either way.
+- ``Dense``: ``nn.Linear``; the decoder's ``Dense`` + ``Reshape((2, 2, C))``
+  becomes ``nn.Linear`` + ``view(B, C, 2, 2)`` (`copy_keras_weights` permutes
+  the Keras kernel's columns accordingly).
+- Initialisation as Keras': Glorot-uniform kernels, zero biases, BatchNorm
+  scale 1 and offset 0.
+
+The loss is `vae_balance.losses`' with ``balance="running"``: the
+reparameterisation z = mu + exp(log sigma) * eps, the squared error summed per
+image, gamma^2 = max(running_mse, min_gamma^2) held constant in the step,
+``kl_weight * KL + D * mse / (2 gamma^2) + D log gamma + D/2 log 2 pi``
+averaged over the batch, ``torch.optim.Adam(lr, betas=(0.9, 0.999),
+eps=adam_epsilon)``, then ``running_mse <- min(m, 0.99 m + 0.01 mse)`` (or the
+preset's other running rule). Adam's epsilon enters as in PyTorch (added to
+``sqrt(v) / sqrt(1 - beta2^t)``, Keras adds it to ``sqrt(v)``): the same cost,
+a difference of order epsilon in the update.
+
+The timing code needs only torch: a preset comes in as a `VAEConfig` or its
+``to_dict()``. The checks against Keras (`check_parameter_counts`,
+`check_forward`) import the package and TensorFlow; run them in another
+process than the timing (throughput.py does).
+"""
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
+NETWORK_FIELDS = (
+    "image_shape",
+    "base_filters",
+    "num_scales",
+    "latent_dim",
+    "fc_dim",
+    "max_filters",
+    "bn_momentum",
+    "bn_epsilon",
+)
+TRAINING_FIELDS = (
+    "balance",
+    "kl_weight",
+    "momentum",
+    "running_rule",
+    "min_gamma",
+    "learning_rate",
+    "adam_epsilon",
+)
+
+
+# ------------------------------------------------------------------ config
+def resolve_config(preset):
+    """The fields the peer needs, as a dict, from a preset name, a `VAEConfig`
+    or a ``VAEConfig.to_dict()``.
+
+    A preset name imports `vae_balance` (and TensorFlow); the timing worker
+    passes a dict so that its process holds torch only.
+    """
+    if isinstance(preset, str):
+        from vae_balance.config import get_preset
+
+        preset = get_preset(preset)
+    if hasattr(preset, "to_dict"):
+        preset = preset.to_dict()
+    missing = [
+        f
+        for f in NETWORK_FIELDS + TRAINING_FIELDS + ("resolved_kl_weight",)
+        if f not in preset
+    ]
+    if missing:
+        raise ValueError(
+            f"The peer needs a preset name, a VAEConfig or VAEConfig.to_dict(); "
+            f"the given config lacks {missing}."
+        )
+    config = dict(preset)
+    config["image_shape"] = tuple(config["image_shape"])
+    if config["balance"] != "running":
+        raise ValueError(
+            f"The PyTorch peer implements balance='running' (the paper, every "
+            f"preset), got balance={config['balance']!r}."
+        )
+    return config
+
+
+def decoder_filters(side, base_filters=32, max_filters=1024):
+    """Channels per resolution 2, 4, ..., side, coarsest first (as
+    `vae_balance.networks.decoder_filters`, without importing TensorFlow)."""
+    if side < 2 or side & (side - 1):
+        raise ValueError(f"The decoder needs a power-of-two image side, got {side}.")
+    filters, f, resolution = [], base_filters, 2
+    while resolution <= side:
+        filters.append(min(f, max_filters))
+        f *= 2
+        resolution *= 2
+    return filters[::-1]
+
+
+# ---------------------------------------------------------------- layers
+class StridedSameConv(nn.Conv2d):
+    """``Conv2D(k=3, strides=2, padding="same")`` with TensorFlow's padding
+    of an even input: nothing before, one pixel after."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__(in_channels, out_channels, 3, stride=2, padding=0)
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (0, 1, 0, 1)))
+
+
+class StridedSameConvTranspose(nn.ConvTranspose2d):
+    """``Conv2DTranspose(k=3, strides=2, padding="same")``: H -> 2H, the full
+    transposed convolution (2H + 1) without its last row and column."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__(in_channels, out_channels, 3, stride=2, padding=0)
+
+    def forward(self, x):
+        return super().forward(x)[:, :, :-1, :-1]
+
+
+def _batch_norm(channels, config):
+    return nn.BatchNorm2d(
+        channels, eps=config["bn_epsilon"], momentum=1.0 - config["bn_momentum"]
+    )
+
+
+class ResBlock(nn.Module):
+    """Two BN-ReLU-Conv3x3 units plus a 3x3 convolutional shortcut
+    (`vae_balance.networks.res_block`)."""
+
+    def __init__(self, in_channels, filters, config):
+        super().__init__()
+        self.bn1 = _batch_norm(in_channels, config)
+        self.conv1 = nn.Conv2d(in_channels, filters, 3, padding=1)
+        self.bn2 = _batch_norm(filters, config)
+        self.conv2 = nn.Conv2d(filters, filters, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_channels, filters, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv1(F.relu(self.bn1(x)))
+        y = self.conv2(F.relu(self.bn2(y)))
+        return y + self.shortcut(x)
+
+
+class ResFCBlock(nn.Module):
+    """Two ReLU-Dense units plus a dense shortcut
+    (`vae_balance.networks.res_fc_block`)."""
+
+    def __init__(self, in_units, units):
+        super().__init__()
+        self.dense1 = nn.Linear(in_units, units)
+        self.dense2 = nn.Linear(units, units)
+        self.shortcut = nn.Linear(in_units, units)
+
+    def forward(self, x):
+        y = self.dense2(F.relu(self.dense1(F.relu(x))))
+        return y + self.shortcut(x)
+
+
+# --------------------------------------------------------------- networks
+class Encoder(nn.Module):
+    """Image (N, C, H, W) -> (z_mean, z_log_sigma) (`networks.build_encoder`).
+
+    Submodules carry the Keras layer names (``scale0`` + ``_bn1`` is Keras'
+    ``scale0_bn1``), which `copy_keras_weights` relies on.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        channels = config["image_shape"][2]
+        filters = config["base_filters"]
+        self.stem = nn.Conv2d(channels, filters, 3, padding=1)
+        self.num_scales = config["num_scales"]
+        for scale in range(self.num_scales):
+            self.add_module(f"scale{scale}", ResBlock(filters, filters, config))
+            if scale < self.num_scales - 1:
+                self.add_module(f"down{scale}", StridedSameConv(filters, 2 * filters))
+                filters *= 2
+        self.fc = ResFCBlock(filters, config["fc_dim"])
+        self.z_mean = nn.Linear(config["fc_dim"], config["latent_dim"])
+        self.z_log_sigma = nn.Linear(config["fc_dim"], config["latent_dim"])
+
+    def forward(self, x):
+        x = self.stem(x)
+        for scale in range(self.num_scales):
+            x = getattr(self, f"scale{scale}")(x)
+            if scale < self.num_scales - 1:
+                x = getattr(self, f"down{scale}")(x)
+        x = self.fc(x.mean(dim=(2, 3)))
+        return self.z_mean(x), self.z_log_sigma(x)
+
+
+class Decoder(nn.Module):
+    """z -> image (N, C, H, W) in [0, 1] (`networks.build_decoder`)."""
+
+    def __init__(self, config, channels_last=False):
+        super().__init__()
+        height, width, channels = config["image_shape"]
+        if height != width:
+            raise ValueError(f"The decoder needs square images, got {height}x{width}.")
+        self.dims = decoder_filters(
+            height, config["base_filters"], config["max_filters"]
+        )
+        self.channels_last = channels_last
+        self.project = nn.Linear(config["latent_dim"], 4 * self.dims[0])
+        previous = self.dims[0]
+        for i, filters in enumerate(self.dims[1:]):
+            self.add_module(f"up{i}", StridedSameConvTranspose(previous, filters))
+            self.add_module(f"scale{i}", ResBlock(filters, filters, config))
+            previous = filters
+        self.to_image = nn.Conv2d(previous, channels, 3, padding=1)
+
+    def forward(self, z):
+        x = self.project(z).view(-1, self.dims[0], 2, 2)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for i in range(len(self.dims) - 1):
+            x = getattr(self, f"scale{i}")(getattr(self, f"up{i}")(x))
+        return torch.sigmoid(self.to_image(x))
+
+
+def keras_named_modules(network):
+    """``(keras_layer_name, module)`` for every module with weights."""
+    for name, module in network.named_children():
+        if isinstance(module, (ResBlock, ResFCBlock)):
+            for child, layer in module.named_children():
+                yield f"{name}_{child}", layer
+        else:
+            yield name, module
+
+
+def init_like_keras(module):
+    """Keras' defaults: Glorot-uniform kernels, zero biases, BN (1, 0)."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            # PyTorch's fans of a transposed kernel (in, out, k, k) are Keras'
+            # of (k, k, out, in): Glorot's limit is the same.
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.BatchNorm2d):
+            layer.reset_parameters()
+
+
+# ------------------------------------------------------------------ model
+class TorchBalancedVAE(nn.Module):
+    """Encoder, decoder and the balancing state of `BalancedVAE` (running).
+
+    ``running_mse`` and ``ema_mse`` are buffers, as Keras' non-trainable
+    weights of the same names (``ema_mse`` only moves with
+    ``running_rule="ema_min"``).
+    """
+
+    def __init__(self, preset, channels_last=False):
+        super().__init__()
+        config = resolve_config(preset)
+        self.config = config
+        self.channels_last = channels_last
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config, channels_last)
+        self.register_buffer("running_mse", torch.ones(()))
+        self.register_buffer("ema_mse", torch.ones(()))
+        height, width, channels = config["image_shape"]
+        self.num_elements = height * width * channels
+        self.kl_weight = float(config["resolved_kl_weight"])
+        self.momentum = float(config["momentum"])
+        self.running_rule = config["running_rule"]
+        self.min_gamma = float(config["min_gamma"])
+        init_like_keras(self)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        """Reconstruction of ``x`` from z_mean (the inference path)."""
+        z_mean, _ = self.encoder(x)
+        return self.decoder(z_mean)
+
+    def loss_terms(self, x):
+        """``(loss, batch_mse)`` of one training forward pass
+        (`BalancedVAE._compute_losses` with balance="running")."""
+        z_mean, z_log_sigma = self.encoder(x)
+        z = z_mean + torch.exp(z_log_sigma) * torch.randn_like(z_mean)
+        reconstruction = self.decoder(z)
+        squared_error = (x - reconstruction).square().flatten(1).sum(1)
+        batch_mse = squared_error.detach().mean() / self.num_elements
+        gamma_squared = self.running_mse.clamp_min(self.min_gamma**2)
+        d = float(self.num_elements)
+        reconstruction_loss = (
+            squared_error / (2.0 * gamma_squared)
+            + 0.5 * d * torch.log(gamma_squared)
+            + d * HALF_LOG_TWO_PI
+        ).mean()
+        kl = 0.5 * (
+            z_mean.square() + torch.exp(2.0 * z_log_sigma) - 2.0 * z_log_sigma - 1.0
+        ).sum(1)
+        return self.kl_weight * kl.mean() + reconstruction_loss, batch_mse
+
+    @torch.no_grad()
+    def update_balance(self, batch_mse):
+        """``BalancedVAE._update_balance``: after each optimizer step."""
+        m, mu = self.running_mse, self.momentum
+        if self.running_rule == "min":
+            new = torch.minimum(m, mu * m + (1.0 - mu) * batch_mse)
+        elif self.running_rule == "ema":
+            new = mu * m + (1.0 - mu) * batch_mse
+        else:  # "ema_min"
+            self.ema_mse.copy_(mu * self.ema_mse + (1.0 - mu) * batch_mse)
+            new = torch.minimum(m, self.ema_mse)
+        m.copy_(new)
+
+
+def build_torch_vae(preset, channels_last=False):
+    """The peer of ``vae_balance.build_vae(preset)``, in training mode."""
+    return TorchBalancedVAE(preset, channels_last).train()
+
+
+def make_optimizer(model):
+    """Adam of the preset: ``lr``, betas (0.9, 0.999), ``adam_epsilon``."""
+    config = model.config
+    return torch.optim.Adam(
+        model.parameters(),
+        lr=config["learning_rate"],
+        betas=(0.9, 0.999),
+        eps=config["adam_epsilon"],
+    )
+
+
+def make_train_step(model, optimizer, compile=False):
+    """``step(x) -> (loss, batch_mse)``: one balanced training step.
+
+    ``compile=True``: the forward pass and loss go through ``torch.compile``
+    (TorchInductor; AOTAutograd compiles the backward pass with it) and so
+    does the optimizer step; the first calls compile, which can raise (a
+    missing C++ compiler, an unsupported op) -- callers time a few warm-up
+    steps first and catch that.
+    """
+    loss_terms = model.loss_terms
+    optimizer_step = optimizer.step
+    if compile:
+        loss_terms = torch.compile(loss_terms)
+        optimizer_step = torch.compile(optimizer_step)
+
+    def step(x):
+        optimizer.zero_grad(set_to_none=True)
+        loss, batch_mse = loss_terms(x)
+        loss.backward()
+        optimizer_step()
+        model.update_balance(batch_mse)
+        return loss.detach(), batch_mse
+
+    return step
+
+
+def synthetic_batch(model, batch_size, seed=0):
+    """Uniform images in [0, 1], (N, C, H, W) in the model's memory format."""
+    height, width, channels = model.config["image_shape"]
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch_size, channels, height, width, generator=generator)
+    if model.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def use_all_cores():
+    """``torch.set_num_threads(os.cpu_count())``; returns the thread count."""
+    torch.set_num_threads(os.cpu_count())
+    return torch.get_num_threads()
+
+
+# ----------------------------------------------------- checks against Keras
+def count_parameters(model):
+    """``{"trainable", "total"}`` as Keras counts them.
+
+    Total: the trainable parameters plus every floating-point buffer (the
+    BatchNorm running mean and variance, ``running_mse``, ``ema_mse``), as
+    Keras' non-trainable weights. PyTorch's integer ``num_batches_tracked``
+    counters have no Keras counterpart (used only with ``momentum=None``) and
+    are left out.
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point())
+    return {"trainable": trainable, "total": trainable + frozen + buffers}
+
+
+def keras_parameter_counts(vae):
+    """``{"trainable", "total"}`` of a Keras `BalancedVAE`."""
+    trainable = sum(math.prod(w.shape) for w in vae.trainable_weights)
+    return {"trainable": int(trainable), "total": int(vae.count_params())}
+
+
+def check_parameter_counts(preset):
+    """Builds ``build_vae(preset)`` and the peer; their counts, equal or raise.
+
+    Returns:
+        ``{"trainable": n, "total": n}`` (the same for both).
+
+    Raises:
+        ValueError: naming both counts when the trainable or the total counts
+            differ.
+    """
+    import vae_balance
+
+    keras_counts = keras_parameter_counts(vae_balance.build_vae(preset))
+    torch_counts = count_parameters(build_torch_vae(preset))
+    if keras_counts != torch_counts:
+        raise ValueError(
+            f"Preset {preset}: the PyTorch peer is not the package's network: "
+            f"Keras has {keras_counts['trainable']} trainable / "
+            f"{keras_counts['total']} total parameters, PyTorch "
+            f"{torch_counts['trainable']} / {torch_counts['total']}."
+        )
+    return keras_counts
+
+
+def _keras_layers(network):
+    return {layer.name: layer for layer in network.layers if layer.weights}
+
+
+def _copy_layer(layer, module, project_channels=None):
+    """One Keras layer's weights into its PyTorch module (shapes checked).
+
+    ``project_channels``: the decoder's ``project`` Dense, whose output Keras
+    reshapes to (2, 2, C) and PyTorch views as (C, 2, 2).
+    """
+    values = [torch.from_numpy(w.numpy().copy()) for w in layer.weights]
+    if isinstance(module, nn.BatchNorm2d):
+        targets = [module.weight, module.bias, module.running_mean, module.running_var]
+    elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        # Conv2D (k, k, in, out) -> (out, in, k, k); Conv2DTranspose
+        # (k, k, out, in) -> (in, out, k, k): the same permutation.
+        values[0] = values[0].permute(3, 2, 0, 1)
+        targets = [module.weight, module.bias]
+    elif project_channels:  # columns (h, w, c) -> rows (c, h, w)
+        c = project_channels
+        kernel, bias = values
+        values = [
+            kernel.reshape(-1, 2, 2, c).permute(3, 1, 2, 0).reshape(4 * c, -1),
+            bias.reshape(2, 2, c).permute(2, 0, 1).reshape(-1),
+        ]
+        targets = [module.weight, module.bias]
+    else:  # Dense (in, out) -> Linear (out, in)
+        values[0] = values[0].T
+        targets = [module.weight, module.bias]
+    if len(targets) != len(values):
+        raise ValueError(
+            f"Layer {layer.name}: {len(values)} Keras weights for "
+            f"{len(targets)} PyTorch tensors."
+        )
+    for target, value in zip(targets, values):
+        if target.shape != value.shape:
+            raise ValueError(
+                f"Layer {layer.name}: Keras weight {tuple(value.shape)} does not "
+                f"fit PyTorch's {tuple(target.shape)}."
+            )
+        with torch.no_grad():
+            target.copy_(value)
+
+
+def copy_keras_weights(vae, model):
+    """Copies a Keras `BalancedVAE`'s weights and states into the peer.
+
+    Every Keras layer with weights must find its module and vice versa.
+    """
+    for keras_net, torch_net in (
+        (vae.encoder, model.encoder),
+        (vae.decoder, model.decoder),
+    ):
+        layers = _keras_layers(keras_net)
+        modules = dict(keras_named_modules(torch_net))
+        if set(layers) != set(modules):
+            raise ValueError(
+                f"{keras_net.name}: Keras layers and PyTorch modules differ: "
+                f"{sorted(set(layers) ^ set(modules))}."
+            )
+        for name, module in modules.items():
+            project = torch_net.dims[0] if name == "project" else None
+            _copy_layer(layers[name], module, project)
+    with torch.no_grad():
+        model.running_mse.copy_(torch.tensor(float(vae.running_mse.numpy())))
+        model.ema_mse.copy_(torch.tensor(float(vae.ema_mse.numpy())))
+
+
+def _randomise_batchnorm_statistics(vae, seed):
+    """Non-trivial moving statistics, so that inference exercises them."""
+    import numpy as np
+
+    from vae_balance.batchnorm import batchnorm_layers
+
+    rng = np.random.default_rng(seed)
+    for net in (vae.encoder, vae.decoder):
+        for layer in batchnorm_layers(net):
+            shape = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0.0, 0.5, shape).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, shape).astype("float32"))
+            layer.beta.assign(rng.normal(0.0, 0.2, shape).astype("float32"))
+
+
+def check_forward(preset, batch_size=2, seed=0, tolerance=1e-4):
+    """Copies a fresh Keras model into the peer; compares their forward passes.
+
+    z_mean, z_log_sigma and the reconstruction ``decoder(z_mean)`` of one
+    random batch, in inference mode (BatchNorm moving statistics, randomised
+    first so that they matter) and in training mode (batch statistics).
+
+    Returns:
+        ``{"inference": {...}, "training": {...}}``: the largest absolute
+        difference per output.
+
+    Raises:
+        ValueError: when a difference exceeds ``tolerance`` (absolute, on
+            outputs of order 1).
+    """
+    import keras
+    import numpy as np
+
+    import vae_balance
+
+    keras.utils.set_random_seed(seed)
+    vae = vae_balance.build_vae(preset)
+    _randomise_batchnorm_statistics(vae, seed)
+    model = build_torch_vae(preset)
+    copy_keras_weights(vae, model)
+    images = np.random.default_rng(seed).uniform(
+        size=(batch_size, *model.config["image_shape"])
+    )
+    images = images.astype("float32")
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    differences = {}
+    for mode, training in (("inference", False), ("training", True)):
+        model.train(training)
+        z_mean, z_log_sigma = vae.encoder(images, training=training)
+        reconstruction = vae.decoder(z_mean, training=training)
+        with torch.no_grad():
+            t_mean, t_log_sigma = model.encoder(x)
+            t_reconstruction = model.decoder(t_mean)
+        pairs = {
+            "z_mean": (z_mean, t_mean),
+            "z_log_sigma": (z_log_sigma, t_log_sigma),
+            "reconstruction": (
+                reconstruction,
+                t_reconstruction.permute(0, 2, 3, 1),
+            ),
+        }
+        differences[mode] = {
+            name: float(np.max(np.abs(np.asarray(a) - b.numpy())))
+            for name, (a, b) in pairs.items()
+        }
+    model.train()
+    worst = max(v for mode in differences.values() for v in mode.values())
+    if worst > tolerance:
+        raise ValueError(
+            f"Preset {preset}: the PyTorch peer's forward pass differs from the "
+            f"package's by up to {worst:.3g} (> {tolerance}): {differences}."
+        )
+    return differences
