@@ -33,9 +33,9 @@ image, gamma^2 = max(running_mse, min_gamma^2) held constant in the step,
 ``kl_weight * KL + D * mse / (2 gamma^2) + D log gamma + D/2 log 2 pi``
 averaged over the batch, ``torch.optim.Adam(lr, betas=(0.9, 0.999),
 eps=adam_epsilon, fused=True)``, then ``running_mse <- min(m, 0.99 m +
-0.01 mse)`` (or the preset's other running rule). Adam's epsilon enters as in PyTorch (added to
-``sqrt(v) / sqrt(1 - beta2^t)``, Keras adds it to ``sqrt(v)``): the same cost,
-a difference of order epsilon in the update.
+0.01 mse)`` (or the preset's other running rule). Adam's epsilon enters as
+in PyTorch (added to ``sqrt(v) / sqrt(1 - beta2^t)``; Keras adds it to
+``sqrt(v)``): the same cost, a difference of order epsilon in the update.
 
 The timing code needs only torch: a preset comes in as a `VAEConfig` or its
 ``to_dict()``. The checks against Keras (`check_parameter_counts`,
