@@ -10,12 +10,22 @@ AVX512-BF16); the peak resident memory of each configuration
 (one subprocess each, so the peaks are separable), the analytic FLOPs per
 image (convolution and dense multiply-adds of the networks; a training step
 ~ 3x the forward pass) and the achieved fraction of this machine's peak,
-measured in the same run with a large float32 matmul. Then the sampling
-images/second of an exported SavedModel (`export_sampler` of a fresh
-``fashion_mnist`` two-stage model, reloaded with ``tf.saved_model.load`` in a
-fresh process).
+measured in the same run with a large float32 matmul. The peer: the same
+networks, loss and Adam step in PyTorch (`torch_peer.py`), eager and through
+``torch.compile``, timed in the same rounds right after the package's default
+configuration; their parameter counts (trainable and total) and forward
+passes (Keras weights copied in) are checked equal to the package's before
+any timing, and the report gives the per-round ratio package / PyTorch and
+its median. PyTorch is optional: without it the peer rows are skipped, with a
+message. Then the sampling images/second of an exported SavedModel
+(`export_sampler` of a fresh ``fashion_mnist`` two-stage model, reloaded with
+``tf.saved_model.load`` in a fresh process).
 
-    python benchmarks/throughput.py         # ~15-20 min on 2 cores
+    python benchmarks/throughput.py         # ~25-35 min on 2 idle cores
+    python benchmarks/throughput.py --quick --presets fashion_mnist  # smoke test
+
+Every configuration runs in its own subprocess (TensorFlow and PyTorch never
+share a process or its thread pools; PyTorch uses ``os.cpu_count()`` threads).
 
 Writes ``throughput.{json,md}`` to ``--results``. Numbers from one run are
 comparable with each other (ratios); absolute ones depend on the machine's
@@ -45,14 +55,29 @@ STEPS = {"fashion_mnist": (3, 20), "cifar10": (2, 6), "celeba": (1, 3)}
 # median images/s and, as the speed-up, the median of the per-round ratios to
 # the baseline.
 REPEATS = {"fashion_mnist": 3, "cifar10": 3, "celeba": 2}
-# (label, fused BatchNorm, XLA, precision policy); the first is the baseline
-# that the speed-ups are measured against.
+# One round: every configuration once, in this order. "package" rows train
+# `build_vae` with `fit`; "torch" rows the PyTorch peer (torch_peer.py),
+# right after the package's default so that the ratio sees the same load.
+# The first configuration is the baseline of the speed-ups; DEFAULT is the
+# package's side of the peer ratios. --configs selects by key.
 CONFIGS = (
-    ("before: Keras BN", False, False, "float32"),
-    ("default: fused BN", True, False, "float32"),
-    ("fused BN + XLA", True, True, "float32"),
-    ("fused BN + bfloat16", True, False, "mixed_bfloat16"),
-)
+    {"key": "keras_bn", "label": "before: Keras BN", "kind": "package",
+     "fused_bn": False, "xla": False, "precision": "float32"},
+    {"key": "fused_bn", "label": "default: fused BN", "kind": "package",
+     "fused_bn": True, "xla": False, "precision": "float32"},
+    {"key": "torch_eager", "label": "PyTorch eager", "kind": "torch",
+     "compile": False},
+    {"key": "torch_compile", "label": "PyTorch torch.compile", "kind": "torch",
+     "compile": True},
+    {"key": "xla", "label": "fused BN + XLA", "kind": "package",
+     "fused_bn": True, "xla": True, "precision": "float32"},
+    {"key": "bfloat16", "label": "fused BN + bfloat16", "kind": "package",
+     "fused_bn": True, "xla": False, "precision": "mixed_bfloat16"},
+)  # fmt: skip
+DEFAULT = "default: fused BN"
+EAGER, COMPILED = "PyTorch eager", "PyTorch torch.compile"
+# --quick: one round, these (warm-up, timed) steps, a short matmul and sampler.
+QUICK_STEPS = (1, 2)
 
 
 # ------------------------------------------------------------------ FLOPs
@@ -144,6 +169,7 @@ def worker_train(preset, label, fused_bn, xla, precision, warmup, steps):
     return {
         "preset": preset,
         "config": label,
+        "framework": "tensorflow",
         "fused_bn": bool(fused_bn),
         "precision": precision,
         "xla": bool(xla),
@@ -159,6 +185,60 @@ def worker_train(preset, label, fused_bn, xla, precision, warmup, steps):
         "baseline_rss_mib": round(baseline, 1),
         "peak_rss_mib": round(_rss_mib(), 1),
     }
+
+
+def worker_torch_check(preset):
+    """PyTorch available? Then the peer's parameter counts and forward pass
+    against the package's (raises on a difference) and the FLOPs per image.
+    """
+    try:
+        import torch
+    except ImportError as error:
+        return {"available": False, "error": f"{type(error).__name__}: {error}"}
+    import torch_peer
+
+    import vae_balance
+
+    counts = torch_peer.check_parameter_counts(preset)
+    differences = torch_peer.check_forward(preset)
+    vae = vae_balance.build_vae(preset)
+    forward = multiply_adds(vae.encoder) + multiply_adds(vae.decoder)
+    return {
+        "available": True,
+        "torch": torch.__version__,
+        "parameters": counts,
+        "forward_max_abs_difference": differences,
+        "forward_gflop_per_image": 2.0 * forward / 1e9,
+        "train_gflop_per_image": 3 * 2.0 * forward / 1e9,
+        "config": vae_balance.get_preset(preset).to_dict(),
+    }
+
+
+def worker_torch_train(preset, label, config, compile, warmup, steps, gflop):
+    """Images/second of the PyTorch peer's training steps (torch only)."""
+    baseline = _rss_mib()
+    import torch_peer
+
+    threads = torch_peer.use_all_cores()
+    result = torch_peer.time_training(config, compile, warmup, steps, BATCH_SIZE)
+    result.update(
+        {
+            "preset": preset,
+            "config": label,
+            "framework": "torch",
+            "compile": bool(compile),
+            "fused_bn": None,
+            "precision": "float32",
+            "xla": False,
+            "jit_compile_in_effect": False,
+            "threads": threads,
+            "forward_gflop_per_image": gflop / 3,
+            "train_gflop_per_image": gflop,
+            "baseline_rss_mib": round(baseline, 1),
+            "peak_rss_mib": round(_rss_mib(), 1),
+        }
+    )
+    return result
 
 
 def worker_export(path):
@@ -198,6 +278,8 @@ def worker_sample(path, latent_dim, batch_size, repeats):
 WORKERS = {
     "matmul": worker_matmul,
     "train": worker_train,
+    "torch_check": worker_torch_check,
+    "torch_train": worker_torch_train,
     "export": worker_export,
     "sample": worker_sample,
 }
@@ -216,25 +298,157 @@ def run_worker(name, **kwargs):
     return json.loads(lines[-1])
 
 
+def _speeds(results):
+    """Images/s per round; None where the configuration was not available."""
+    return [r.get("images_per_second") for r in results]
+
+
+def _median_ratio(numerators, denominators):
+    """Median of the per-round ratios; None if no round has both."""
+    ratios = [n / d for n, d in zip(numerators, denominators) if n is not None and d]
+    return float(np.median(ratios)) if ratios else None
+
+
 def summarise_rounds(runs):
-    """One row per configuration from its rounds (see REPEATS)."""
-    baseline = runs[CONFIGS[0][0]]
+    """One row per configuration from its rounds (see REPEATS).
+
+    A configuration that was not available (torch.compile failing) keeps its
+    error and no speeds.
+    """
+    baseline = _speeds(next(iter(runs.values())))
     rows = []
     for label, results in runs.items():
-        speeds = [r["images_per_second"] for r in results]
-        row = dict(results[0])
-        row["images_per_second_rounds"] = [round(v, 2) for v in speeds]
-        row["images_per_second"] = float(np.median(speeds))
+        speeds = _speeds(results)
+        available = [v for v in speeds if v is not None]
+        row = dict(next((r for r in results if "images_per_second" in r), results[0]))
+        row["available"] = bool(available)
+        row["images_per_second_rounds"] = [
+            None if v is None else round(v, 2) for v in speeds
+        ]
+        if not available:
+            row.update(images_per_second=None, seconds_per_step=None, speed_up=None)
+            rows.append(row)
+            continue
+        row["images_per_second"] = float(np.median(available))
         row["seconds_per_step"] = BATCH_SIZE / row["images_per_second"]
-        row["speed_up"] = float(
-            np.median([r / b["images_per_second"] for r, b in zip(speeds, baseline)])
-        )
+        row["speed_up"] = _median_ratio(speeds, baseline)
         row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in results)
         rows.append(row)
     return rows
 
 
+def summarise_peer(runs, check):
+    """The package's default against the PyTorch peer, round by round."""
+    package = _speeds(runs.get(DEFAULT, []))
+    peer = {
+        "parameters": check["parameters"],
+        "forward_max_abs_difference": check["forward_max_abs_difference"],
+    }
+    for label, key in ((EAGER, "eager"), (COMPILED, "compile")):
+        if label not in runs or not package:
+            continue
+        speeds = _speeds(runs[label])
+        peer[f"package_over_{key}_rounds"] = [
+            None if p is None or t is None else round(p / t, 3)
+            for p, t in zip(package, speeds)
+        ]
+        peer[f"package_over_{key}"] = _median_ratio(package, speeds)
+        errors = [r["error"] for r in runs[label] if r.get("error")]
+        if errors:
+            peer[f"{key}_error"] = errors[0]
+    return peer
+
+
 # ----------------------------------------------------------------- report
+
+
+def _first_line(text, limit=160):
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else "?"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _ratio(value):
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _percent_of_peak(row, peak):
+    if row is None or not row.get("images_per_second"):
+        return "-"
+    achieved = row["images_per_second"] * row["train_gflop_per_image"]
+    return f"{100 * achieved / peak:.0f}%"
+
+
+def _speed(row):
+    if row is None or not row.get("images_per_second"):
+        return "-"
+    rounds = ", ".join(
+        "-" if v is None else f"{v:.0f}" for v in row["images_per_second_rounds"]
+    )
+    return f"{row['images_per_second']:.1f} ({rounds})"
+
+
+def peer_lines(report):
+    """The Markdown section of the package against the PyTorch peer."""
+    peer = report.get("peer", {})
+    lines = ["## Against the peer: the same networks in PyTorch", ""]
+    if not peer.get("available"):
+        return lines + [f"Not measured: {peer.get('skipped', 'not asked for')}.", ""]
+    peak = report["matmul"]["peak_gflops"]
+    rows = {(r["preset"], r["config"]): r for r in report["train"]}
+    lines += [
+        f"PyTorch {peer['torch']} on {peer['threads']} threads, the networks of "
+        "`benchmarks/torch_peer.py` (NCHW): the same layers, balanced loss, "
+        "batch and Adam (fused) as the package's default configuration, timed in "
+        "the same rounds right after it, each in its own process. Parameter "
+        "counts (trainable / total with the BatchNorm statistics and the "
+        "balancing state) were checked equal before timing, and the forward "
+        "pass with the Keras weights copied in (z_mean, z_log_sigma, "
+        "reconstruction; inference and training mode, batch 2) agreed to the "
+        "largest absolute difference given. torch.compile: the forward pass and "
+        "loss (TorchInductor, its backward through AOTAutograd), the fused Adam "
+        "step eager; the first steps compile (`first_steps_seconds` in the "
+        "JSON). The ratio is the package's images/s over PyTorch's, per round "
+        "(in brackets) and their median; % of peak is against the TensorFlow "
+        "float32 matmul peak above.",
+        "",
+        "| preset | params trainable / total | forward max diff | package "
+        "images/s | PyTorch eager images/s | torch.compile images/s | "
+        "package / eager | package / compile | % of peak: package, eager, "
+        "compile |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for preset, entry in peer["presets"].items():
+        package = rows.get((preset, DEFAULT))
+        eager = rows.get((preset, EAGER))
+        compiled = rows.get((preset, COMPILED))
+        worst = max(
+            v
+            for mode in entry["forward_max_abs_difference"].values()
+            for v in mode.values()
+        )
+        compiled_speed = _speed(compiled)
+        if compiled is not None and not compiled.get("available", True):
+            compiled_speed = "not available"
+        eager_rounds = ", ".join(
+            _ratio(v) for v in entry.get("package_over_eager_rounds", [])
+        )
+        lines.append(
+            f"| {preset} | {entry['parameters']['trainable']:,} / "
+            f"{entry['parameters']['total']:,} | {worst:.1e} | {_speed(package)} | "
+            f"{_speed(eager)} | {compiled_speed} | "
+            f"{_ratio(entry.get('package_over_eager'))} ({eager_rounds}) | "
+            f"{_ratio(entry.get('package_over_compile'))} | "
+            f"{_percent_of_peak(package, peak)}, {_percent_of_peak(eager, peak)}, "
+            f"{_percent_of_peak(compiled, peak)} |"
+        )
+    errors = [
+        f"{preset}: {_first_line(entry['compile_error'], 400)}"
+        for preset, entry in peer["presets"].items()
+        if entry.get("compile_error")
+    ]
+    if errors:
+        lines += ["", "torch.compile was not available: " + "; ".join(errors) + "."]
+    return lines + [""]
 
 
 def write_report(report, results):
@@ -275,17 +489,28 @@ def write_report(report, results):
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["train"]:
+        if not row.get("available", True):
+            lines.append(
+                f"| {row['preset']} | - | {row['config']} | - | not available: "
+                f"{_first_line(row.get('error'))} | - | - | - | - | - | - |"
+            )
+            continue
         achieved = row["images_per_second"] * row["train_gflop_per_image"]
         xla = "yes" if row["jit_compile_in_effect"] else "no"
         if row["xla"] and not row["jit_compile_in_effect"]:
             xla = "asked, refused"
+        if row.get("framework") == "torch":
+            xla = "n/a"
         lines.append(
             f"| {row['preset']} | {row['parameters'] / 1e6:.2f}M | "
             f"{row['config']} | {xla} | "
             f"{row['images_per_second']:.1f} ("
-            + ", ".join(f"{v:.0f}" for v in row["images_per_second_rounds"])
+            + ", ".join(
+                "-" if v is None else f"{v:.0f}"
+                for v in row["images_per_second_rounds"]
+            )
             + f") | {row['seconds_per_step']:.2f} | "
-            f"{row['speed_up']:.2f}x | "
+            f"{_ratio(row['speed_up'])} | "
             f"{row['train_gflop_per_image']:.3f} | {achieved:.1f} | "
             f"{100 * achieved / peak:.0f}% | {row['peak_rss_mib']:.0f} MiB |"
         )
@@ -301,7 +526,8 @@ def write_report(report, results):
         "kernel; the same results as Keras' layer to float32 rounding), "
         "the default since it was measured here. bfloat16: "
         "`--precision mixed_bfloat16` (weights and BN statistics float32); "
-        "FLOP/s of bfloat16 rows are against the float32 matmul peak.",
+        "FLOP/s of bfloat16 rows are against the float32 matmul peak. PyTorch "
+        "rows: the same networks and step in PyTorch (the next section).",
         "",
         "Warm-up / timed steps: "
         + ", ".join(f"{p} {w}/{s}" for p, (w, s) in report["steps"].items())
@@ -312,6 +538,9 @@ def write_report(report, results):
         "configuration (TensorFlow alone, after imports: "
         f"{report['train'][0]['baseline_rss_mib']:.0f} MiB).",
         "",
+    ]
+    lines += peer_lines(report)
+    lines += [
         "## Sampling: exported SavedModel (fashion_mnist, two stages)",
         "",
         "`export_sampler` of a fresh fashion_mnist two-stage model, "
@@ -331,10 +560,91 @@ def write_report(report, results):
         f.write("\n".join(lines))
 
 
-def main(argv=None):
-    here = os.path.dirname(os.path.abspath(__file__))
+def _run_config(config, preset, steps, check):
+    """One configuration, once, in its own process; its result."""
+    warmup, timed = steps[preset]
+    if config["kind"] == "torch":
+        return run_worker(
+            "torch_train",
+            preset=preset,
+            label=config["label"],
+            config=check["config"],
+            compile=config["compile"],
+            warmup=warmup,
+            steps=timed,
+            gflop=check["train_gflop_per_image"],
+        )
+    return run_worker(
+        "train",
+        preset=preset,
+        label=config["label"],
+        fused_bn=config["fused_bn"],
+        xla=config["xla"],
+        precision=config["precision"],
+        warmup=warmup,
+        steps=timed,
+    )
+
+
+def _describe(result):
+    if result.get("images_per_second") is None:
+        return f"not available ({_first_line(result.get('error'))})"
+    return f"{result['images_per_second']:.1f} images/s"
+
+
+def select_configs(keys):
+    """The CONFIGS named by comma-separated keys, in CONFIGS' order."""
+    known = {config["key"] for config in CONFIGS}
+    wanted = [k for k in keys.split(",") if k]
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        raise SystemExit(
+            f"Unknown --configs {unknown}; valid: {', '.join(sorted(known))}."
+        )
+    return [config for config in CONFIGS if config["key"] in wanted]
+
+
+def check_peer(presets, configs):
+    """Runs the peer checks of every preset before any timing.
+
+    Returns ``(configs, peer, checks)``: the configurations to time (without
+    the PyTorch ones when torch cannot be imported, with a message), the
+    report's ``peer`` entry and the per-preset check results.
+    """
+    if not any(config["kind"] == "torch" for config in configs):
+        return configs, {"available": False, "skipped": "not asked for"}, {}
+    checks = {}
+    for preset in presets:
+        checks[preset] = run_worker("torch_check", preset=preset)
+        if not checks[preset]["available"]:
+            reason = (
+                f"PyTorch cannot be imported ({checks[preset]['error']}); the "
+                "peer is an optional benchmark dependency: pip install torch"
+            )
+            print(f"  Skipping the PyTorch peer: {reason}.", flush=True)
+            configs = [config for config in configs if config["kind"] != "torch"]
+            return configs, {"available": False, "skipped": reason}, {}
+        print(
+            f"    {preset}: PyTorch peer has the same parameters "
+            f"{checks[preset]['parameters']} and forward pass "
+            f"{checks[preset]['forward_max_abs_difference']}",
+            flush=True,
+        )
+    first = next(iter(checks.values()))
+    peer = {"available": True, "torch": first["torch"], "presets": {}}
+    return configs, peer, checks
+
+
+def parse_args(argv, here):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument(
+        "--configs",
+        default=",".join(config["key"] for config in CONFIGS),
+        help="comma-separated configurations to time, of: "
+        + ", ".join(config["key"] for config in CONFIGS)
+        + " (default: all; the first is the baseline of the speed-ups)",
+    )
     parser.add_argument(
         "--steps-scale", type=float, default=1.0, help="multiply the timed steps"
     )
@@ -342,12 +652,31 @@ def main(argv=None):
         "--repeats", type=int, help="rounds per preset (default: REPEATS)"
     )
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: one round of every configuration, "
+        f"{QUICK_STEPS[0]} warm-up and {QUICK_STEPS[1]} timed steps, a short "
+        "matmul and sampler; writes to a temporary folder unless --results",
+    )
+    parser.add_argument(
         "--note", default="", help="what else ran on the machine, for the report"
     )
-    parser.add_argument("--results", default=os.path.join(here, "results"))
+    parser.add_argument("--results", help="default: benchmarks/results")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.results is None:
+        args.results = (
+            os.path.join(tempfile.gettempdir(), "throughput_quick")
+            if args.quick
+            else os.path.join(here, "results")
+        )
+    return args
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    args = parse_args(argv, here)
     if args.worker:
         print(json.dumps(WORKERS[args.worker](**json.loads(args.kwargs))), flush=True)
         return None
@@ -356,9 +685,15 @@ def main(argv=None):
     import tensorflow as tf
 
     presets = [p for p in args.presets.split(",") if p]
-    steps = {
-        p: (STEPS[p][0], max(1, round(STEPS[p][1] * args.steps_scale))) for p in presets
-    }
+    configs = select_configs(args.configs)
+    if args.quick:
+        steps = {p: QUICK_STEPS for p in presets}
+    else:
+        steps = {
+            p: (STEPS[p][0], max(1, round(STEPS[p][1] * args.steps_scale)))
+            for p in presets
+        }
+    matmul_kwargs = {"repeats": 2} if args.quick else {}
     report = {
         "command": shlex.join(
             ["python", "benchmarks/throughput.py"]
@@ -370,39 +705,34 @@ def main(argv=None):
         "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "steps": steps,
         "batch_size": BATCH_SIZE,
+        "configs": [config["label"] for config in configs],
         "load_average": [os.getloadavg()[0]],
         "note": args.note,
     }
+    # The peer must be the same network before anything is timed.
+    configs, report["peer"], checks = check_peer(presets, configs)
     # The cores are shared: the matmul is measured before every configuration
     # and once more at the end, and the machine's peak is the best of them.
-    matmuls = [run_worker("matmul")]
+    matmuls = [run_worker("matmul", **matmul_kwargs)]
     report["train"] = []
     report["repeats"] = {}
     for preset in presets:
-        rounds = args.repeats or REPEATS[preset]
+        rounds = 1 if args.quick else (args.repeats or REPEATS[preset])
         report["repeats"][preset] = rounds
-        runs = {config[0]: [] for config in CONFIGS}
+        runs = {config["label"]: [] for config in configs}
         for _ in range(rounds):
-            for label, fused_bn, xla, precision in CONFIGS:
-                warmup, timed = steps[preset]
-                runs[label].append(
-                    run_worker(
-                        "train",
-                        preset=preset,
-                        label=label,
-                        fused_bn=fused_bn,
-                        xla=xla,
-                        precision=precision,
-                        warmup=warmup,
-                        steps=timed,
-                    )
-                )
-                print(
-                    f"    {preset}, {label}: "
-                    f"{runs[label][-1]['images_per_second']:.1f} images/s"
-                )
-            matmuls.append(run_worker("matmul"))
+            for config in configs:
+                result = _run_config(config, preset, steps, checks.get(preset))
+                runs[config["label"]].append(result)
+                print(f"    {preset}, {config['label']}: {_describe(result)}")
+            matmuls.append(run_worker("matmul", **matmul_kwargs))
         report["train"] += summarise_rounds(runs)
+        if report["peer"]["available"]:
+            report["peer"]["threads"] = next(
+                r["threads"] for label in (EAGER, COMPILED) for r in runs.get(label, [])
+            )
+            report["peer"]["presets"][preset] = summarise_peer(runs, checks[preset])
+    samples = ((100, 2),) if args.quick else ((100, 20), (1000, 5))
     with tempfile.TemporaryDirectory() as tmp:
         exported = run_worker("export", path=os.path.join(tmp, "sampler"))
         report["sample"] = [
@@ -413,7 +743,7 @@ def main(argv=None):
                 batch_size=batch_size,
                 repeats=repeats,
             )
-            for batch_size, repeats in ((100, 20), (1000, 5))
+            for batch_size, repeats in samples
         ]
     report["matmul"] = max(matmuls, key=lambda m: m["peak_gflops"])
     report["matmul"]["all_peak_gflops"] = [round(m["peak_gflops"], 1) for m in matmuls]
