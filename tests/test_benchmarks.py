@@ -46,3 +46,67 @@ def test_balance_dynamics_of_a_gamma_that_never_balances():
     assert result["steps_to_balance"] is None
     assert result["final_gamma2_over_mse"] == pytest.approx(100.0)
     assert compare.balance_dynamics({**log, "mse": np.ones(50)}) is None
+
+
+def _row(preset, label, speed, framework="tensorflow"):
+    return {
+        "preset": preset,
+        "config": label,
+        "framework": framework,
+        "parameters": 405139,
+        "xla": False,
+        "jit_compile_in_effect": False,
+        "images_per_second": speed,
+        "train_gflop_per_image": 0.1,
+        "baseline_rss_mib": 500.0,
+        "peak_rss_mib": 900.0,
+    }
+
+
+def test_peer_ratios_and_report_with_an_unavailable_torch_compile(tmp_path):
+    throughput = _load("throughput")
+    error = "BackendCompilerFailed: no C++ compiler\nlong traceback"
+    runs = {
+        "before: Keras BN": [_row("p", "before: Keras BN", s) for s in (50, 100)],
+        throughput.DEFAULT: [_row("p", throughput.DEFAULT, s) for s in (100, 300)],
+        throughput.EAGER: [_row("p", throughput.EAGER, s, "torch") for s in (50, 100)],
+        throughput.COMPILED: [
+            {"available": False, "error": error, "preset": "p", "config": "c"}
+        ]
+        * 2,
+    }
+    rows = throughput.summarise_rounds(runs)
+    assert [r["speed_up"] for r in rows[:3]] == [1.0, 2.5, 1.0]
+    assert rows[3]["available"] is False and rows[3]["images_per_second"] is None
+    check = {
+        "parameters": {"trainable": 404433, "total": 405139},
+        "forward_max_abs_difference": {"inference": {"z_mean": 1e-6}},
+    }
+    peer = throughput.summarise_peer(runs, check)
+    assert peer["package_over_eager_rounds"] == [2.0, 3.0]
+    assert peer["package_over_eager"] == 2.5
+    assert peer["package_over_compile"] is None
+    assert peer["compile_error"] == error
+    report = {
+        "command": "python benchmarks/throughput.py --quick",
+        "machine": "x86_64, 2 CPU cores, no GPU",
+        "tensorflow": "2.21",
+        "keras": "3.15",
+        "started_utc": "start",
+        "finished_utc": "end",
+        "load_average": [1.0, 1.0],
+        "matmul": {"peak_gflops": 100.0, "size": 2048, "repeats": 2},
+        "repeats": {"p": 2},
+        "steps": {"p": (1, 2)},
+        "train": rows,
+        "peer": {"available": True, "torch": "2.x", "threads": 2},
+        "sample": [],
+    }
+    report["matmul"]["all_peak_gflops"] = [100.0]
+    report["peer"]["presets"] = {"p": peer}
+    throughput.write_report(report, str(tmp_path))
+    text = (tmp_path / "throughput.md").read_text()
+    assert "| p | 404,433 / 405,139 | 1.0e-06 | 200.0 (100, 300) |" in text
+    assert "2.50x (2.00x, 3.00x)" in text
+    assert "not available: BackendCompilerFailed: no C++ compiler |" in text
+    assert "torch.compile was not available: p: BackendCompilerFailed" in text

@@ -1,0 +1,90 @@
+"""The PyTorch peer of benchmarks/throughput.py is the package's network.
+
+Skipped without torch (an optional benchmark dependency).
+"""
+
+import os
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, os.pardir, "benchmarks"))
+
+import torch_peer  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "preset, trainable, total",
+    [
+        ("fashion_mnist", 404_433, 405_139),
+        ("cifar10", 5_190_467, 5_193_285),
+        ("celeba", 19_321_667, 19_327_557),
+    ],
+)
+def test_parameter_counts_equal_the_packages(preset, trainable, total):
+    counts = torch_peer.check_parameter_counts(preset)
+    assert counts == {"trainable": trainable, "total": total}
+
+
+def test_a_different_network_is_refused(monkeypatch):
+    build = torch_peer.build_torch_vae
+
+    def with_an_extra_layer(preset, channels_last=False):
+        model = build(preset, channels_last)
+        model.extra = torch.nn.Linear(2, 2)
+        return model
+
+    monkeypatch.setattr(torch_peer, "build_torch_vae", with_an_extra_layer)
+    with pytest.raises(ValueError, match="not the package's network"):
+        torch_peer.check_parameter_counts("tiny")
+
+
+def test_forward_pass_with_copied_weights_equals_the_packages():
+    # Inference (randomised BN statistics) and training mode; check_forward
+    # raises above the tolerance. Measured: <= 4e-6.
+    differences = torch_peer.check_forward("fashion_mnist", tolerance=1e-4)
+    for mode in ("inference", "training"):
+        assert set(differences[mode]) == {"z_mean", "z_log_sigma", "reconstruction"}
+
+
+def test_tensorflow_same_padding_is_what_makes_the_networks_equal(monkeypatch):
+    # PyTorch's symmetric padding of the strided convolutions shifts the
+    # pixels by one: the check must see it.
+    def symmetric(self, x):
+        return torch.nn.functional.conv2d(x, self.weight, self.bias, 2, 1)
+
+    monkeypatch.setattr(torch_peer.StridedSameConv, "forward", symmetric)
+    with pytest.raises(ValueError, match="forward pass differs"):
+        torch_peer.check_forward("fashion_mnist")
+
+
+def test_one_training_step_moves_running_mse():
+    import vae_balance
+
+    config = vae_balance.get_preset("fashion_mnist").to_dict()
+    torch.manual_seed(0)
+    model = torch_peer.build_torch_vae(config)
+    optimizer = torch_peer.make_optimizer(model)
+    step = torch_peer.make_train_step(model, optimizer)
+    x = torch_peer.synthetic_batch(model, 4)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, batch_mse = step(x)
+    assert torch.isfinite(loss)
+    # min(1, 0.99 * 1 + 0.01 * mse) with mse < 1 for images in [0, 1]
+    expected = 0.99 + 0.01 * float(batch_mse)
+    assert float(model.running_mse) == pytest.approx(expected, rel=1e-6)
+    assert float(model.running_mse) < 1.0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # the BatchNorm running statistics moved too (PyTorch momentum 1 - 0.999)
+    bn = model.encoder.scale0.bn1
+    assert 0.0 < float(bn.running_mean.abs().max()) < 0.01
+
+
+def test_the_peer_refuses_other_balancing_strategies():
+    import vae_balance
+
+    with pytest.raises(ValueError, match="balance='running'"):
+        torch_peer.build_torch_vae(vae_balance.get_preset("tiny", balance="learned"))
