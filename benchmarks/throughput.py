@@ -289,7 +289,8 @@ def run_worker(name, **kwargs):
     """Runs one worker in a fresh Python process; returns its JSON result."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", name]
     command += ["--kwargs", json.dumps(kwargs)]
-    print(f"  {name} {kwargs}", flush=True)
+    shown = {k: v for k, v in kwargs.items() if k != "config"}  # a long dict
+    print(f"  {name} {shown}", flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
