@@ -67,6 +67,8 @@ CONFIGS = (
      "fused_bn": True, "xla": False, "precision": "float32"},
     {"key": "torch_eager", "label": "PyTorch eager", "kind": "torch",
      "compile": False},
+    {"key": "torch_channels_last", "label": "PyTorch eager, channels_last",
+     "kind": "torch", "compile": False, "channels_last": True},
     {"key": "torch_compile", "label": "PyTorch torch.compile", "kind": "torch",
      "compile": True},
     {"key": "xla", "label": "fused BN + XLA", "kind": "package",
@@ -76,6 +78,8 @@ CONFIGS = (
 )  # fmt: skip
 DEFAULT = "default: fused BN"
 EAGER, COMPILED = "PyTorch eager", "PyTorch torch.compile"
+CHANNELS_LAST = "PyTorch eager, channels_last"
+PEER_LABELS = (EAGER, CHANNELS_LAST, COMPILED)
 # --quick: one round, these (warm-up, timed) steps, a short matmul and sampler.
 QUICK_STEPS = (1, 2)
 
@@ -201,6 +205,7 @@ def worker_torch_check(preset):
 
     counts = torch_peer.check_parameter_counts(preset)
     differences = torch_peer.check_forward(preset)
+    channels_last = torch_peer.check_forward(preset, channels_last=True)
     vae = vae_balance.build_vae(preset)
     forward = multiply_adds(vae.encoder) + multiply_adds(vae.decoder)
     return {
@@ -208,19 +213,24 @@ def worker_torch_check(preset):
         "torch": torch.__version__,
         "parameters": counts,
         "forward_max_abs_difference": differences,
+        "forward_max_abs_difference_channels_last": channels_last,
         "forward_gflop_per_image": 2.0 * forward / 1e9,
         "train_gflop_per_image": 3 * 2.0 * forward / 1e9,
         "config": vae_balance.get_preset(preset).to_dict(),
     }
 
 
-def worker_torch_train(preset, label, config, compile, warmup, steps, gflop):
+def worker_torch_train(
+    preset, label, config, compile, warmup, steps, gflop, channels_last=False
+):
     """Images/second of the PyTorch peer's training steps (torch only)."""
     baseline = _rss_mib()
     import torch_peer
 
     threads = torch_peer.use_all_cores()
-    result = torch_peer.time_training(config, compile, warmup, steps, BATCH_SIZE)
+    result = torch_peer.time_training(
+        config, compile, warmup, steps, BATCH_SIZE, channels_last
+    )
     result.update(
         {
             "preset": preset,
@@ -345,7 +355,7 @@ def summarise_peer(runs, check):
         "parameters": check["parameters"],
         "forward_max_abs_difference": check["forward_max_abs_difference"],
     }
-    for label, key in ((EAGER, "eager"), (COMPILED, "compile")):
+    for label, key in zip(PEER_LABELS, ("eager", "channels_last", "compile")):
         if label not in runs or not package:
             continue
         speeds = _speeds(runs[label])
@@ -398,7 +408,8 @@ def peer_lines(report):
     rows = {(r["preset"], r["config"]): r for r in report["train"]}
     lines += [
         f"PyTorch {peer['torch']} on {peer['threads']} threads, the networks of "
-        "`benchmarks/torch_peer.py` (NCHW): the same layers, balanced loss, "
+        "`benchmarks/torch_peer.py` (NCHW, and NHWC as channels_last): the same "
+        "layers, balanced loss, "
         "batch and Adam (fused) as the package's default configuration, timed in "
         "the same rounds right after it, each in its own process. Parameter "
         "counts (trainable / total with the BatchNorm statistics and the "
@@ -410,37 +421,43 @@ def peer_lines(report):
         "step eager; the first steps compile (`first_steps_seconds` in the "
         "JSON). The ratio is the package's images/s over PyTorch's, per round "
         "(in brackets) and their median; % of peak is against the TensorFlow "
-        "float32 matmul peak above.",
+        "float32 matmul peak above. The package / eager ratio is against "
+        "idiomatic NCHW PyTorch; the other two columns say whether PyTorch does "
+        "better another way.",
         "",
         "| preset | params trainable / total | forward max diff | package "
-        "images/s | PyTorch eager images/s | torch.compile images/s | "
-        "package / eager | package / compile | % of peak: package, eager, "
-        "compile |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "images/s | PyTorch eager | eager, channels_last | torch.compile | "
+        "package / eager (rounds) | package / channels_last | package / "
+        "compile | % of peak: package, eager, channels_last, compile |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for preset, entry in peer["presets"].items():
         package = rows.get((preset, DEFAULT))
-        eager = rows.get((preset, EAGER))
-        compiled = rows.get((preset, COMPILED))
+        torch_rows = [rows.get((preset, label)) for label in PEER_LABELS]
         worst = max(
             v
             for mode in entry["forward_max_abs_difference"].values()
             for v in mode.values()
         )
-        compiled_speed = _speed(compiled)
-        if compiled is not None and not compiled.get("available", True):
-            compiled_speed = "not available"
+        speeds = [
+            "not available"
+            if row is not None and not row.get("available", True)
+            else _speed(row)
+            for row in torch_rows
+        ]
         eager_rounds = ", ".join(
             _ratio(v) for v in entry.get("package_over_eager_rounds", [])
+        )
+        percents = ", ".join(
+            _percent_of_peak(row, peak) for row in [package] + torch_rows
         )
         lines.append(
             f"| {preset} | {entry['parameters']['trainable']:,} / "
             f"{entry['parameters']['total']:,} | {worst:.1e} | {_speed(package)} | "
-            f"{_speed(eager)} | {compiled_speed} | "
-            f"{_ratio(entry.get('package_over_eager'))} ({eager_rounds}) | "
-            f"{_ratio(entry.get('package_over_compile'))} | "
-            f"{_percent_of_peak(package, peak)}, {_percent_of_peak(eager, peak)}, "
-            f"{_percent_of_peak(compiled, peak)} |"
+            + " | ".join(speeds)
+            + f" | {_ratio(entry.get('package_over_eager'))} ({eager_rounds}) | "
+            f"{_ratio(entry.get('package_over_channels_last'))} | "
+            f"{_ratio(entry.get('package_over_compile'))} | {percents} |"
         )
     errors = [
         f"{preset}: {_first_line(entry['compile_error'], 400)}"
@@ -571,6 +588,7 @@ def _run_config(config, preset, steps, check):
             label=config["label"],
             config=check["config"],
             compile=config["compile"],
+            channels_last=config.get("channels_last", False),
             warmup=warmup,
             steps=timed,
             gflop=check["train_gflop_per_image"],
@@ -730,7 +748,7 @@ def main(argv=None):
         report["train"] += summarise_rounds(runs)
         if report["peer"]["available"]:
             report["peer"]["threads"] = next(
-                r["threads"] for label in (EAGER, COMPILED) for r in runs.get(label, [])
+                r["threads"] for label in PEER_LABELS for r in runs.get(label, [])
             )
             report["peer"]["presets"][preset] = summarise_peer(runs, checks[preset])
     samples = ((100, 2),) if args.quick else ((100, 20), (1000, 5))

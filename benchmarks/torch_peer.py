@@ -399,7 +399,9 @@ def use_all_cores():
     return torch.get_num_threads()
 
 
-def time_training(preset, compile=False, warmup=2, steps=5, batch_size=100):
+def time_training(
+    preset, compile=False, warmup=2, steps=5, batch_size=100, channels_last=False
+):
     """Images/second of the peer's training steps on one synthetic batch.
 
     ``warmup`` untimed steps first (with ``compile=True`` at least 2: the
@@ -410,7 +412,7 @@ def time_training(preset, compile=False, warmup=2, steps=5, batch_size=100):
     import time
 
     torch.manual_seed(0)
-    model = build_torch_vae(preset)
+    model = build_torch_vae(preset, channels_last)
     optimizer = make_optimizer(model)
     step = make_train_step(model, optimizer, compile=compile)
     x = synthetic_batch(model, batch_size)
@@ -434,6 +436,7 @@ def time_training(preset, compile=False, warmup=2, steps=5, batch_size=100):
         "available": True,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "channels_last": bool(channels_last),
         "parameters": count_parameters(model)["total"],
         "warmup_steps": warmup,
         "timed_steps": steps,
@@ -574,12 +577,13 @@ def _randomise_batchnorm_statistics(vae, seed):
             layer.beta.assign(rng.normal(0.0, 0.2, shape).astype("float32"))
 
 
-def check_forward(preset, batch_size=2, seed=0, tolerance=1e-4):
+def check_forward(preset, batch_size=2, seed=0, tolerance=1e-4, channels_last=False):
     """Copies a fresh Keras model into the peer; compares their forward passes.
 
     z_mean, z_log_sigma and the reconstruction ``decoder(z_mean)`` of one
     random batch, in inference mode (BatchNorm moving statistics, randomised
     first so that they matter) and in training mode (batch statistics).
+    ``channels_last``: the peer in PyTorch's NHWC memory format.
 
     Returns:
         ``{"inference": {...}, "training": {...}}``: the largest absolute
@@ -597,13 +601,15 @@ def check_forward(preset, batch_size=2, seed=0, tolerance=1e-4):
     keras.utils.set_random_seed(seed)
     vae = vae_balance.build_vae(preset)
     _randomise_batchnorm_statistics(vae, seed)
-    model = build_torch_vae(preset)
+    model = build_torch_vae(preset, channels_last)
     copy_keras_weights(vae, model)
     images = np.random.default_rng(seed).uniform(
         size=(batch_size, *model.config["image_shape"])
     )
     images = images.astype("float32")
     x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     differences = {}
     for mode, training in (("inference", False), ("training", True)):
         model.train(training)

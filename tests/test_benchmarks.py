@@ -71,7 +71,12 @@ def test_peer_ratios_and_report_with_an_unavailable_torch_compile(tmp_path):
         throughput.DEFAULT: [_row("p", throughput.DEFAULT, s) for s in (100, 300)],
         throughput.EAGER: [_row("p", throughput.EAGER, s, "torch") for s in (50, 100)],
         throughput.COMPILED: [
-            {"available": False, "error": error, "preset": "p", "config": "c"}
+            {
+                "available": False,
+                "error": error,
+                "preset": "p",
+                "config": throughput.COMPILED,
+            }
         ]
         * 2,
     }
@@ -106,7 +111,9 @@ def test_peer_ratios_and_report_with_an_unavailable_torch_compile(tmp_path):
     report["peer"]["presets"] = {"p": peer}
     throughput.write_report(report, str(tmp_path))
     text = (tmp_path / "throughput.md").read_text()
-    assert "| p | 404,433 / 405,139 | 1.0e-06 | 200.0 (100, 300) |" in text
-    assert "2.50x (2.00x, 3.00x)" in text
+    assert (
+        "| p | 404,433 / 405,139 | 1.0e-06 | 200.0 (100, 300) | 75.0 (50, 100) | "
+        "- | not available | 2.50x (2.00x, 3.00x) | - | - | 20%, 8%, -, - |"
+    ) in text
     assert "not available: BackendCompilerFailed: no C++ compiler |" in text
     assert "torch.compile was not available: p: BackendCompilerFailed" in text

@@ -42,10 +42,13 @@ def test_a_different_network_is_refused(monkeypatch):
         torch_peer.check_parameter_counts("tiny")
 
 
-def test_forward_pass_with_copied_weights_equals_the_packages():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_forward_pass_with_copied_weights_equals_the_packages(channels_last):
     # Inference (randomised BN statistics) and training mode; check_forward
     # raises above the tolerance. Measured: <= 4e-6.
-    differences = torch_peer.check_forward("fashion_mnist", tolerance=1e-4)
+    differences = torch_peer.check_forward(
+        "fashion_mnist", tolerance=1e-4, channels_last=channels_last
+    )
     for mode in ("inference", "training"):
         assert set(differences[mode]) == {"z_mean", "z_log_sigma", "reconstruction"}
 
