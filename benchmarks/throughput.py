@@ -192,8 +192,9 @@ def worker_train(preset, label, fused_bn, xla, precision, warmup, steps):
 
 
 def worker_torch_check(preset):
-    """PyTorch available? Then the peer's parameter counts and forward pass
-    against the package's (raises on a difference) and the FLOPs per image.
+    """PyTorch available? Then the peer's parameter counts, forward pass, loss
+    and gradients against the package's (raises on a difference) and the
+    FLOPs per image.
     """
     try:
         import torch
@@ -206,6 +207,7 @@ def worker_torch_check(preset):
     counts = torch_peer.check_parameter_counts(preset)
     differences = torch_peer.check_forward(preset)
     channels_last = torch_peer.check_forward(preset, channels_last=True)
+    loss = torch_peer.check_loss(preset)
     vae = vae_balance.build_vae(preset)
     forward = multiply_adds(vae.encoder) + multiply_adds(vae.decoder)
     return {
@@ -214,6 +216,7 @@ def worker_torch_check(preset):
         "parameters": counts,
         "forward_max_abs_difference": differences,
         "forward_max_abs_difference_channels_last": channels_last,
+        "loss_and_gradients": loss,
         "forward_gflop_per_image": 2.0 * forward / 1e9,
         "train_gflop_per_image": 3 * 2.0 * forward / 1e9,
         "config": vae_balance.get_preset(preset).to_dict(),
@@ -354,6 +357,7 @@ def summarise_peer(runs, check):
     peer = {
         "parameters": check["parameters"],
         "forward_max_abs_difference": check["forward_max_abs_difference"],
+        "loss_and_gradients": check.get("loss_and_gradients"),
     }
     for label, key in zip(PEER_LABELS, ("eager", "channels_last", "compile")):
         if label not in runs or not package:
@@ -416,7 +420,9 @@ def peer_lines(report):
         "balancing state) were checked equal before timing, and the forward "
         "pass with the Keras weights copied in (z_mean, z_log_sigma, "
         "reconstruction; inference and training mode, batch 2) agreed to the "
-        "largest absolute difference given. torch.compile: the forward pass and "
+        "largest absolute difference given; so did the loss and every gradient "
+        "with the same noise (batch 4, `loss_and_gradients` in the JSON). "
+        "torch.compile: the forward pass and "
         "loss (TorchInductor, its backward through AOTAutograd), the fused Adam "
         "step eager; the first steps compile (`first_steps_seconds` in the "
         "JSON). The ratio is the package's images/s over PyTorch's, per round "

@@ -39,13 +39,14 @@ in PyTorch (added to ``sqrt(v) / sqrt(1 - beta2^t)``; Keras adds it to
 
 The timing code needs only torch: a preset comes in as a `VAEConfig` or its
 ``to_dict()``. The checks against Keras (`check_parameter_counts`,
-`check_forward`) import the package and TensorFlow; run them in another
+`check_forward`, `check_loss`) import the package and TensorFlow; run them in another
 process than the timing (throughput.py does).
 """
 
 import math
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -298,11 +299,14 @@ class TorchBalancedVAE(nn.Module):
         z_mean, _ = self.encoder(x)
         return self.decoder(z_mean)
 
-    def loss_terms(self, x):
+    def loss_terms(self, x, noise=None):
         """``(loss, batch_mse)`` of one training forward pass
-        (`BalancedVAE._compute_losses` with balance="running")."""
+        (`BalancedVAE._compute_losses` with balance="running"); ``noise``:
+        the reparameterisation's epsilon (default: drawn)."""
         z_mean, z_log_sigma = self.encoder(x)
-        z = z_mean + torch.exp(z_log_sigma) * torch.randn_like(z_mean)
+        if noise is None:
+            noise = torch.randn_like(z_mean)
+        z = z_mean + torch.exp(z_log_sigma) * noise
         reconstruction = self.decoder(z)
         squared_error = (x - reconstruction).square().flatten(1).sum(1)
         batch_mse = squared_error.detach().mean() / self.num_elements
@@ -638,3 +642,95 @@ def check_forward(preset, batch_size=2, seed=0, tolerance=1e-4, channels_last=Fa
             f"package's by up to {worst:.3g} (> {tolerance}): {differences}."
         )
     return differences
+
+
+class _Gradients:
+    """A Keras layer's gradients in the place of its weights (zeros for the
+    moving statistics), for `_copy_layer`."""
+
+    def __init__(self, layer, gradients):
+        self.name = layer.name
+        self.weights = [
+            _Array(gradients.get(id(w), np.zeros(w.shape, "float32")))
+            for w in layer.weights
+        ]
+
+
+class _Array:
+    def __init__(self, value):
+        self.value = np.asarray(value, "float32")
+
+    def numpy(self):
+        return self.value
+
+
+def check_loss(preset, batch_size=4, seed=0, tolerance=1e-4):
+    """The balanced loss and its gradients, Keras against the peer.
+
+    The same weights (copied), images and reparameterisation noise; the
+    loss, the batch MSE and every parameter's gradient (BatchNorm in
+    training mode) are compared.
+
+    Returns:
+        ``{"loss": (keras, torch), "batch_mse": (keras, torch),
+        "gradient_max_abs_difference", "gradient_max_abs"}``.
+
+    Raises:
+        ValueError: when the loss differs by more than ``tolerance``
+            relatively, or a gradient by more than ``tolerance`` times the
+            largest gradient.
+    """
+    import keras
+    import tensorflow as tf
+
+    import vae_balance
+
+    keras.utils.set_random_seed(seed)
+    vae = vae_balance.build_vae(preset)
+    model = build_torch_vae(preset)
+    copy_keras_weights(vae, model)
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(size=(batch_size, *model.config["image_shape"]))
+    images = images.astype("float32")
+    noise = rng.normal(size=(batch_size, model.config["latent_dim"]))
+    noise = noise.astype("float32")
+    vae.sample_z = lambda z_mean, z_log_sigma: z_mean + tf.exp(z_log_sigma) * noise
+    with tf.GradientTape() as tape:
+        values = vae._compute_losses(tf.constant(images), training=True)
+    keras_gradients = tape.gradient(values["loss"], vae.trainable_weights)
+    gradients = {
+        id(w): g.numpy() for w, g in zip(vae.trainable_weights, keras_gradients)
+    }
+    loss, batch_mse = model.loss_terms(
+        torch.from_numpy(images.transpose(0, 3, 1, 2).copy()),
+        torch.from_numpy(noise),
+    )
+    loss.backward()
+    expected = build_torch_vae(preset)
+    for keras_net, torch_net in (
+        (vae.encoder, expected.encoder),
+        (vae.decoder, expected.decoder),
+    ):
+        layers = _keras_layers(keras_net)
+        for name, module in keras_named_modules(torch_net):
+            project = torch_net.dims[0] if name == "project" else None
+            _copy_layer(_Gradients(layers[name], gradients), module, project)
+    with torch.no_grad():
+        difference = max(
+            float((p.grad - q).abs().max())
+            for p, q in zip(model.parameters(), expected.parameters())
+        )
+        largest = max(float(q.abs().max()) for q in expected.parameters())
+    result = {
+        "loss": (float(values["loss"]), float(loss.detach())),
+        "batch_mse": (float(values["mse"]), float(batch_mse)),
+        "gradient_max_abs_difference": difference,
+        "gradient_max_abs": largest,
+    }
+    loss_error = abs(result["loss"][0] - result["loss"][1]) / abs(result["loss"][0])
+    if loss_error > tolerance or difference > tolerance * largest:
+        raise ValueError(
+            f"Preset {preset}: the PyTorch peer's loss or gradients differ from "
+            f"the package's: {result}."
+        )
+    return result
