@@ -664,12 +664,19 @@ class _Array:
         return self.value
 
 
-def check_loss(preset, batch_size=4, seed=0, tolerance=1e-4):
+def check_loss(preset, batch_size=4, seed=0, tolerance=2e-3):
     """The balanced loss and its gradients, Keras against the peer.
 
     The same weights (copied), images and reparameterisation noise; the
     loss, the batch MSE and every parameter's gradient (BatchNorm in
-    training mode) are compared.
+    training mode) are compared. Measured at batch 4: the same loss to
+    float32 rounding; the largest gradient difference 2e-6 (fashion_mnist),
+    9e-7 (cifar10) and 5e-4 (celeba) of the largest gradient. The celeba one
+    is float32 rounding, amplified by BatchNorm's backward pass over a batch
+    of 4 (a difference of means of nearly equal sums): against the peer in
+    float64 both frameworks' float32 gradients are off by as much (up to
+    0.04 and 0.03 on gradients up to 6-13). A wrong layer or loss term
+    differs by the order of the gradients themselves.
 
     Returns:
         ``{"loss": (keras, torch), "batch_mse": (keras, torch),
