@@ -2,7 +2,7 @@
 
 For the ``cifar10``, ``celeba`` and ``fashion_mnist`` presets (stage 1, batch
 100, synthetic images): training images/second after a few warm-up steps in
-four configurations, ``CONFIGS``: before the speed-up (Keras'
+the configurations of ``CONFIGS``: before the speed-up (Keras'
 BatchNormalization), the default (`networks.FusedBatchNormalization`), the
 default with XLA (``compile(jit_compile=True)``, explicit: BalancedVAE never
 turns XLA on by itself) and the default in ``mixed_bfloat16`` (the CPU has
@@ -11,15 +11,16 @@ AVX512-BF16); the peak resident memory of each configuration
 image (convolution and dense multiply-adds of the networks; a training step
 ~ 3x the forward pass) and the achieved fraction of this machine's peak,
 measured in the same run with a large float32 matmul. The peer: the same
-networks, loss and Adam step in PyTorch (`torch_peer.py`), eager and through
-``torch.compile``, timed in the same rounds right after the package's default
-configuration; their parameter counts (trainable and total) and forward
-passes (Keras weights copied in) are checked equal to the package's before
-any timing, and the report gives the per-round ratio package / PyTorch and
-its median. PyTorch is optional: without it the peer rows are skipped, with a
-message. Then the sampling images/second of an exported SavedModel
-(`export_sampler` of a fresh ``fashion_mnist`` two-stage model, reloaded with
-``tf.saved_model.load`` in a fresh process).
+networks, loss and Adam step in PyTorch (`torch_peer.py`): eager (NCHW),
+eager in channels_last and through ``torch.compile``, timed in the same
+rounds right after the package's default configuration. Before any timing
+their parameter counts (trainable and total), forward passes and loss and
+gradients (Keras weights copied in) are checked equal to the package's; the
+report gives the per-round ratio package / PyTorch and its median. PyTorch
+is optional: without it the peer rows are skipped, with a message. Then the
+sampling images/second of an exported SavedModel (`export_sampler` of a fresh
+``fashion_mnist`` two-stage model, reloaded with ``tf.saved_model.load`` in a
+fresh process).
 
     python benchmarks/throughput.py         # ~25-35 min on 2 idle cores
     python benchmarks/throughput.py --quick --presets fashion_mnist  # smoke test
