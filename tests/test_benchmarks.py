@@ -117,3 +117,10 @@ def test_peer_ratios_and_report_with_an_unavailable_torch_compile(tmp_path):
     ) in text
     assert "not available: BackendCompilerFailed: no C++ compiler |" in text
     assert "torch.compile was not available: p: BackendCompilerFailed" in text
+
+
+def test_peer_section_without_torch_says_why():
+    throughput = _load("throughput")
+    reason = "PyTorch cannot be imported (ModuleNotFoundError: torch)"
+    lines = throughput.peer_lines({"peer": {"available": False, "skipped": reason}})
+    assert f"Not measured: {reason}." in lines
