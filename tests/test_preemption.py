@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from test_distribute import _free_ports
 
 import vae_balance  # noqa: F401  (registers the classes for load_model)
 
@@ -297,16 +297,6 @@ def test_the_resumed_run_ends_bit_for_bit_as_the_uninterrupted_one(preempted, st
 
 
 # ------------------------------------------------------------ two workers
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _two_workers(tmp_path, argv, plans):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []

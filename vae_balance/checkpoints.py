@@ -59,8 +59,8 @@ from vae_balance.workdir import (
     Workdir,
     WorkdirError,
     describe_os_error,
+    find_checkpoints,
     load_checkpoint,
-    parse_checkpoint_name,
     truncate_csv,
 )
 
@@ -118,12 +118,10 @@ def list_checkpoints(checkpoint_dir, stage):
 
     Temporary files, set-aside files and records without a model never count.
     """
-    found = []
-    for path in glob.glob(os.path.join(checkpoint_dir, f"{stage}-epoch*.keras")):
-        parsed = parse_checkpoint_name(os.path.basename(path))
-        if parsed and parsed[0] == stage:
-            found.append(Checkpoint(path, Position(parsed[1], parsed[2])))
-    return sorted(found, key=lambda c: c.position)
+    return [
+        Checkpoint(path, Position(epoch, step))
+        for epoch, step, path in find_checkpoints(checkpoint_dir, stage)
+    ]
 
 
 # ------------------------------------------------------------------ write

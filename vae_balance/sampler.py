@@ -41,14 +41,9 @@ def encode_dataset(encoder, data, batch_size=100, verbose="auto"):
     return z_mean.astype("float32"), z_log_sigma.astype("float32")
 
 
-def latent_dataset(z_mean, z_log_sigma, batch_size=100, seed=0):
-    """A dataset of fresh ``z = mu + sigma * epsilon``, reshuffled each epoch.
-
-    Args:
-        z_mean, z_log_sigma: arrays from `encode_dataset`.
-        batch_size: batches are full (the remainder is dropped).
-        seed: seeds the shuffling and the noise; each epoch draws anew.
-    """
+def check_latent_codes(z_mean, z_log_sigma, batch_size):
+    """The codes as float32 arrays, checked: one (n, latent_dim) shape, at
+    least one batch. Raises a ValueError naming the problem."""
     z_mean = np.asarray(z_mean, "float32")
     z_log_sigma = np.asarray(z_log_sigma, "float32")
     if z_mean.shape != z_log_sigma.shape or z_mean.ndim != 2:
@@ -60,6 +55,18 @@ def latent_dataset(z_mean, z_log_sigma, batch_size=100, seed=0):
         raise ValueError(
             f"{len(z_mean)} latent codes are fewer than one batch of {batch_size}."
         )
+    return z_mean, z_log_sigma
+
+
+def latent_dataset(z_mean, z_log_sigma, batch_size=100, seed=0):
+    """A dataset of fresh ``z = mu + sigma * epsilon``, reshuffled each epoch.
+
+    Args:
+        z_mean, z_log_sigma: arrays from `encode_dataset`.
+        batch_size: batches are full (the remainder is dropped).
+        seed: seeds the shuffling and the noise; each epoch draws anew.
+    """
+    z_mean, z_log_sigma = check_latent_codes(z_mean, z_log_sigma, batch_size)
     pairs = tf.data.Dataset.from_tensor_slices((z_mean, z_log_sigma))
     pairs = pairs.shuffle(len(z_mean), seed=seed, reshuffle_each_iteration=True)
     pairs = pairs.batch(batch_size, drop_remainder=True)

@@ -78,15 +78,16 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
             (SIGTERM, SIGINT); a step checkpoint was written.
     """
     workdir, stage = run.workdir, spec.name
-    model, position, finished = _resume_or_build(run, spec, steps_per_epoch)
+    model, checkpoint, finished = _resume_or_build(run, spec, steps_per_epoch)
     if finished:
         return model, {}
+    position = checkpoint.position if checkpoint else checkpoints.Position(0)
     if position.epoch >= spec.epochs:  # a rerun with fewer --epochs
         save_model_atomic(model, workdir.stage_path(stage))
         return model, {}
     guard = StepHistory(workdir.steps_csv(stage), stage, steps_per_epoch)
     restore = checkpoints.RestoreMetrics()
-    restore.checkpoint = position.checkpoint
+    restore.checkpoint = checkpoint if position.step else None
     checkpointer = checkpoints.Checkpointer(
         workdir,
         stage,
@@ -160,19 +161,10 @@ def _deferred_stops(run):
     return run.stops.deferred()
 
 
-@dataclasses.dataclass(frozen=True)
-class _Start:
-    """Where a stage starts: ``epoch`` and ``step``, and the checkpoint whose
-    epoch sums are restored (None at an epoch boundary)."""
-
-    epoch: int
-    step: int = 0
-    checkpoint: object = None
-
-
 def _resume_or_build(run, spec, steps_per_epoch):
-    """``(model, start, finished)``: the finished stage, its newest verified
-    checkpoint, or a new compiled model, inside the strategy's scope."""
+    """``(model, checkpoint, finished)``: the finished stage (and its newest
+    checkpoint), the newest verified checkpoint (loaded), or a new compiled
+    model (None), inside the strategy's scope."""
     workdir, stage = run.workdir, spec.name
     final_path = workdir.stage_path(stage)
     found = checkpoints.list_checkpoints(workdir.checkpoint_dir, stage)
@@ -181,7 +173,7 @@ def _resume_or_build(run, spec, steps_per_epoch):
         if found and found[-1].position >= done and os.path.exists(final_path):
             # The finished stage (its BatchNorm statistics recomputed).
             print(f"[{stage}] done: {final_path} ({found[-1].position.epoch} epochs)")
-            return load_checkpoint(final_path), _Start(spec.epochs), True
+            return load_checkpoint(final_path), found[-1], True
         restored = checkpoints.restore_newest(workdir, stage, steps_per_epoch)
         if restored is not None:
             model, checkpoint = restored
@@ -191,14 +183,11 @@ def _resume_or_build(run, spec, steps_per_epoch):
             if position.step:
                 where += f", step {position.step}/{steps_per_epoch} of the next"
             print(f"[{stage}] resuming from {checkpoint.path} ({where})")
-            start = _Start(position.epoch, position.step)
-            if position.step:
-                start = _Start(position.epoch, position.step, checkpoint)
-            return model, start, False
+            return model, checkpoint, False
         checkpoints.clear_logs(workdir, stage)
         model = spec.build()
         _compile(model, spec.learning_rate, run.config, run.jit_compile)
-    return model, _Start(0), False
+    return model, None, False
 
 
 # ------------------------------------------------ after stage 1: BatchNorm

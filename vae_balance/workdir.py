@@ -104,6 +104,20 @@ def parse_checkpoint_name(basename):
     return match["stage"], int(match["epoch"]), int(match["step"] or 0)
 
 
+def find_checkpoints(checkpoint_dir, stage):
+    """Sorted ``[(epochs_done, step, path)]`` of a stage's checkpoint files.
+
+    Only exact checkpoint names count: the temporary files of a killed writer
+    (``...keras.tmp-<pid>.keras``) and set-aside files never do.
+    """
+    found = []
+    for path in glob.glob(os.path.join(checkpoint_dir, f"{stage}-epoch*.keras")):
+        parsed = parse_checkpoint_name(os.path.basename(path))
+        if parsed and parsed[0] == stage:
+            found.append((parsed[1], parsed[2], path))
+    return sorted(found)
+
+
 def truncate_csv(path, keep_rows_where):
     """Drops rows of epochs past the checkpoint, left by a killed run.
 
@@ -214,11 +228,6 @@ class Workdir:
         """``steps_<stage>.csv``: one row per step."""
         return self.path(f"steps_{stage}.csv")
 
-    def checkpoint_path(self, stage, epochs_done, step=0):
-        """``checkpoints/<stage>-epochNNNN[-stepSSSSSS].keras``."""
-        name = f"{stage}-epoch{epochs_done:04d}" + (f"-step{step:06d}" * bool(step))
-        return os.path.join(self.checkpoint_dir, name + ".keras")
-
     # ------------------------------------------------------------ config
     def read_config(self):
         """The ``config.json`` dict, or None when there is none.
@@ -274,12 +283,8 @@ class Workdir:
         `vae_balance.checkpoints`. Temporary files of a killed writer
         (``...keras.tmp-<pid>.keras``) and set-aside files never count.
         """
-        found = []
-        for path in glob.glob(os.path.join(self.checkpoint_dir, f"{stage}-epoch*")):
-            parsed = parse_checkpoint_name(os.path.basename(path))
-            if parsed and parsed[0] == stage:
-                found.append((parsed[1], parsed[2], path))
-        return [(epoch, path) for epoch, _, path in sorted(found)]
+        found = find_checkpoints(self.checkpoint_dir, stage)
+        return [(epoch, path) for epoch, _, path in found]
 
     def latest_checkpoint(self, stage):
         """``(path, epochs_done)`` of the newest complete checkpoint, or None."""

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae_balance.datasets import pipeline
+from vae_balance.sampler import check_latent_codes
 
 
 def epoch_seed(seed, epoch):
@@ -66,17 +67,7 @@ def latent_epoch(z_mean, z_log_sigma, batch_size, seed, epoch, start_step=0):
     Returns:
         A batched `tf.data.Dataset` of float32 latent vectors.
     """
-    z_mean = np.asarray(z_mean, "float32")
-    z_log_sigma = np.asarray(z_log_sigma, "float32")
-    if z_mean.shape != z_log_sigma.shape or z_mean.ndim != 2:
-        raise ValueError(
-            f"z_mean {z_mean.shape} and z_log_sigma {z_log_sigma.shape} must be "
-            "two arrays of the same (n, latent_dim) shape."
-        )
-    if len(z_mean) < batch_size:
-        raise ValueError(
-            f"{len(z_mean)} latent codes are fewer than one batch of {batch_size}."
-        )
+    z_mean, z_log_sigma = check_latent_codes(z_mean, z_log_sigma, batch_size)
     this_seed = epoch_seed(seed, epoch)
     pairs = tf.data.Dataset.from_tensor_slices((z_mean, z_log_sigma))
     pairs = pairs.shuffle(len(z_mean), seed=this_seed, reshuffle_each_iteration=False)
