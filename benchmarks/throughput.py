@@ -63,24 +63,42 @@ REPEATS = {"fashion_mnist": 3, "cifar10": 3, "celeba": 2}
 # package's side of the peer ratios. --configs selects by key.
 CONFIGS = (
     {"key": "keras_bn", "label": "before: Keras BN", "kind": "package",
-     "fused_bn": False, "xla": False, "precision": "float32"},
-    {"key": "fused_bn", "label": "default: fused BN", "kind": "package",
-     "fused_bn": True, "xla": False, "precision": "float32"},
+     "fused_bn": False, "fused_adam": False, "xla": False,
+     "precision": "float32"},
+    {"key": "keras_adam", "label": "before: fused BN, Keras Adam",
+     "kind": "package", "fused_bn": True, "fused_adam": False, "xla": False,
+     "precision": "float32"},
+    {"key": "fused_bn", "label": "default: fused BN, fused Adam",
+     "kind": "package", "fused_bn": True, "fused_adam": True, "xla": False,
+     "precision": "float32"},
     {"key": "torch_eager", "label": "PyTorch eager", "kind": "torch",
      "compile": False},
     {"key": "torch_channels_last", "label": "PyTorch eager, channels_last",
      "kind": "torch", "compile": False, "channels_last": True},
     {"key": "torch_compile", "label": "PyTorch torch.compile", "kind": "torch",
      "compile": True},
-    {"key": "xla", "label": "fused BN + XLA", "kind": "package",
-     "fused_bn": True, "xla": True, "precision": "float32"},
-    {"key": "bfloat16", "label": "fused BN + bfloat16", "kind": "package",
-     "fused_bn": True, "xla": False, "precision": "mixed_bfloat16"},
+    {"key": "xla", "label": "default + XLA", "kind": "package",
+     "fused_bn": True, "fused_adam": True, "xla": True, "precision": "float32"},
+    {"key": "bfloat16", "label": "default + bfloat16", "kind": "package",
+     "fused_bn": True, "fused_adam": True, "xla": False,
+     "precision": "mixed_bfloat16"},
+    {"key": "torch_bf16", "label": "PyTorch eager, bfloat16 autocast",
+     "kind": "torch", "compile": False, "bfloat16": True},
 )  # fmt: skip
-DEFAULT = "default: fused BN"
+DEFAULT = "default: fused BN, fused Adam"
+BFLOAT16 = "default + bfloat16"
 EAGER, COMPILED = "PyTorch eager", "PyTorch torch.compile"
 CHANNELS_LAST = "PyTorch eager, channels_last"
-PEER_LABELS = (EAGER, CHANNELS_LAST, COMPILED)
+EAGER_BF16 = "PyTorch eager, bfloat16 autocast"
+PEER_LABELS = (EAGER, CHANNELS_LAST, COMPILED, EAGER_BF16)
+# (package label, PyTorch label, key) of the reported ratios.
+PEER_RATIOS = (
+    (DEFAULT, EAGER, "eager"),
+    (DEFAULT, CHANNELS_LAST, "channels_last"),
+    (DEFAULT, COMPILED, "compile"),
+    (BFLOAT16, EAGER_BF16, "bfloat16_over_eager_bfloat16"),
+    (BFLOAT16, EAGER, "bfloat16_over_eager"),
+)
 # --quick: one round, these (warm-up, timed) steps, a short matmul and sampler.
 QUICK_STEPS = (1, 2)
 
@@ -142,7 +160,9 @@ def worker_matmul(size=2048, repeats=8):
     }
 
 
-def worker_train(preset, label, fused_bn, xla, precision, warmup, steps):
+def worker_train(
+    preset, label, fused_bn, xla, precision, warmup, steps, fused_adam=True
+):
     """Images/second of stage-1 training steps on synthetic data."""
     import keras
     import tensorflow as tf
@@ -153,14 +173,20 @@ def worker_train(preset, label, fused_bn, xla, precision, warmup, steps):
     keras.mixed_precision.set_global_policy(precision)
     config = vae_balance.get_preset(preset)
     vae = vae_balance.build_vae(config, fused_bn=fused_bn)
+    adam = vae_balance.FusedAdam if fused_adam else keras.optimizers.Adam
     vae.compile(
-        optimizer=keras.optimizers.Adam(
-            config.learning_rate, epsilon=config.adam_epsilon
-        ),
+        optimizer=adam(config.learning_rate, epsilon=config.adam_epsilon),
         jit_compile=bool(xla),
     )
     batch = tf.random.uniform((BATCH_SIZE, *config.image_shape), seed=0)
     dataset = tf.data.Dataset.from_tensors(batch).repeat(warmup + steps)
+    # tf.data's autotuner off: on these 2 cores, with it on, whole fits of
+    # this one-tensor dataset ran at a fixed 127.5 ms/step instead of 65-80
+    # for fashion_mnist, at random (measured 2026-12-02): the step is what
+    # is timed here, not the autotuner's competition for the cores.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = dataset.with_options(options)
     stamps = []
 
     class Clock(keras.callbacks.Callback):
@@ -176,6 +202,7 @@ def worker_train(preset, label, fused_bn, xla, precision, warmup, steps):
         "config": label,
         "framework": "tensorflow",
         "fused_bn": bool(fused_bn),
+        "fused_adam": bool(fused_adam),
         "precision": precision,
         "xla": bool(xla),
         "jit_compile_in_effect": bool(vae.jit_compile),
@@ -225,7 +252,15 @@ def worker_torch_check(preset):
 
 
 def worker_torch_train(
-    preset, label, config, compile, warmup, steps, gflop, channels_last=False
+    preset,
+    label,
+    config,
+    compile,
+    warmup,
+    steps,
+    gflop,
+    channels_last=False,
+    bfloat16=False,
 ):
     """Images/second of the PyTorch peer's training steps (torch only)."""
     baseline = _rss_mib()
@@ -233,7 +268,7 @@ def worker_torch_train(
 
     threads = torch_peer.use_all_cores()
     result = torch_peer.time_training(
-        config, compile, warmup, steps, BATCH_SIZE, channels_last
+        config, compile, warmup, steps, BATCH_SIZE, channels_last, bfloat16
     )
     result.update(
         {
@@ -242,7 +277,7 @@ def worker_torch_train(
             "framework": "torch",
             "compile": bool(compile),
             "fused_bn": None,
-            "precision": "float32",
+            "precision": "bfloat16 autocast" if bfloat16 else "float32",
             "xla": False,
             "jit_compile_in_effect": False,
             "threads": threads,
@@ -354,13 +389,13 @@ def summarise_rounds(runs):
 
 def summarise_peer(runs, check):
     """The package's default against the PyTorch peer, round by round."""
-    package = _speeds(runs.get(DEFAULT, []))
     peer = {
         "parameters": check["parameters"],
         "forward_max_abs_difference": check["forward_max_abs_difference"],
         "loss_and_gradients": check.get("loss_and_gradients"),
     }
-    for label, key in zip(PEER_LABELS, ("eager", "channels_last", "compile")):
+    for package_label, label, key in PEER_RATIOS:
+        package = _speeds(runs.get(package_label, []))
         if label not in runs or not package:
             continue
         speeds = _speeds(runs[label])
@@ -438,9 +473,12 @@ def peer_lines(report):
         "compile | % of peak: package, eager, channels_last, compile |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    bfloat16_rows = []
     for preset, entry in peer["presets"].items():
         package = rows.get((preset, DEFAULT))
-        torch_rows = [rows.get((preset, label)) for label in PEER_LABELS]
+        torch_rows = [
+            rows.get((preset, label)) for label in (EAGER, CHANNELS_LAST, COMPILED)
+        ]
         worst = max(
             v
             for mode in entry["forward_max_abs_difference"].values()
@@ -466,6 +504,37 @@ def peer_lines(report):
             f"{_ratio(entry.get('package_over_channels_last'))} | "
             f"{_ratio(entry.get('package_over_compile'))} | {percents} |"
         )
+        if "package_over_bfloat16_over_eager_bfloat16" in entry or (
+            "package_over_bfloat16_over_eager" in entry
+        ):
+            rounds = ", ".join(
+                _ratio(v)
+                for v in entry.get(
+                    "package_over_bfloat16_over_eager_bfloat16_rounds", []
+                )
+            )
+            bfloat16_rows.append(
+                f"| {preset} | {_speed(rows.get((preset, BFLOAT16)))} | "
+                f"{_speed(rows.get((preset, EAGER_BF16)))} | "
+                f"{_ratio(entry.get('package_over_bfloat16_over_eager_bfloat16'))} "
+                f"({rounds}) | "
+                f"{_ratio(entry.get('package_over_bfloat16_over_eager'))} |"
+            )
+    if bfloat16_rows:
+        lines += [
+            "",
+            "bfloat16, opt-in on both sides: the package's `--precision "
+            "mixed_bfloat16` (`default + bfloat16`: weights, BatchNorm "
+            "statistics and losses float32) against PyTorch eager under "
+            "`torch.autocast('cpu', dtype=torch.bfloat16)`, and against "
+            "PyTorch's float32 eager step.",
+            "",
+            "| preset | package bfloat16 images/s | PyTorch eager bfloat16 | "
+            "package bf16 / PyTorch bf16 (rounds) | package bf16 / PyTorch "
+            "float32 eager |",
+            "|---|---|---|---|---|",
+            *bfloat16_rows,
+        ]
     errors = [
         f"{preset}: {_first_line(entry['compile_error'], 400)}"
         for preset, entry in peer["presets"].items()
@@ -596,6 +665,7 @@ def _run_config(config, preset, steps, check):
             config=check["config"],
             compile=config["compile"],
             channels_last=config.get("channels_last", False),
+            bfloat16=config.get("bfloat16", False),
             warmup=warmup,
             steps=timed,
             gflop=check["train_gflop_per_image"],
@@ -605,6 +675,7 @@ def _run_config(config, preset, steps, check):
         preset=preset,
         label=config["label"],
         fused_bn=config["fused_bn"],
+        fused_adam=config["fused_adam"],
         xla=config["xla"],
         precision=config["precision"],
         warmup=warmup,

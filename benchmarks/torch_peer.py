@@ -357,8 +357,15 @@ def make_optimizer(model):
     )
 
 
-def make_train_step(model, optimizer, compile=False, compile_optimizer=False):
+def make_train_step(
+    model, optimizer, compile=False, compile_optimizer=False, bfloat16=False
+):
     """``step(x) -> (loss, batch_mse)``: one balanced training step.
+
+    ``bfloat16=True``: the forward pass and loss run under
+    ``torch.autocast("cpu", dtype=torch.bfloat16)`` (convolutions and
+    matmuls in bfloat16, weights and optimizer float32), PyTorch's side of
+    the package's ``mixed_bfloat16``.
 
     ``compile=True``: the forward pass and loss go through ``torch.compile``
     (TorchInductor, C++ on CPU; AOTAutograd compiles the backward pass with
@@ -371,6 +378,8 @@ def make_train_step(model, optimizer, compile=False, compile_optimizer=False):
     """
     loss_terms = model.loss_terms
     optimizer_step = optimizer.step
+    if bfloat16:
+        loss_terms = torch.autocast("cpu", dtype=torch.bfloat16)(loss_terms)
     if compile:
         loss_terms = torch.compile(loss_terms)
     if compile_optimizer:
@@ -404,7 +413,13 @@ def use_all_cores():
 
 
 def time_training(
-    preset, compile=False, warmup=2, steps=5, batch_size=100, channels_last=False
+    preset,
+    compile=False,
+    warmup=2,
+    steps=5,
+    batch_size=100,
+    channels_last=False,
+    bfloat16=False,
 ):
     """Images/second of the peer's training steps on one synthetic batch.
 
@@ -418,7 +433,7 @@ def time_training(
     torch.manual_seed(0)
     model = build_torch_vae(preset, channels_last)
     optimizer = make_optimizer(model)
-    step = make_train_step(model, optimizer, compile=compile)
+    step = make_train_step(model, optimizer, compile=compile, bfloat16=bfloat16)
     x = synthetic_batch(model, batch_size)
     warmup = max(warmup, 2) if compile else max(warmup, 1)
     start = time.perf_counter()
@@ -441,6 +456,7 @@ def time_training(
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "channels_last": bool(channels_last),
+        "bfloat16": bool(bfloat16),
         "parameters": count_parameters(model)["total"],
         "warmup_steps": warmup,
         "timed_steps": steps,

@@ -119,8 +119,59 @@ def test_peer_ratios_and_report_with_an_unavailable_torch_compile(tmp_path):
     assert "torch.compile was not available: p: BackendCompilerFailed" in text
 
 
+def test_bfloat16_peer_ratios_pair_the_packages_bfloat16_with_pytorchs(tmp_path):
+    throughput = _load("throughput")
+    runs = {
+        throughput.DEFAULT: [_row("p", throughput.DEFAULT, s) for s in (100, 200)],
+        throughput.EAGER: [_row("p", throughput.EAGER, s, "torch") for s in (50, 100)],
+        throughput.BFLOAT16: [_row("p", throughput.BFLOAT16, s) for s in (300, 400)],
+        throughput.EAGER_BF16: [
+            _row("p", throughput.EAGER_BF16, s, "torch") for s in (100, 100)
+        ],
+    }
+    check = {
+        "parameters": {"trainable": 404433, "total": 405139},
+        "forward_max_abs_difference": {"inference": {"z_mean": 1e-6}},
+    }
+    peer = throughput.summarise_peer(runs, check)
+    assert peer["package_over_eager"] == 2.0
+    assert peer["package_over_bfloat16_over_eager_bfloat16_rounds"] == [3.0, 4.0]
+    assert peer["package_over_bfloat16_over_eager_bfloat16"] == 3.5
+    assert peer["package_over_bfloat16_over_eager"] == 5.0  # 300/50, 400/100
+    report = {
+        "matmul": {"peak_gflops": 100.0},
+        "train": throughput.summarise_rounds(runs),
+        "peer": {
+            "available": True,
+            "torch": "2.x",
+            "threads": 2,
+            "presets": {"p": peer},
+        },
+    }
+    text = "\n".join(throughput.peer_lines(report))
+    assert (
+        "| p | 350.0 (300, 400) | 100.0 (100, 100) | 3.50x (3.00x, 4.00x) | 5.00x |"
+        in text
+    )
+
+
 def test_peer_section_without_torch_says_why():
     throughput = _load("throughput")
     reason = "PyTorch cannot be imported (ModuleNotFoundError: torch)"
     lines = throughput.peer_lines({"peer": {"available": False, "skipped": reason}})
     assert f"Not measured: {reason}." in lines
+
+
+def test_profile_reads_the_ops_of_a_real_trace():
+    profile = _load("profile_step")
+    run = profile.worker("tiny", 2)
+    types = {row["name"]: row for row in run["by_type"]}
+    # Convolutions and the fused Adam kernel are in the trace, named by op.
+    assert any("Conv2D" in name for name in types)
+    assert "ResourceApplyAdam" in types
+    assert sum(row["share"] for row in run["by_type"]) == pytest.approx(1.0)
+    phases = {row["name"] for row in run["by_phase"]}
+    assert {"forward", "backward"} <= phases
+    layers = {row["name"] for row in run["by_layer"]}
+    assert "encoder/stem" in layers and "decoder/to_image" in layers
+    assert run["wall_ms_per_step"] > 0 and run["ops_per_step"] > 50

@@ -135,6 +135,32 @@ def test_fused_batch_norm_matches_keras_batch_norm_in_training():
         np.testing.assert_allclose(fused, plain, rtol=1e-6)
 
 
+def test_fused_batch_norm_in_bfloat16_keeps_float32_statistics():
+    import tensorflow as tf
+
+    x = np.random.default_rng(1).normal(2, 3, (8, 5, 5, 4)).astype("float32")
+    outputs, stats = [], []
+    for layer in _bn_pair(dtype="mixed_bfloat16"):
+        with tf.GradientTape() as tape:
+            xb = tf.cast(x, "bfloat16")
+            tape.watch(xb)
+            y = layer(xb, training=True)
+            loss = tf.reduce_sum(tf.cast(y, "float32") ** 2)
+        assert y.dtype == tf.bfloat16
+        assert all(w.dtype == "float32" for w in layer.weights)
+        grad = tape.gradient(loss, xb)
+        outputs.append((tf.cast(y, "float32").numpy(), tf.cast(grad, "float32")))
+        stats.append([w.numpy() for w in layer.non_trainable_weights])
+    (y_keras, g_keras), (y_fused, g_fused) = outputs
+    # bfloat16 has 8 significant bits: outputs of size ~3 agree to its
+    # rounding (2^-8 relative); the statistics are float32 on both sides,
+    # from the same bfloat16 inputs.
+    np.testing.assert_allclose(y_fused, y_keras, rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(g_fused, g_keras, rtol=5e-2, atol=5e-2)
+    for fused, plain in zip(stats[1], stats[0]):
+        np.testing.assert_allclose(fused, plain, rtol=1e-5)
+
+
 def test_fused_batch_norm_takes_the_keras_path_when_it_cannot_fuse():
     x = np.random.default_rng(2).normal(size=(3, 5, 5, 4)).astype("float32")
     plain, fused = _bn_pair()

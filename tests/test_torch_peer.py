@@ -95,6 +95,26 @@ def test_one_training_step_moves_running_mse():
     assert 0.0 < float(bn.running_mean.abs().max()) < 0.01
 
 
+def test_a_bfloat16_autocast_step_computes_the_float32_loss_to_its_rounding():
+    import vae_balance
+
+    config = vae_balance.get_preset("fashion_mnist").to_dict()
+    losses = []
+    for bfloat16 in (False, True):
+        torch.manual_seed(0)
+        model = torch_peer.build_torch_vae(config)
+        step = torch_peer.make_train_step(
+            model, torch_peer.make_optimizer(model), bfloat16=bfloat16
+        )
+        loss, _ = step(torch_peer.synthetic_batch(model, 4))
+        assert loss.dtype == torch.float32
+        losses.append(float(loss))
+    # bfloat16 convolutions: 8 significant bits; the loss (~1,000) agrees to
+    # a percent, and differs (the autocast did something).
+    assert losses[1] == pytest.approx(losses[0], rel=1e-2)
+    assert losses[1] != losses[0]
+
+
 def test_the_peer_refuses_other_balancing_strategies():
     import vae_balance
 
