@@ -1,8 +1,7 @@
 """Where one stage-1 training step spends its time: the TensorFlow profiler.
 
 For each preset (default ``fashion_mnist`` and ``cifar10``, batch 100,
-synthetic images, the package's default configuration; ``--keras-adam``:
-Keras' Adam, the step before `vae_balance.FusedAdam`) the script builds
+synthetic images, the package's default configuration) the script builds
 `build_vae`, compiles it as the training job does, warms up, then traces
 ``--steps`` steps of ``fit`` with ``tf.profiler.experimental`` and reads the
 trace (the XSpace protobuf the profiler writes) itself: every TensorFlow op
@@ -119,7 +118,7 @@ def _grouped(ops, key, steps, total):
     ]
 
 
-def worker(preset, steps, precision="float32", keras_adam=False):
+def worker(preset, steps, precision="float32"):
     """Profiles ``steps`` training steps of ``preset``; returns the groups."""
     import keras
     import tensorflow as tf
@@ -129,8 +128,11 @@ def worker(preset, steps, precision="float32", keras_adam=False):
     keras.mixed_precision.set_global_policy(precision)
     config = vae_balance.get_preset(preset)
     vae = vae_balance.build_vae(config)
-    adam = keras.optimizers.Adam if keras_adam else vae_balance.FusedAdam
-    vae.compile(optimizer=adam(config.learning_rate, epsilon=config.adam_epsilon))
+    vae.compile(
+        optimizer=keras.optimizers.Adam(
+            config.learning_rate, epsilon=config.adam_epsilon
+        )
+    )
     batch = tf.random.uniform((BATCH_SIZE, *config.image_shape), seed=0)
     warm = tf.data.Dataset.from_tensors(batch).repeat(WARMUP)
     vae.fit(warm, epochs=1, verbose=0)
@@ -146,7 +148,6 @@ def worker(preset, steps, precision="float32", keras_adam=False):
     return {
         "preset": preset,
         "precision": precision,
-        "optimizer": "keras.optimizers.Adam" if keras_adam else "FusedAdam",
         "steps": steps,
         "batch_size": BATCH_SIZE,
         "wall_ms_per_step": 1e3 * wall / steps,
@@ -190,7 +191,7 @@ def write_report(report, results, name="profile_step"):
     for run in report["runs"]:
         lines += [
             "",
-            f"## {run['preset']} ({run['precision']}, {run['optimizer']})",
+            f"## {run['preset']} ({run['precision']})",
             "",
             f"{run['steps']} traced steps: wall {run['wall_ms_per_step']:.1f} "
             f"ms/step, op time {run['op_ms_per_step']:.1f} ms/step, "
@@ -223,11 +224,6 @@ def main(argv=None):
         choices=("float32", "mixed_bfloat16"),
         help="Keras dtype policy of the profiled model (default float32)",
     )
-    parser.add_argument(
-        "--keras-adam",
-        action="store_true",
-        help="Keras' Adam instead of the package's FusedAdam (the step before)",
-    )
     parser.add_argument("--results", default=os.path.join(here, "results"))
     parser.add_argument(
         "--name", default="profile_step", help="report file stem (default %(default)s)"
@@ -235,7 +231,7 @@ def main(argv=None):
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        run = worker(args.worker, args.steps, args.precision, args.keras_adam)
+        run = worker(args.worker, args.steps, args.precision)
         print(json.dumps(run))
         return
     runs = []
@@ -244,7 +240,6 @@ def main(argv=None):
         print(f"profiling {preset}: {steps} steps", flush=True)
         command = [sys.executable, os.path.abspath(__file__), "--worker", preset]
         command += ["--steps", str(steps), "--precision", args.precision]
-        command += ["--keras-adam"] if args.keras_adam else []
         done = subprocess.run(command, capture_output=True, text=True)
         lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
         if done.returncode != 0 or not lines:

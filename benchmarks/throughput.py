@@ -63,14 +63,9 @@ REPEATS = {"fashion_mnist": 3, "cifar10": 3, "celeba": 2}
 # package's side of the peer ratios. --configs selects by key.
 CONFIGS = (
     {"key": "keras_bn", "label": "before: Keras BN", "kind": "package",
-     "fused_bn": False, "fused_adam": False, "xla": False,
-     "precision": "float32"},
-    {"key": "keras_adam", "label": "before: fused BN, Keras Adam",
-     "kind": "package", "fused_bn": True, "fused_adam": False, "xla": False,
-     "precision": "float32"},
-    {"key": "fused_bn", "label": "default: fused BN, fused Adam",
-     "kind": "package", "fused_bn": True, "fused_adam": True, "xla": False,
-     "precision": "float32"},
+     "fused_bn": False, "xla": False, "precision": "float32"},
+    {"key": "fused_bn", "label": "default: fused BN", "kind": "package",
+     "fused_bn": True, "xla": False, "precision": "float32"},
     {"key": "torch_eager", "label": "PyTorch eager", "kind": "torch",
      "compile": False},
     {"key": "torch_channels_last", "label": "PyTorch eager, channels_last",
@@ -78,14 +73,13 @@ CONFIGS = (
     {"key": "torch_compile", "label": "PyTorch torch.compile", "kind": "torch",
      "compile": True},
     {"key": "xla", "label": "default + XLA", "kind": "package",
-     "fused_bn": True, "fused_adam": True, "xla": True, "precision": "float32"},
+     "fused_bn": True, "xla": True, "precision": "float32"},
     {"key": "bfloat16", "label": "default + bfloat16", "kind": "package",
-     "fused_bn": True, "fused_adam": True, "xla": False,
-     "precision": "mixed_bfloat16"},
+     "fused_bn": True, "xla": False, "precision": "mixed_bfloat16"},
     {"key": "torch_bf16", "label": "PyTorch eager, bfloat16 autocast",
      "kind": "torch", "compile": False, "bfloat16": True},
 )  # fmt: skip
-DEFAULT = "default: fused BN, fused Adam"
+DEFAULT = "default: fused BN"
 BFLOAT16 = "default + bfloat16"
 EAGER, COMPILED = "PyTorch eager", "PyTorch torch.compile"
 CHANNELS_LAST = "PyTorch eager, channels_last"
@@ -160,9 +154,7 @@ def worker_matmul(size=2048, repeats=8):
     }
 
 
-def worker_train(
-    preset, label, fused_bn, xla, precision, warmup, steps, fused_adam=True
-):
+def worker_train(preset, label, fused_bn, xla, precision, warmup, steps):
     """Images/second of stage-1 training steps on synthetic data."""
     import keras
     import tensorflow as tf
@@ -173,9 +165,10 @@ def worker_train(
     keras.mixed_precision.set_global_policy(precision)
     config = vae_balance.get_preset(preset)
     vae = vae_balance.build_vae(config, fused_bn=fused_bn)
-    adam = vae_balance.FusedAdam if fused_adam else keras.optimizers.Adam
     vae.compile(
-        optimizer=adam(config.learning_rate, epsilon=config.adam_epsilon),
+        optimizer=keras.optimizers.Adam(
+            config.learning_rate, epsilon=config.adam_epsilon
+        ),
         jit_compile=bool(xla),
     )
     batch = tf.random.uniform((BATCH_SIZE, *config.image_shape), seed=0)
@@ -202,7 +195,6 @@ def worker_train(
         "config": label,
         "framework": "tensorflow",
         "fused_bn": bool(fused_bn),
-        "fused_adam": bool(fused_adam),
         "precision": precision,
         "xla": bool(xla),
         "jit_compile_in_effect": bool(vae.jit_compile),
@@ -675,7 +667,6 @@ def _run_config(config, preset, steps, check):
         preset=preset,
         label=config["label"],
         fused_bn=config["fused_bn"],
-        fused_adam=config["fused_adam"],
         xla=config["xla"],
         precision=config["precision"],
         warmup=warmup,

@@ -87,17 +87,3 @@ def test_batch_normalization_still_stores_renorm():
     layer.build((None, 2, 2, 3))
     x = np.ones((2, 2, 2, 3), "float32")
     assert layer._fusable(x, training=True, mask=None)
-
-
-def test_adam_still_keeps_its_moments_in_the_private_lists():
-    variable = keras.Variable(np.ones(3, "float32"))
-    optimizer = keras.optimizers.Adam(0.1)
-    optimizer.build([variable])
-    source = inspect.getsource(keras.optimizers.Adam.update_step)
-    assert "self._momentums[self._get_variable_index(variable)]" in source
-    assert "self._velocities[self._get_variable_index(variable)]" in source
-    m, v = _keras_compat.adam_slots(optimizer, variable.value)
-    assert m is optimizer._momentums[0] and v is optimizer._velocities[0]
-    optimizer.apply([np.full(3, 2.0, "float32")], [variable])
-    np.testing.assert_allclose(np.asarray(m), np.full(3, 0.2), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(v), np.full(3, 0.004), rtol=1e-6)

@@ -16,7 +16,6 @@ from vae_balance.builders import build_second_stage, build_vae  # noqa: E402
 from vae_balance.config import PRESETS, VAEConfig, get_preset  # noqa: E402
 from vae_balance.export import export_sampler  # noqa: E402
 from vae_balance.model import BALANCES, BalancedVAE  # noqa: E402
-from vae_balance.optimizers import FusedAdam  # noqa: E402
 from vae_balance.sampler import (  # noqa: E402
     TwoStageSampler,
     encode_dataset,
@@ -26,7 +25,6 @@ from vae_balance.sampler import (  # noqa: E402
 __all__ = [
     "BALANCES",
     "BalancedVAE",
-    "FusedAdam",
     "PRESETS",
     "TwoStageSampler",
     "VAEConfig",

@@ -17,7 +17,6 @@ hook                       used by
                            ``_resolve_auto_jit_compile``)
 ``in_multi_worker_mode``   distribute.in_multi_worker_mode (BalancedVAE logs)
 ``uses_renorm``            networks.FusedBatchNormalization
-``adam_slots``             optimizers.FusedAdam (``update_step``)
 =========================  ==================================================
 """
 
@@ -171,29 +170,3 @@ def uses_renorm(layer):
         layer: a `keras.layers.BatchNormalization`.
     """
     return bool(getattr(layer, "renorm", False))
-
-
-def adam_slots(optimizer, variable):
-    """The first and second moment variables (m, v) of ``variable`` in an Adam.
-
-    Why: `vae_balance.optimizers.FusedAdam` hands Adam's moments to
-    TensorFlow's fused ``ResourceApplyAdam`` kernel; Keras keeps them in
-    private lists indexed by a private lookup.
-
-    Upstream: keras/src/optimizers/adam.py (``Adam.build`` fills
-    ``self._momentums`` and ``self._velocities``; ``Adam.update_step`` reads
-    them with ``self._get_variable_index``, from
-    keras/src/optimizers/base_optimizer.py).
-
-    Removal: if Keras gives optimizers a public slot accessor, or fuses the
-    TensorFlow backend's Adam itself.
-
-    Args:
-        optimizer: a built `keras.optimizers.Adam`.
-        variable: one of the variables it updates (a `tf.Variable`).
-
-    Returns:
-        ``(m, v)``, Keras variables shaped like ``variable``.
-    """
-    index = optimizer._get_variable_index(variable)
-    return optimizer._momentums[index], optimizer._velocities[index]

@@ -20,7 +20,6 @@ import keras
 from vae_balance import batchnorm, checkpoints
 from vae_balance.callbacks import StepHistory, TensorBoardScalars, staircase
 from vae_balance.datasets import pipeline
-from vae_balance.optimizers import FusedAdam
 from vae_balance.workdir import load_checkpoint, save_model_atomic
 
 
@@ -44,7 +43,7 @@ class StageSpec:
 
 
 def _compile(model, learning_rate, config, jit_compile):
-    optimizer = FusedAdam(
+    optimizer = keras.optimizers.Adam(
         learning_rate, beta_1=0.9, beta_2=0.999, epsilon=config.adam_epsilon
     )
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
