@@ -184,9 +184,10 @@ def write_report(report, results, name="profile_step"):
         "",
         f"`{report['command']}` on {report['machine']}, {report['date']}. "
         "TensorFlow profiler trace of `fit` on synthetic images, batch "
-        f"{BATCH_SIZE}, the package's default configuration; shares are of "
-        "the summed op time on the executor threads (up to two ops run at "
-        "once, so op time can exceed wall time).",
+        f"{BATCH_SIZE}, the package's default configuration in the dtype "
+        "policy of each section's title; shares are of the summed op time "
+        "on the executor threads (up to two ops run at once, so op time can "
+        "exceed wall time).",
     ]
     for run in report["runs"]:
         lines += [

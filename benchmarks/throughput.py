@@ -12,8 +12,10 @@ image (convolution and dense multiply-adds of the networks; a training step
 ~ 3x the forward pass) and the achieved fraction of this machine's peak,
 measured in the same run with a large float32 matmul. The peer: the same
 networks, loss and Adam step in PyTorch (`torch_peer.py`): eager (NCHW),
-eager in channels_last and through ``torch.compile``, timed in the same
-rounds right after the package's default configuration. Before any timing
+eager in channels_last, through ``torch.compile`` and eager under bfloat16
+autocast (the side of the package's ``mixed_bfloat16``), timed in the same
+rounds right after the package's default configuration. tf.data's autotuner
+is off on the synthetic dataset (see ``worker_train``). Before any timing
 their parameter counts (trainable and total), forward passes and loss and
 gradients (Keras weights copied in) are checked equal to the package's; the
 report gives the per-round ratio package / PyTorch and its median. PyTorch
