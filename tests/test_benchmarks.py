@@ -175,3 +175,49 @@ def test_profile_reads_the_ops_of_a_real_trace():
     layers = {row["name"] for row in run["by_layer"]}
     assert "encoder/stem" in layers and "decoder/to_image" in layers
     assert run["wall_ms_per_step"] > 0 and run["ops_per_step"] > 50
+
+
+def test_paired_difference_of_three_seeds_solved_by_hand():
+    stats = _load("seed_statistics")
+    running = {0: 60.0, 1: 62.0, 2: 64.0}
+    learned = {0: 61.0, 1: 64.0, 2: 67.0, 3: 70.0}  # seed 3 has no pair
+    pair = stats.paired_difference(running, learned)
+    # differences -1, -2, -3: mean -2, sd 1, t(0.975, 2) = 4.3027
+    assert pair["seeds"] == [0, 1, 2]
+    assert pair["differences"] == [-1.0, -2.0, -3.0]
+    assert pair["mean"] == pytest.approx(-2.0)
+    assert pair["std"] == pytest.approx(1.0)
+    half = 4.302653 / np.sqrt(3)
+    assert pair["interval"] == pytest.approx([-2.0 - half, -2.0 + half], abs=1e-5)
+    # all three negative: 2 x (1/2)^3 = 0.25, the smallest p 3 seeds allow
+    assert pair["sign_test_p"] == pytest.approx(0.25)
+    text = stats.verdict(pair, "running", "learned")
+    assert text.startswith("undecided: running ahead by 2")
+    # consistent differences exclude 0 from the interval
+    tight = stats.paired_difference({0: 1.0, 1: 1.1, 2: 0.9}, {0: 2.0, 1: 2.1, 2: 2.0})
+    assert tight["interval"][1] < 0
+    assert stats.verdict(tight, "running", "batch").startswith("running better by")
+    assert stats.verdict(tight, "r", "b", lower_is_better=False).startswith(
+        "b better by"
+    )
+
+
+def test_sign_test_and_summaries_solved_by_hand():
+    stats = _load("seed_statistics")
+    assert stats.sign_test([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)
+    assert stats.sign_test([1, -1, 2, 0]) == pytest.approx(1.0)  # 2+ / 1-
+    assert stats.sign_test([0, 0]) == 1.0
+    summary = stats.summarise([1, 2, 3, 6])
+    assert summary["mean"] == 3.0 and summary["min"] == 1.0 and summary["max"] == 6.0
+    assert summary["std"] == pytest.approx(np.std([1, 2, 3, 6], ddof=1))
+    assert stats.summarise([5])["std"] is None
+    with pytest.raises(ValueError, match="no seed"):
+        stats.summarise([])
+    with pytest.raises(ValueError, match="share no seed"):
+        stats.paired_difference({0: 1.0}, {1: 2.0})
+    steps, mean, low, high = stats.band(
+        [([1, 2, 3], [1.0, 2.0, 3.0]), ([2, 3], [4.0, 5.0])]
+    )
+    assert steps.tolist() == [2, 3]
+    assert mean.tolist() == [3.0, 4.0]
+    assert low.tolist() == [2.0, 3.0] and high.tolist() == [4.0, 5.0]
