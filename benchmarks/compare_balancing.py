@@ -24,6 +24,12 @@ on 2,000 test images: under two hours in all)::
 
     python benchmarks/compare_balancing.py
 
+Several seeds, each (strategy, seed) run cached on its own, with means,
+standard deviations and paired per-seed differences
+(`balancing_seeds.py`)::
+
+    python benchmarks/compare_balancing.py --seeds 0 1 2
+
 Reduced budget (what fits in a short session)::
 
     python benchmarks/compare_balancing.py --epochs 1 --epochs2 2 \
@@ -43,6 +49,7 @@ import shlex
 import sys
 import time
 
+import balancing_seeds
 import numpy as np
 from common import describe_machine
 
@@ -90,12 +97,15 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=FULL_EPOCHS)
     parser.add_argument("--epochs2", type=int, default=FULL_EPOCHS2)
     parser.add_argument(
-        "--fid-images", type=int, default=FULL_FID_IMAGES, help="test images N"
+        "--fid-images",
+        type=int,
+        help=f"test images N (default {FULL_FID_IMAGES}; with --seeds "
+        f"{balancing_seeds.DEFAULT_FID_IMAGES})",
     )
     parser.add_argument(
         "--strategies",
-        default=",".join(STRATEGIES),
-        help=f"comma-separated subset of {','.join(STRATEGIES)}",
+        help=f"comma-separated subset of {','.join(STRATEGIES)} (default: all; "
+        f"with --seeds {','.join(balancing_seeds.DEFAULT_STRATEGIES)})",
     )
     parser.add_argument(
         "--out",
@@ -109,8 +119,27 @@ def parse_args(argv=None):
     )
     parser.add_argument("--limit", type=int, help="first N training images only")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="several seeds: one run per (strategy, seed) in "
+        "--out/<strategy>-seed<seed>, each resumed or skipped once done, and a "
+        "report with means, standard deviations and paired differences "
+        "(benchmarks/balancing_seeds.py)",
+    )
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
+    if args.strategies is None:
+        args.strategies = ",".join(
+            balancing_seeds.DEFAULT_STRATEGIES if args.seeds else STRATEGIES
+        )
+    if args.fid_images is None:
+        args.fid_images = (
+            balancing_seeds.DEFAULT_FID_IMAGES if args.seeds else FULL_FID_IMAGES
+        )
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds repeats a seed: {args.seeds}")
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = sorted(set(args.strategies) - set(STRATEGIES))
     if unknown:
@@ -118,7 +147,7 @@ def parse_args(argv=None):
     return args
 
 
-def config_for(strategy, args):
+def config_for(strategy, args, seed=None):
     """The preset with the strategy's balancing and the benchmark's budget.
 
     The learning-rate schedule keeps the preset's shape (halved at the same
@@ -129,7 +158,7 @@ def config_for(strategy, args):
     base = get_preset(PRESET)
     return get_preset(
         base,
-        seed=args.seed,
+        seed=args.seed if seed is None else seed,
         epochs=args.epochs,
         epochs2=args.epochs2,
         lr_epochs=max(1, round(args.epochs * base.lr_epochs / base.epochs)),
@@ -139,11 +168,15 @@ def config_for(strategy, args):
 
 
 # --------------------------------------------------------------- training
-def train_strategy(strategy, args):
-    """Trains (or resumes) one strategy; returns its cumulative wall time."""
+def train_strategy(strategy, args, seed=None, workdir=None):
+    """Trains (or resumes) one strategy; returns its cumulative wall time.
+
+    ``seed`` and ``workdir`` default to ``--seed`` and ``--out/<strategy>``.
+    """
     from vae_balance import training
 
-    workdir = os.path.join(args.out, strategy)
+    workdir = workdir or os.path.join(args.out, strategy)
+    label = strategy if seed is None else f"{strategy}, seed {seed}"
     os.makedirs(workdir, exist_ok=True)
     timing_path = os.path.join(workdir, "benchmark_timing.json")
     timing = {"seconds": 0.0, "cpu_seconds": 0.0, "epochs": 0, "epochs2": 0}
@@ -152,12 +185,12 @@ def train_strategy(strategy, args):
             timing = json.load(f)
     done = os.path.exists(Workdir(workdir).stage_path("stage2"))
     if done and (timing["epochs"], timing["epochs2"]) == (args.epochs, args.epochs2):
-        print(f"[{strategy}] already trained ({timing['seconds']:.0f} s)")
+        print(f"[{label}] already trained ({timing['seconds']:.0f} s)")
         return timing
-    print(f"[{strategy}] training {args.epochs} + {args.epochs2} epochs -> {workdir}")
+    print(f"[{label}] training {args.epochs} + {args.epochs2} epochs -> {workdir}")
     start, cpu_start = time.time(), _cpu_seconds()
     training.train(
-        config_for(strategy, args),
+        config_for(strategy, args, seed),
         workdir,
         data_dir=args.data_dir,
         limit=args.limit,
@@ -601,6 +634,8 @@ def main(argv=None):
         ["python", "benchmarks/compare_balancing.py"]
         + list(sys.argv[1:] if argv is None else argv)
     )
+    if args.seeds:
+        return balancing_seeds.main(args, command.strip())
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.results, exist_ok=True)

@@ -97,6 +97,8 @@ def paired_difference(a, b, confidence=0.95):
 def verdict(pair, name_a, name_b, lower_is_better=True):
     """One sentence: which is better, and whether the seeds decide it."""
     mean = pair["mean"]
+    if not any(pair["differences"]):
+        return "tied on every seed"
     better, worse = (
         (name_a, name_b)
         if (mean < 0) == lower_is_better

@@ -221,3 +221,58 @@ def test_sign_test_and_summaries_solved_by_hand():
     assert steps.tolist() == [2, 3]
     assert mean.tolist() == [3.0, 4.0]
     assert low.tolist() == [2.0, 3.0] and high.tolist() == [4.0, 5.0]
+
+
+def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
+    seeds_module = _load("balancing_seeds")
+
+    def cell(fid_gen2, precision, cpu):
+        return {
+            "fid_rec": fid_gen2 - 10,
+            "fid_gen1": fid_gen2 + 20,
+            "fid_gen2": fid_gen2,
+            "precision_gen2": precision,
+            "recall_gen2": 0.01,
+            "reconstruction_mse": 0.01,
+            "train_cpu_seconds": cpu,
+            "final_gamma2_over_mse": 1.0,
+            "steps_to_balance": 400.0,
+        }
+
+    cells = {
+        "running": {0: cell(60, 0.40, 1400), 1: cell(62, 0.41, 1500)},
+        "learned": {0: cell(65, 0.35, 1400), 1: cell(66, 0.36, 1450)},
+        "batch": {0: cell(59, 0.42, 1480)},  # seed 1 not trained yet
+    }
+    summaries, pairs = seeds_module.summarise_cells(cells)
+    assert summaries["running"]["fid_gen2"]["mean"] == 61.0
+    assert summaries["batch"]["fid_gen2"]["std"] is None
+    gen2 = pairs["running-learned"]["fid_gen2"]
+    assert gen2["differences"] == [-5.0, -4.0]
+    # t(0.975, 1) = 12.7: two seeds 1 apart leave [-10.9, 1.9]
+    assert gen2["interval"] == pytest.approx([-10.85, 1.85], abs=0.01)
+    assert gen2["verdict"].startswith("undecided: running ahead by 4.5")
+    precision = pairs["running-learned"]["precision_gen2"]
+    assert precision["verdict"].startswith("running better")
+    assert pairs["running-batch"]["fid_gen2"]["seeds"] == [0]
+    assert "undecided" in pairs["running-batch"]["fid_gen2"]["verdict"]
+    assert "verdict" not in pairs["running-learned"]["train_cpu_seconds"]
+    assert pairs["running-learned"]["recall_gen2"]["verdict"] == "tied on every seed"
+    report = {
+        "command": "python benchmarks/compare_balancing.py --seeds 0 1",
+        "machine": "x86_64, 2 CPU cores, no GPU",
+        "epochs": 12,
+        "epochs2": 24,
+        "train_images": 60000,
+        "fid_images": 5000,
+        "seeds": [0, 1],
+        "cells": {s: {str(k): v for k, v in c.items()} for s, c in cells.items()},
+        "summaries": summaries,
+        "pairs": pairs,
+        "curve": None,
+    }
+    text = "\n".join(seeds_module.report_lines(report))
+    assert "| running | 2 | 51.0 +- 1.4 | 81.0 +- 1.4 | 61.0 +- 1.4 |" in text
+    assert "| batch | 1 | 49.0 (1 seed) |" in text
+    assert "| running-learned | GEN-2 FID | -5.0, -4.0 | -4.5 |" in text
+    assert seeds_module.run_dir("runs/c", "learned", 2) == "runs/c/learned-seed2"
