@@ -210,7 +210,7 @@ def plot_ratio_bands(out, strategies, seeds, path, window=100):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from compare_balancing import read_steps
+    from compare_balancing import read_steps, save_figure
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     plotted = False
@@ -239,10 +239,7 @@ def plot_ratio_bands(out, strategies, seeds, path, window=100):
     ax.set_ylabel("gamma^2 / batch MSE")
     ax.set_title("fashion_mnist: balance over training, mean and min-max over seeds")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(args, command):
@@ -271,12 +268,8 @@ def main(args, command):
             dynamics = None
             if compare.STRATEGIES[strategy]["balance"] != "fixed":
                 dynamics = compare.balance_dynamics(compare.read_steps(workdir))
-            cells[strategy][str(seed)] = cell(
-                evaluation, timings[strategy, seed], dynamics
-            )
-    summaries, pairs = summarise_cells(
-        {s: {int(k): v for k, v in c.items()} for s, c in cells.items()}
-    )
+            cells[strategy][seed] = cell(evaluation, timings[strategy, seed], dynamics)
+    summaries, pairs = summarise_cells(cells)
     curve = plot_ratio_bands(
         args.out,
         args.strategies,
@@ -296,10 +289,7 @@ def main(args, command):
         "strategies": list(args.strategies),
         "cells": cells,
         "summaries": summaries,
-        "pairs": {
-            name: {key: {**pair} for key, pair in by_metric.items()}
-            for name, by_metric in pairs.items()
-        },
+        "pairs": pairs,
         "curve": curve,
     }
     write_json(os.path.join(args.results, "compare_balancing_seeds.json"), report)

@@ -351,6 +351,16 @@ def balance_dynamics(steps, factor=2.0, window=100, tail=600):
     }
 
 
+def save_figure(fig, path):
+    """Lays out, writes (100 dpi) and closes a report figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_mse(args, path):
     """Held-out reconstruction MSE after every stage-1 epoch, all strategies."""
     import matplotlib
@@ -375,10 +385,7 @@ def plot_mse(args, path):
     ax.set_ylabel("held-out MSE (test images)")
     ax.set_title(f"{PRESET}: reconstruction error per epoch, seed {args.seed}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gamma(args, path):
@@ -422,10 +429,7 @@ def plot_gamma(args, path):
     bottom.axhline(1.0, color="gray", lw=0.8)
     bottom.set_ylabel("gamma^2 / batch MSE")
     bottom.set_xlabel("step (batch 100)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- report

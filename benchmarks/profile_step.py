@@ -48,7 +48,7 @@ TOP = 15
 def _phase(name):
     if "gradient_tape/" in name:
         return "backward"
-    if "/Adam/" in name or name.split("/")[-2:-1] == ["Adam"] or "adam" in name:
+    if "adam" in name or "Adam" in name.split("/"):
         return "optimizer"
     if (
         "/encoder" in name
@@ -61,8 +61,8 @@ def _phase(name):
 
 def _layer(name):
     """``encoder/scale1_conv2`` from an op's scoped name."""
-    parts = [p for p in name.split("/") if p not in ("StatefulPartitionedCall",)]
-    parts = [p for p in parts if p != "gradient_tape"]
+    skipped = ("StatefulPartitionedCall", "gradient_tape")
+    parts = [p for p in name.split("/") if p not in skipped]
     for i, part in enumerate(parts):
         base = part.rsplit("_", 1)[0] if part[-1:].isdigit() else part
         if base in ("encoder", "decoder") and i + 1 < len(parts):
