@@ -2,13 +2,22 @@
 
 Every (strategy, seed) pair is one training run in its own work directory,
 ``--out/<strategy>-seed<seed>``, resumed where it stopped and skipped once
-trained, so a long comparison can be stopped, continued later or split
-between machines (copy the work directories back). Each run is then
-evaluated with `vae_balance.evaluation.evaluate_workdir` on the first
-``--fid-images`` test images (default 5,000): FID, KID, precision and recall
-of REC, GEN-1 and GEN-2, the reconstruction MSE, on features cached per run
-(the test images' once, under ``--out/features``), so a rerun only computes
-what is new.
+trained, and evaluated right after with `vae_balance.evaluation.evaluate_workdir`
+on the first ``--fid-images`` test images (default 5,000): FID, KID,
+precision and recall of REC, GEN-1 and GEN-2 and the reconstruction MSE
+(features cached per run, the test images' once under ``--out/features``).
+
+What a finished run leaves is its *record*, a small directory
+``--records/<strategy>-seed<seed>/`` (by default next to the report, in
+``benchmarks/results/compare_balancing_seeds/``, and committed): the
+evaluation (``evaluation.json``), the training time and the balance
+dynamics (``record.json``) and the per-step gamma and batch MSE of stage 1
+(``steps.npz``, for the bands). A run with a record is neither trained nor
+evaluated again, so the comparison can be stopped at any point, continued
+in a later session or on another machine from a fresh clone (the work
+directories are only needed for the run in progress), and split between
+machines by copying records. The report is rewritten after every new
+record, from the records alone.
 
 The report (``compare_balancing_seeds.{json,md,png}`` in ``--results``):
 
@@ -24,6 +33,7 @@ The report (``compare_balancing_seeds.{json,md,png}`` in ``--results``):
         --strategies running,learned,batch      # ~4 h training + ~2 h FID here
 """
 
+import json
 import os
 import time
 
@@ -51,8 +61,79 @@ METRICS = (
 
 
 def run_dir(out, strategy, seed):
-    """The work directory of one (strategy, seed) run."""
+    """The work directory (or record directory) of one (strategy, seed) run."""
     return os.path.join(out, f"{strategy}-seed{seed}")
+
+
+def budget(args):
+    """What a record must have been made with to stand for this comparison."""
+    return {
+        "epochs": args.epochs,
+        "epochs2": args.epochs2,
+        "train_images": args.limit or 60000,
+        "fid_images": args.fid_images,
+    }
+
+
+class RecordError(ValueError):
+    """A record that cannot stand for the run asked for."""
+
+
+def read_record(path, args):
+    """The record in ``path``, or None when the run has not finished.
+
+    Raises:
+        RecordError: the record was made with another budget; nothing is
+            overwritten, the comparison stops and says how to keep both.
+    """
+    record_path = os.path.join(path, "record.json")
+    if not os.path.exists(record_path):
+        return None
+    with open(record_path) as f:
+        record = json.load(f)
+    if record["budget"] != budget(args):
+        raise RecordError(
+            f"{record_path} was made with {record['budget']}, this comparison "
+            f"asks for {budget(args)}. Records of different budgets cannot be "
+            "compared: pass --results (and --out) to another directory for "
+            "this budget, or delete that record to remake it."
+        )
+    steps = np.load(os.path.join(path, "steps.npz"))
+    record["steps"] = {key: steps[key] for key in steps.files}
+    return record
+
+
+def write_record(path, strategy, seed, args, evaluation, timing, steps):
+    """Writes a finished run's record (see the module docstring); returns it.
+
+    ``record.json`` is written last: a record without it is unfinished.
+    """
+    import compare_balancing as compare
+
+    os.makedirs(path, exist_ok=True)
+    dynamics = None
+    if compare.STRATEGIES[strategy]["balance"] != "fixed":
+        dynamics = compare.balance_dynamics(steps)
+    kept = {k: v for k, v in evaluation.items() if k not in ("cache", "interpolations")}
+    write_json(os.path.join(path, "evaluation.json"), kept)
+    curve = {
+        "step": steps["step"].astype(np.int32),
+        "gamma": steps["gamma"].astype(np.float32),
+        "mse": steps["mse"].astype(np.float32),
+    }
+    np.savez_compressed(os.path.join(path, "steps.npz"), **curve)
+    record = {
+        "strategy": strategy,
+        "seed": seed,
+        "budget": budget(args),
+        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "machine": describe_machine(),
+        "timing": timing,
+        "dynamics": dynamics,
+        "cell": cell(evaluation, timing, dynamics),
+    }
+    write_json(os.path.join(path, "record.json"), record)
+    return {**record, "steps": curve}
 
 
 def evaluate_run(workdir, args, seed, extractor):
@@ -143,8 +224,9 @@ def report_lines(report):
         "data order and the noise: runs with the same seed form a pair); "
         f"evaluation on the first {report['fid_images']} test images against "
         "as many generated ones (standard FID Inception features; precision "
-        "and recall with k = 3). Missing cells: runs not trained or evaluated "
-        "yet (rerun the command to continue).",
+        "and recall with k = 3). Each run's record (evaluation, training "
+        f"time, step log) is in `{report['records']}/<strategy>-seed<seed>/`. "
+        "Missing cells: runs not recorded yet (rerun the command to continue).",
         "",
         "## Mean +- standard deviation over seeds",
         "",
@@ -204,24 +286,28 @@ def report_lines(report):
     return lines + [""]
 
 
-def plot_ratio_bands(out, strategies, seeds, path, window=100):
-    """gamma^2 / batch MSE per strategy: mean over seeds and min-max band."""
+def plot_ratio_bands(records, path, window=100):
+    """gamma^2 / batch MSE per strategy: mean over seeds and min-max band.
+
+    Args:
+        records: ``{strategy: {seed: record}}`` (`read_record`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from compare_balancing import read_steps, save_figure
+    from compare_balancing import save_figure
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     plotted = False
     kernel = np.ones(window) / window
-    for strategy in strategies:
+    for strategy, by_seed in records.items():
         curves = []
-        for seed in seeds:
-            steps = read_steps(run_dir(out, strategy, seed))
-            if steps is None or len(steps["mse"]) < window:
+        for record in by_seed.values():
+            steps = record["steps"]
+            if len(steps["mse"]) < window:
                 continue
-            ratio = steps["gamma"] ** 2 / steps["mse"]
+            ratio = steps["gamma"].astype(np.float64) ** 2 / steps["mse"]
             smooth = np.convolve(ratio, kernel, mode="valid")
             curves.append((steps["step"][window - 1 :], smooth))
         if not curves:
@@ -242,51 +328,25 @@ def plot_ratio_bands(out, strategies, seeds, path, window=100):
     return save_figure(fig, path)
 
 
-def main(args, command):
-    """Trains what is missing, evaluates, writes the report; returns it."""
-    import compare_balancing as compare
-
-    from vae_balance.inception import get_feature_extractor
-
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    os.makedirs(args.out, exist_ok=True)
-    os.makedirs(args.results, exist_ok=True)
-    timings = {}
-    for seed in args.seeds:  # seed by seed: a stopped run has whole pairs
-        for strategy in args.strategies:
-            workdir = run_dir(args.out, strategy, seed)
-            timings[strategy, seed] = compare.train_strategy(
-                strategy, args, seed=seed, workdir=workdir
-            )
-    extractor = get_feature_extractor()
-    cells = {strategy: {} for strategy in args.strategies}
-    for seed in args.seeds:
-        for strategy in args.strategies:
-            workdir = run_dir(args.out, strategy, seed)
-            print(f"[{strategy}, seed {seed}] evaluating {workdir}", flush=True)
-            evaluation = evaluate_run(workdir, args, seed, extractor)
-            dynamics = None
-            if compare.STRATEGIES[strategy]["balance"] != "fixed":
-                dynamics = compare.balance_dynamics(compare.read_steps(workdir))
-            cells[strategy][seed] = cell(evaluation, timings[strategy, seed], dynamics)
+def write_report(args, command, started, records):
+    """The report (JSON, Markdown, PNG) of the records so far; returns it."""
+    cells = {
+        strategy: {seed: record["cell"] for seed, record in by_seed.items()}
+        for strategy, by_seed in records.items()
+    }
     summaries, pairs = summarise_cells(cells)
     curve = plot_ratio_bands(
-        args.out,
-        args.strategies,
-        args.seeds,
-        os.path.join(args.results, "compare_balancing_seeds.png"),
+        records, os.path.join(args.results, "compare_balancing_seeds.png")
     )
     report = {
         "command": command,
         "machine": describe_machine(),
         "started_utc": started,
         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        "epochs": args.epochs,
-        "epochs2": args.epochs2,
-        "train_images": args.limit or 60000,
-        "fid_images": args.fid_images,
+        **budget(args),
         "seeds": list(args.seeds),
         "strategies": list(args.strategies),
+        "records": os.path.relpath(args.records, args.results),
         "cells": cells,
         "summaries": summaries,
         "pairs": pairs,
@@ -296,5 +356,61 @@ def main(args, command):
     text = "\n".join(report_lines(report))
     with open(os.path.join(args.results, "compare_balancing_seeds.md"), "w") as f:
         f.write(text)
-    print(text)
+    return report
+
+
+def main(args, command):
+    """Trains and evaluates the runs without a record, reports; returns it.
+
+    Seed by seed (a stopped comparison has whole pairs); the report is
+    rewritten after every new record.
+    """
+    import compare_balancing as compare
+
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    if args.records is None:
+        args.records = os.path.join(args.results, "compare_balancing_seeds")
+    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.results, exist_ok=True)
+    records = {strategy: {} for strategy in args.strategies}
+    for seed in args.seeds:
+        for strategy in args.strategies:
+            record = read_record(run_dir(args.records, strategy, seed), args)
+            if record is not None:
+                records[strategy][seed] = record
+    missing = [
+        (strategy, seed)
+        for seed in args.seeds
+        for strategy in args.strategies
+        if seed not in records[strategy]
+    ]
+    print(
+        f"{len(args.seeds) * len(args.strategies) - len(missing)} runs recorded in "
+        f"{args.records}; {len(missing)} to train and evaluate: "
+        + (", ".join(f"{s}-seed{seed}" for s, seed in missing) or "none"),
+        flush=True,
+    )
+    extractor = None
+    for strategy, seed in missing:
+        workdir = run_dir(args.out, strategy, seed)
+        timing = compare.train_strategy(strategy, args, seed=seed, workdir=workdir)
+        if extractor is None:
+            from vae_balance.inception import get_feature_extractor
+
+            extractor = get_feature_extractor()
+        print(f"[{strategy}, seed {seed}] evaluating {workdir}", flush=True)
+        evaluation = evaluate_run(workdir, args, seed, extractor)
+        records[strategy][seed] = write_record(
+            run_dir(args.records, strategy, seed),
+            strategy,
+            seed,
+            args,
+            evaluation,
+            timing,
+            compare.read_steps(workdir),
+        )
+        write_report(args, command, started, records)
+        print(f"[{strategy}, seed {seed}] recorded", flush=True)
+    report = write_report(args, command, started, records)
+    print("\n".join(report_lines(report)))
     return report

@@ -117,6 +117,12 @@ def parse_args(argv=None):
         default=os.path.join(here, "results"),
         help="where the JSON, Markdown and PNG go",
     )
+    parser.add_argument(
+        "--records",
+        help="with --seeds: one small directory per finished (strategy, seed) "
+        "run (evaluation, timing, step log), the runs not to redo (default: "
+        "--results/compare_balancing_seeds)",
+    )
     parser.add_argument("--limit", type=int, help="first N training images only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

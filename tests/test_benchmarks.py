@@ -1,6 +1,7 @@
 """The benchmark scripts' own arithmetic (the runs themselves are not tests)."""
 
 import importlib.util
+import json
 import os
 import sys
 
@@ -266,6 +267,7 @@ def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
         "train_images": 60000,
         "fid_images": 5000,
         "seeds": [0, 1],
+        "records": "compare_balancing_seeds",
         "cells": {s: {str(k): v for k, v in c.items()} for s, c in cells.items()},
         "summaries": summaries,
         "pairs": pairs,
@@ -276,3 +278,110 @@ def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
     assert "| batch | 1 | 49.0 (1 seed) |" in text
     assert "| running-learned | GEN-2 FID | -5.0, -4.0 | -4.5 |" in text
     assert seeds_module.run_dir("runs/c", "learned", 2) == "runs/c/learned-seed2"
+
+
+def _fake_run(seed, fid_gen2):
+    """An evaluation, a timing and a stage-1 step log as a run leaves them."""
+    evaluation = {
+        name: {
+            "fid": fid,
+            "kid": 0.01,
+            "kid_std": 0.001,
+            "precision": 0.4,
+            "recall": 0.01,
+        }
+        for name, fid in (
+            ("rec", fid_gen2 - 10),
+            ("gen1", fid_gen2 + 20),
+            ("gen2", fid_gen2),
+        )
+    }
+    evaluation.update(
+        reconstruction_mse=0.012, cache={"computed": []}, interpolations="x.png"
+    )
+    timing = {
+        "seconds": 700.0 + seed,
+        "cpu_seconds": 1300.0 + seed,
+        "epochs": 2,
+        "epochs2": 3,
+    }
+    step = np.arange(1, 301)
+    mse = np.full(300, 0.02)
+    gamma = np.sqrt(np.where(step < 50, 0.2, 0.02))  # balanced from step 50
+    return evaluation, timing, {"step": step, "gamma": gamma, "mse": mse}
+
+
+def test_records_stand_for_finished_runs_and_a_rerun_trains_nothing(
+    tmp_path, monkeypatch
+):
+    compare = _load("compare_balancing")
+    seeds_module = sys.modules["balancing_seeds"]
+    argv = [
+        "--seeds",
+        "0",
+        "1",
+        "--strategies",
+        "running,learned",
+        "--epochs",
+        "2",
+        "--epochs2",
+        "3",
+        "--fid-images",
+        "500",
+        "--out",
+        str(tmp_path / "runs"),
+        "--results",
+        str(tmp_path / "results"),
+    ]
+    args = compare.parse_args(argv)
+    args.records = str(tmp_path / "results" / "compare_balancing_seeds")
+    for seed in (0, 1):
+        for strategy, fid in (("running", 60 + seed), ("learned", 65 + 2 * seed)):
+            path = seeds_module.run_dir(args.records, strategy, seed)
+            written = seeds_module.write_record(
+                path, strategy, seed, args, *_fake_run(seed, fid)
+            )
+            read = seeds_module.read_record(path, args)
+            assert read["cell"] == written["cell"]
+            assert read["cell"]["fid_gen2"] == fid
+            assert read["cell"]["train_cpu_seconds"] == 1300.0 + seed
+            assert (
+                read["dynamics"]["steps_to_balance"]
+                == written["dynamics"]["steps_to_balance"]
+            )
+            np.testing.assert_array_equal(read["steps"]["step"], np.arange(1, 301))
+    with open(os.path.join(args.records, "running-seed0", "evaluation.json")) as f:
+        kept = json.load(f)
+    assert kept["gen2"]["fid"] == 60 and "cache" not in kept
+
+    def no_training(*a, **k):
+        raise AssertionError("a recorded run was trained again")
+
+    monkeypatch.setattr(compare, "train_strategy", no_training)
+    monkeypatch.setitem(sys.modules, "compare_balancing", compare)
+    args = compare.parse_args(
+        argv
+    )  # --records defaults to --results/compare_balancing_seeds
+    report = seeds_module.main(
+        args, "python benchmarks/compare_balancing.py " + " ".join(argv)
+    )
+    assert report["pairs"]["running-learned"]["fid_gen2"]["differences"] == [-5.0, -6.0]
+    assert report["summaries"]["learned"]["fid_gen2"]["mean"] == 66.0
+    results = tmp_path / "results"
+    assert (results / "compare_balancing_seeds.png").stat().st_size > 0
+    text = (results / "compare_balancing_seeds.md").read_text()
+    assert "| running-learned | GEN-2 FID | -5.0, -6.0 | -5.5 |" in text
+    assert "`compare_balancing_seeds/<strategy>-seed<seed>/`" in text
+
+    # Another budget: a clear error, and the records are left as they were.
+    before = (
+        results / "compare_balancing_seeds" / "running-seed0" / "record.json"
+    ).read_bytes()
+    other = compare.parse_args([*argv, "--fid-images", "5000"])
+    with pytest.raises(seeds_module.RecordError, match="pass --results"):
+        seeds_module.read_record(
+            seeds_module.run_dir(args.records, "running", 0), other
+        )
+    assert (
+        results / "compare_balancing_seeds" / "running-seed0" / "record.json"
+    ).read_bytes() == before
