@@ -84,27 +84,53 @@ class RecordError(ValueError):
     """A record that cannot stand for the run asked for."""
 
 
-def read_record(path, args):
-    """The record in ``path``, or None when the run has not finished.
+def _budget_differences(made, asked):
+    return ", ".join(
+        f"{key}: record {made.get(key)}, asked {value}"
+        for key, value in asked.items()
+        if made.get(key) != value
+    )
+
+
+def read_record(path, strategy, seed, args):
+    """The record of (``strategy``, ``seed``) in ``path``, or None if unfinished.
+
+    A directory without ``record.json`` is an unfinished record: the run is
+    made again and overwrites it.
 
     Raises:
-        RecordError: the record was made with another budget; nothing is
-            overwritten, the comparison stops and says how to keep both.
+        RecordError: the record is unreadable, incomplete, of another run
+            (a copied or renamed directory) or of another budget. Nothing is
+            overwritten: the comparison stops and says what to do.
     """
     record_path = os.path.join(path, "record.json")
     if not os.path.exists(record_path):
         return None
-    with open(record_path) as f:
-        record = json.load(f)
-    if record["budget"] != budget(args):
+    try:
+        with open(record_path) as f:
+            record = json.load(f)
+        with np.load(os.path.join(path, "steps.npz")) as steps:
+            record["steps"] = {key: steps[key] for key in steps.files}
+        made, run = record["budget"], (record["strategy"], int(record["seed"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise RecordError(
-            f"{record_path} was made with {record['budget']}, this comparison "
-            f"asks for {budget(args)}. Records of different budgets cannot be "
-            "compared: pass --results (and --out) to another directory for "
-            "this budget, or delete that record to remake it."
+            f"{path} is an incomplete or unreadable record ({error!r}). Delete "
+            "the directory to make that run again."
+        ) from error
+    if run != (strategy, seed):
+        raise RecordError(
+            f"{record_path} is the record of {run[0]}, seed {run[1]}, not of "
+            f"{strategy}, seed {seed}: a copied or renamed directory? Move it "
+            f"to {run_dir(os.path.dirname(path), *run)} or delete it."
         )
-    steps = np.load(os.path.join(path, "steps.npz"))
-    record["steps"] = {key: steps[key] for key in steps.files}
+    if made != budget(args):
+        raise RecordError(
+            f"{record_path} was made with another budget "
+            f"({_budget_differences(made, budget(args))}); records of different "
+            "budgets cannot be compared. Pass --records (or --results) and --out "
+            "to other directories for this budget, or delete that record to "
+            "remake the run."
+        )
     return record
 
 
@@ -112,14 +138,29 @@ def write_record(path, strategy, seed, args, evaluation, timing, steps):
     """Writes a finished run's record (see the module docstring); returns it.
 
     ``record.json`` is written last: a record without it is unfinished.
+
+    Raises:
+        RecordError: the evaluation or the training was not made with this
+            comparison's budget (nothing is written).
     """
     import compare_balancing as compare
 
+    made = {
+        "epochs": timing["epochs"],
+        "epochs2": timing["epochs2"],
+        "train_images": timing.get("train_images", budget(args)["train_images"]),
+        "fid_images": evaluation["num_images"],
+    }
+    if made != budget(args):
+        raise RecordError(
+            f"The run in {evaluation.get('workdir')} does not match this "
+            f"comparison ({_budget_differences(made, budget(args))}); delete its "
+            "work directory (--out) to train it again."
+        )
     os.makedirs(path, exist_ok=True)
-    dynamics = None
-    if compare.STRATEGIES[strategy]["balance"] != "fixed":
-        dynamics = compare.balance_dynamics(steps)
-    kept = {k: v for k, v in evaluation.items() if k not in ("cache", "interpolations")}
+    dynamics = compare.strategy_dynamics(strategy, steps)
+    dropped = ("cache", "interpolations", "workdir")  # no machine-specific paths
+    kept = {k: v for k, v in evaluation.items() if k not in dropped}
     write_json(os.path.join(path, "evaluation.json"), kept)
     curve = {
         "step": steps["step"].astype(np.int32),
@@ -139,6 +180,25 @@ def write_record(path, strategy, seed, args, evaluation, timing, steps):
     }
     write_json(os.path.join(path, "record.json"), record)
     return {**record, "steps": curve}
+
+
+def all_records(args):
+    """``{strategy: {seed: record}}`` of every record in ``--records``."""
+    import compare_balancing as compare
+
+    found = {}
+    names = os.listdir(args.records) if os.path.isdir(args.records) else []
+    for name in sorted(names):
+        strategy, _, seed = name.rpartition("-seed")
+        if strategy not in compare.STRATEGIES or not seed.isdigit():
+            continue
+        record = read_record(
+            os.path.join(args.records, name), strategy, int(seed), args
+        )
+        if record is not None:
+            found.setdefault(strategy, {})[int(seed)] = record
+    order = list(compare.STRATEGIES)
+    return {s: found[s] for s in sorted(found, key=order.index)}
 
 
 def evaluate_run(workdir, args, seed, extractor):
@@ -218,12 +278,17 @@ def _mean_std(summary, fmt):
 def report_lines(report):
     """The Markdown report."""
     seeds = report["seeds"]
+    made = "no runs recorded yet"
+    if report["records_finished_utc"]:
+        first, last = report["records_finished_utc"]
+        machines = "; ".join(report["machines"])
+        made = f"runs made on {machines}, finished {first} to {last} UTC"
     lines = [
         "# Balancing strategies over seeds (Fashion-MNIST)",
         "",
         f"Command: `{report['command']}`",
         "",
-        f"{report['machine']}; {report['epochs']} + {report['epochs2']} epochs "
+        f"{made}; {report['epochs']} + {report['epochs2']} epochs "
         f"per run on {report['train_images']} training images; seeds "
         f"{', '.join(map(str, seeds))} (a seed sets the initial weights, the "
         "data order and the noise: runs with the same seed form a pair); "
@@ -333,24 +398,32 @@ def plot_ratio_bands(records, path, window=100):
     return save_figure(fig, path)
 
 
-def write_report(args, command, started, records):
-    """The report (JSON, Markdown, PNG) of the records so far; returns it."""
+def write_report(args, command):
+    """The report (JSON, Markdown, PNG) of every record in ``--records``.
+
+    Its content depends on the records alone (and the command): a rerun
+    with nothing new writes the same files.
+    """
+    records = all_records(args)
+    for strategy in args.strategies:
+        records.setdefault(strategy, {})
     cells = {
-        strategy: {seed: record["cell"] for seed, record in by_seed.items()}
+        strategy: {seed: record["cell"] for seed, record in sorted(by_seed.items())}
         for strategy, by_seed in records.items()
     }
     summaries, pairs = summarise_cells(cells)
     curve = plot_ratio_bands(
         records, os.path.join(args.results, "compare_balancing_seeds.png")
     )
+    done = [record for by_seed in records.values() for record in by_seed.values()]
+    finished = sorted(record["finished_utc"] for record in done)
     report = {
         "command": command,
-        "machine": describe_machine(),
-        "started_utc": started,
-        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "machines": sorted({record["machine"] for record in done}),
+        "records_finished_utc": [finished[0], finished[-1]] if finished else None,
         **budget(args),
-        "seeds": list(args.seeds),
-        "strategies": list(args.strategies),
+        "seeds": sorted(set(args.seeds) | {s for c in cells.values() for s in c}),
+        "strategies": list(records),
         "records": os.path.relpath(args.records, args.results),
         "cells": cells,
         "summaries": summaries,
@@ -368,54 +441,56 @@ def main(args, command):
     """Trains and evaluates the runs without a record, reports; returns it.
 
     Seed by seed (a stopped comparison has whole pairs); the report is
-    rewritten after every new record.
+    rewritten after every new record. ``--report-only``: the report of the
+    records as they are, nothing trained.
     """
     import compare_balancing as compare
 
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    if args.records is None:
-        args.records = os.path.join(args.results, "compare_balancing_seeds")
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.results, exist_ok=True)
-    records = {strategy: {} for strategy in args.strategies}
-    for seed in args.seeds:
-        for strategy in args.strategies:
-            record = read_record(run_dir(args.records, strategy, seed), args)
-            if record is not None:
-                records[strategy][seed] = record
+    runs = [(strategy, seed) for seed in args.seeds for strategy in args.strategies]
     missing = [
         (strategy, seed)
-        for seed in args.seeds
-        for strategy in args.strategies
-        if seed not in records[strategy]
+        for strategy, seed in runs
+        if read_record(run_dir(args.records, strategy, seed), strategy, seed, args)
+        is None
     ]
     print(
-        f"{len(args.seeds) * len(args.strategies) - len(missing)} runs recorded in "
-        f"{args.records}; {len(missing)} to train and evaluate: "
+        f"{len(runs) - len(missing)} of {len(runs)} runs recorded in "
+        f"{args.records}; to train and evaluate: "
         + (", ".join(f"{s}-seed{seed}" for s, seed in missing) or "none"),
         flush=True,
     )
+    if args.report_only:
+        missing = []
     extractor = None
     for strategy, seed in missing:
         workdir = run_dir(args.out, strategy, seed)
         timing = compare.train_strategy(strategy, args, seed=seed, workdir=workdir)
+        steps = compare.read_steps(workdir)
+        if steps is None:
+            raise FileNotFoundError(
+                f"{workdir} has no stage-1 step log: delete the work directory "
+                "to train the run again."
+            )
         if extractor is None:
             from vae_balance.inception import get_feature_extractor
 
             extractor = get_feature_extractor()
         print(f"[{strategy}, seed {seed}] evaluating {workdir}", flush=True)
         evaluation = evaluate_run(workdir, args, seed, extractor)
-        records[strategy][seed] = write_record(
+        write_record(
             run_dir(args.records, strategy, seed),
             strategy,
             seed,
             args,
             evaluation,
             timing,
-            compare.read_steps(workdir),
+            steps,
         )
-        write_report(args, command, started, records)
+        report = write_report(args, command)
         print(f"[{strategy}, seed {seed}] recorded", flush=True)
-    report = write_report(args, command, started, records)
+    if not missing:
+        report = write_report(args, command)
     print("\n".join(report_lines(report)))
     return report

@@ -121,7 +121,12 @@ def parse_args(argv=None):
         "--records",
         help="with --seeds: one small directory per finished (strategy, seed) "
         "run (evaluation, timing, step log), the runs not to redo (default: "
-        "--results/compare_balancing_seeds)",
+        "RESULTS/compare_balancing_seeds)",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="with --seeds: rewrite the report from the records, train nothing",
     )
     parser.add_argument("--limit", type=int, help="first N training images only")
     parser.add_argument("--seed", type=int, default=0)
@@ -130,9 +135,9 @@ def parse_args(argv=None):
         type=int,
         nargs="+",
         help="several seeds: one run per (strategy, seed) in "
-        "--out/<strategy>-seed<seed>, each resumed or skipped once done, and a "
-        "report with means, standard deviations and paired differences "
-        "(benchmarks/balancing_seeds.py)",
+        "--out/<strategy>-seed<seed> (resumed where it stopped), skipped once "
+        "recorded in --records, and a report with means, standard deviations "
+        "and paired differences (benchmarks/balancing_seeds.py)",
     )
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
@@ -144,6 +149,8 @@ def parse_args(argv=None):
         args.fid_images = (
             balancing_seeds.DEFAULT_FID_IMAGES if args.seeds else FULL_FID_IMAGES
         )
+    if args.records is None:
+        args.records = os.path.join(args.results, "compare_balancing_seeds")
     if args.seeds and len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds repeats a seed: {args.seeds}")
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -185,10 +192,17 @@ def train_strategy(strategy, args, seed=None, workdir=None):
     label = strategy if seed is None else f"{strategy}, seed {seed}"
     os.makedirs(workdir, exist_ok=True)
     timing_path = os.path.join(workdir, "benchmark_timing.json")
+    train_images = args.limit or 60000
     timing = {"seconds": 0.0, "cpu_seconds": 0.0, "epochs": 0, "epochs2": 0}
     if os.path.exists(timing_path):
         with open(timing_path) as f:
             timing = json.load(f)
+    if timing.get("train_images", train_images) != train_images:
+        raise ValueError(
+            f"{workdir} was trained on {timing['train_images']} images, this "
+            f"comparison asks for {train_images} (--limit): pass another --out, "
+            "or delete that work directory to train it again."
+        )
     done = os.path.exists(Workdir(workdir).stage_path("stage2"))
     if done and (timing["epochs"], timing["epochs2"]) == (args.epochs, args.epochs2):
         print(f"[{label}] already trained ({timing['seconds']:.0f} s)")
@@ -210,6 +224,7 @@ def train_strategy(strategy, args, seed=None, workdir=None):
         "cpu_seconds": timing.get("cpu_seconds", 0.0) + _cpu_seconds() - cpu_start,
         "epochs": args.epochs,
         "epochs2": args.epochs2,
+        "train_images": train_images,
     }
     write_json(timing_path, timing)
     return timing
@@ -333,6 +348,13 @@ def read_steps(workdir):
 def read_history(workdir):
     """Per-epoch stage-1 training and held-out MSE (history_stage1.csv)."""
     return _read_log(Workdir(workdir).history_csv("stage1"), ("mse", "val_mse"))
+
+
+def strategy_dynamics(strategy, steps):
+    """`balance_dynamics` of a balancing strategy; None for a fixed gamma."""
+    if STRATEGIES[strategy]["balance"] == "fixed":
+        return None
+    return balance_dynamics(steps)
 
 
 def balance_dynamics(steps, factor=2.0, window=100, tail=600):
@@ -475,8 +497,10 @@ def write_report(args, rows, timings, command, curve, started):
         }
         if reference:
             entry["time_ratio_to_running"] = round(timing["seconds"] / reference, 3)
-        dynamics = balance_dynamics(read_steps(os.path.join(args.out, strategy)))
-        if dynamics and STRATEGIES[strategy]["balance"] != "fixed":
+        dynamics = strategy_dynamics(
+            strategy, read_steps(os.path.join(args.out, strategy))
+        )
+        if dynamics:
             entry.update(dynamics)
         history = read_history(os.path.join(args.out, strategy))
         if history:
@@ -640,9 +664,11 @@ def dynamics_table(report, args):
 
 def main(argv=None):
     args = parse_args(argv)
+    # The command that makes the runs and the report (--report-only only
+    # rewrites it).
     command = shlex.join(
         ["python", "benchmarks/compare_balancing.py"]
-        + list(sys.argv[1:] if argv is None else argv)
+        + [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
     )
     if args.seeds:
         return balancing_seeds.main(args, command.strip())

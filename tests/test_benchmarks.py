@@ -1,8 +1,10 @@
 """The benchmark scripts' own arithmetic (the runs themselves are not tests)."""
 
+import importlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -261,7 +263,8 @@ def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
     assert pairs["running-learned"]["recall_gen2"]["verdict"] == "tied on every seed"
     report = {
         "command": "python benchmarks/compare_balancing.py --seeds 0 1",
-        "machine": "x86_64, 2 CPU cores, no GPU",
+        "machines": ["x86_64, 2 CPU cores, no GPU"],
+        "records_finished_utc": ["2026-12-02 21:37:41", "2026-12-02 22:00:00"],
         "epochs": 12,
         "epochs2": 24,
         "train_images": 60000,
@@ -274,22 +277,17 @@ def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
         "curve": None,
     }
     text = "\n".join(seeds_module.report_lines(report))
+    assert "finished 2026-12-02 21:37:41 to 2026-12-02 22:00:00 UTC" in text
     assert "| running | 2 | 51.0 +- 1.4 | 81.0 +- 1.4 | 61.0 +- 1.4 |" in text
     assert "| batch | 1 | 49.0 (1 seed) |" in text
     assert "| running-learned | GEN-2 FID | -5.0, -4.0 | -4.5 |" in text
     assert seeds_module.run_dir("runs/c", "learned", 2) == "runs/c/learned-seed2"
 
 
-def _fake_run(seed, fid_gen2):
+def _fake_run(seed, fid_gen2, fid_images=500):
     """An evaluation, a timing and a stage-1 step log as a run leaves them."""
     evaluation = {
-        name: {
-            "fid": fid,
-            "kid": 0.01,
-            "kid_std": 0.001,
-            "precision": 0.4,
-            "recall": 0.01,
-        }
+        name: {"fid": fid, "kid": 0.01, "precision": 0.4, "recall": 0.01}
         for name, fid in (
             ("rec", fid_gen2 - 10),
             ("gen1", fid_gen2 + 20),
@@ -297,91 +295,139 @@ def _fake_run(seed, fid_gen2):
         )
     }
     evaluation.update(
-        reconstruction_mse=0.012, cache={"computed": []}, interpolations="x.png"
+        num_images=fid_images,
+        reconstruction_mse=0.012,
+        cache={"computed": []},
+        workdir="/machine/specific/path",
     )
-    timing = {
-        "seconds": 700.0 + seed,
-        "cpu_seconds": 1300.0 + seed,
-        "epochs": 2,
-        "epochs2": 3,
-    }
+    timing = {"seconds": 700.0 + seed, "cpu_seconds": 1300.0 + seed}
+    timing.update(epochs=2, epochs2=3, train_images=60000)
     step = np.arange(1, 301)
     mse = np.full(300, 0.02)
     gamma = np.sqrt(np.where(step < 50, 0.2, 0.02))  # balanced from step 50
     return evaluation, timing, {"step": step, "gamma": gamma, "mse": mse}
 
 
-def test_records_stand_for_finished_runs_and_a_rerun_trains_nothing(
-    tmp_path, monkeypatch
-):
+ARGV = [
+    "--seeds", "0", "1",
+    "--strategies", "running,learned",
+    "--epochs", "2", "--epochs2", "3", "--fid-images", "500",
+]  # fmt: skip
+FIDS = {("running", 0): 60, ("learned", 0): 65, ("running", 1): 61, ("learned", 1): 67}
+
+
+def _seed_comparison(tmp_path, monkeypatch, record=True):
+    """The comparison's modules and arguments; ``record``: all 4 runs recorded."""
     compare = _load("compare_balancing")
+    monkeypatch.setitem(sys.modules, "compare_balancing", compare)
     seeds_module = sys.modules["balancing_seeds"]
-    argv = [
-        "--seeds",
-        "0",
-        "1",
-        "--strategies",
-        "running,learned",
-        "--epochs",
-        "2",
-        "--epochs2",
-        "3",
-        "--fid-images",
-        "500",
-        "--out",
-        str(tmp_path / "runs"),
-        "--results",
-        str(tmp_path / "results"),
-    ]
-    args = compare.parse_args(argv)
-    args.records = str(tmp_path / "results" / "compare_balancing_seeds")
-    for seed in (0, 1):
-        for strategy, fid in (("running", 60 + seed), ("learned", 65 + 2 * seed)):
+    args = compare.parse_args(
+        [*ARGV, "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+    )
+    if record:
+        for (strategy, seed), fid in FIDS.items():
             path = seeds_module.run_dir(args.records, strategy, seed)
-            written = seeds_module.write_record(
-                path, strategy, seed, args, *_fake_run(seed, fid)
-            )
-            read = seeds_module.read_record(path, args)
-            assert read["cell"] == written["cell"]
-            assert read["cell"]["fid_gen2"] == fid
-            assert read["cell"]["train_cpu_seconds"] == 1300.0 + seed
-            assert (
-                read["dynamics"]["steps_to_balance"]
-                == written["dynamics"]["steps_to_balance"]
-            )
-            np.testing.assert_array_equal(read["steps"]["step"], np.arange(1, 301))
-    with open(os.path.join(args.records, "running-seed0", "evaluation.json")) as f:
+            seeds_module.write_record(path, strategy, seed, args, *_fake_run(seed, fid))
+    return compare, seeds_module, args
+
+
+def test_a_record_keeps_the_runs_numbers_without_machine_paths(tmp_path, monkeypatch):
+    _, seeds_module, args = _seed_comparison(tmp_path, monkeypatch)
+    path = seeds_module.run_dir(args.records, "learned", 1)
+    assert path == os.path.join(
+        str(tmp_path), "res", "compare_balancing_seeds", "learned-seed1"
+    )
+    record = seeds_module.read_record(path, "learned", 1, args)
+    assert record["cell"]["fid_gen2"] == 67
+    assert record["cell"]["fid_rec"] == 57
+    assert record["cell"]["train_cpu_seconds"] == 1301.0
+    # gamma^2 = 0.02 = the MSE from step 50: within 2x of the 100-step
+    # average from the first step it is measured, 100; ratio 1 at the end.
+    assert record["dynamics"]["steps_to_balance"] == 100
+    assert record["cell"]["final_gamma2_over_mse"] == pytest.approx(1.0)
+    np.testing.assert_array_equal(record["steps"]["step"], np.arange(1, 301))
+    with open(os.path.join(path, "evaluation.json")) as f:
         kept = json.load(f)
-    assert kept["gen2"]["fid"] == 60 and "cache" not in kept
+    assert kept["gen2"]["fid"] == 67
+    assert "cache" not in kept and "workdir" not in kept
+    renamed = seeds_module.run_dir(args.records, "learned", 2)
+    os.rename(path, renamed)
+    with pytest.raises(seeds_module.RecordError, match="learned, seed 1, not of"):
+        seeds_module.read_record(renamed, "learned", 2, args)
+    os.remove(os.path.join(renamed, "steps.npz"))
+    with pytest.raises(seeds_module.RecordError, match="incomplete or unreadable"):
+        seeds_module.read_record(renamed, "learned", 2, args)
+
+
+def test_a_rerun_with_every_run_recorded_trains_nothing(tmp_path, monkeypatch):
+    compare, seeds_module, args = _seed_comparison(tmp_path, monkeypatch)
 
     def no_training(*a, **k):
         raise AssertionError("a recorded run was trained again")
 
     monkeypatch.setattr(compare, "train_strategy", no_training)
-    monkeypatch.setitem(sys.modules, "compare_balancing", compare)
-    args = compare.parse_args(
-        argv
-    )  # --records defaults to --results/compare_balancing_seeds
-    report = seeds_module.main(
-        args, "python benchmarks/compare_balancing.py " + " ".join(argv)
-    )
-    assert report["pairs"]["running-learned"]["fid_gen2"]["differences"] == [-5.0, -6.0]
+    command = "python benchmarks/compare_balancing.py --seeds 0 1"
+    report = seeds_module.main(args, command)
+    assert report["pairs"]["running-learned"]["fid_gen2"]["differences"] == [-5, -6]
     assert report["summaries"]["learned"]["fid_gen2"]["mean"] == 66.0
-    results = tmp_path / "results"
+    results = tmp_path / "res"
     assert (results / "compare_balancing_seeds.png").stat().st_size > 0
     text = (results / "compare_balancing_seeds.md").read_text()
     assert "| running-learned | GEN-2 FID | -5.0, -6.0 | -5.5 |" in text
     assert "`compare_balancing_seeds/<strategy>-seed<seed>/`" in text
+    # Nothing new: the same report, byte for byte.
+    before = {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
+    seeds_module.main(args, command)
+    assert before == {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
 
-    # Another budget: a clear error, and the records are left as they were.
-    before = (
-        results / "compare_balancing_seeds" / "running-seed0" / "record.json"
-    ).read_bytes()
-    other = compare.parse_args([*argv, "--fid-images", "5000"])
-    with pytest.raises(seeds_module.RecordError, match="pass --results"):
-        seeds_module.read_record(
-            seeds_module.run_dir(args.records, "running", 0), other
-        )
-    assert (
-        results / "compare_balancing_seeds" / "running-seed0" / "record.json"
-    ).read_bytes() == before
+    # Another budget: a clear error; records and report stay as they were.
+    other = compare.parse_args(
+        [*ARGV, "--out", str(tmp_path / "runs"), "--results", str(results)]
+        + ["--fid-images", "5000"]
+    )
+    record_json = results / "compare_balancing_seeds" / "running-seed0" / "record.json"
+    record_bytes = record_json.read_bytes()
+    with pytest.raises(
+        seeds_module.RecordError, match="fid_images: record 500, asked 5000"
+    ):
+        seeds_module.main(other, command + " --fid-images 5000")
+    assert record_json.read_bytes() == record_bytes
+    assert before == {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
+
+
+def test_only_the_runs_without_a_record_are_trained_and_evaluated(
+    tmp_path, monkeypatch
+):
+    compare, seeds_module, args = _seed_comparison(tmp_path, monkeypatch)
+    # learned-seed1 stopped before its record.json: unfinished, made again;
+    # running-seed1 was never recorded.
+    os.remove(os.path.join(args.records, "learned-seed1", "record.json"))
+    shutil.rmtree(os.path.join(args.records, "running-seed1"))
+    trained, evaluated = [], []
+
+    def train(strategy, args, seed, workdir):
+        trained.append((strategy, seed))
+        return _fake_run(seed, FIDS[strategy, seed])[1]
+
+    def evaluate(workdir, args, seed, extractor):
+        assert extractor == "inception"
+        strategy = os.path.basename(workdir).rpartition("-seed")[0]
+        evaluated.append((strategy, seed))
+        return _fake_run(seed, FIDS[strategy, seed] + 100)[0]
+
+    monkeypatch.setattr(compare, "train_strategy", train)
+    monkeypatch.setattr(compare, "read_steps", lambda w: _fake_run(0, 0)[2])
+    monkeypatch.setattr(seeds_module, "evaluate_run", evaluate)
+    inception = importlib.import_module("vae_balance.inception")
+    monkeypatch.setattr(inception, "get_feature_extractor", lambda: "inception")
+    args.report_only = True
+    report = seeds_module.main(args, "python benchmarks/compare_balancing.py")
+    assert trained == evaluated == []
+    assert report["cells"]["running"] == {0: report["cells"]["running"][0]}
+    args.report_only = False
+    report = seeds_module.main(args, "python benchmarks/compare_balancing.py")
+    assert trained == evaluated == [("running", 1), ("learned", 1)]
+    assert report["cells"]["running"][0]["fid_gen2"] == 60  # kept
+    assert report["cells"]["running"][1]["fid_gen2"] == 161  # new
+    assert report["cells"]["learned"][1]["fid_gen2"] == 167
+    assert report["pairs"]["running-learned"]["fid_gen2"]["differences"] == [-5, -6]
