@@ -431,3 +431,50 @@ def test_only_the_runs_without_a_record_are_trained_and_evaluated(
     assert report["cells"]["running"][1]["fid_gen2"] == 161  # new
     assert report["cells"]["learned"][1]["fid_gen2"] == 167
     assert report["pairs"]["running-learned"]["fid_gen2"]["differences"] == [-5, -6]
+
+
+def test_precision_tolerance_compares_bfloat16_with_the_seeds_spread():
+    tolerance = _load("precision_tolerance")
+
+    def run(batch_mse, gamma2, val_mse, inference_mse):
+        return {
+            "batch_mse_tail": batch_mse,
+            "gamma2_tail": gamma2,
+            "val_mse": val_mse,
+            "inference_mse": inference_mse,
+            "job_seconds": 300.0,
+        }
+
+    metrics = {
+        "float32-seed0": run(0.0100, 0.0100, 0.0120, 0.0110),
+        "float32-seed1": run(0.0104, 0.0098, 0.0126, 0.0110),
+        "mixed_bfloat16-seed0": run(0.0102, 0.0103, 0.0114, 0.0121),
+    }
+    rows = tolerance.compare(metrics)
+    assert rows["batch_mse_tail"]["bfloat16_vs_float32"] == pytest.approx(0.02)
+    assert rows["batch_mse_tail"]["seed1_vs_seed0"] == pytest.approx(0.04)
+    assert rows["batch_mse_tail"]["within_seed_spread"]
+    assert not rows["gamma2_tail"]["within_seed_spread"]  # 3% against 2%
+    assert rows["val_mse"]["within_seed_spread"]  # -5% against +5%
+    assert not rows["inference_mse"]["within_seed_spread"]  # the seed moved 0%
+    report = {
+        "command": "python benchmarks/precision_tolerance.py",
+        "machine": "x86_64, 2 CPU cores, no GPU",
+        "finished_utc": "2026-12-02 22:30",
+        "preset": "fashion_mnist_full",
+        "epochs": 1,
+        "limit": None,
+        "runs": metrics,
+        "comparison": rows,
+        "plot": "precision_tolerance.png",
+    }
+    text = "\n".join(tolerance.report_lines(report))
+    assert (
+        "| batch MSE, last 100 steps | 0.01000 | 0.01040 | 0.01020 | +2.0% | +4.0% "
+        "| yes |" in text
+    )
+    assert (
+        "| gamma^2, last 100 steps | 0.01000 | 0.00980 | 0.01030 | +3.0% | -2.0% "
+        "| **no** |" in text
+    )
+    assert "on 60000 training images" in text
