@@ -433,11 +433,12 @@ def test_only_the_runs_without_a_record_are_trained_and_evaluated(
     assert report["pairs"]["running-learned"]["fid_gen2"]["differences"] == [-5, -6]
 
 
-def test_precision_tolerance_compares_bfloat16_with_the_seeds_spread():
+def test_precision_tolerance_compares_bfloat16_with_the_seeds_moves():
     tolerance = _load("precision_tolerance")
 
     def run(batch_mse, gamma2, val_mse, inference_mse):
         return {
+            "steps": 600,
             "batch_mse_tail": batch_mse,
             "gamma2_tail": gamma2,
             "val_mse": val_mse,
@@ -446,23 +447,29 @@ def test_precision_tolerance_compares_bfloat16_with_the_seeds_spread():
         }
 
     metrics = {
-        "float32-seed0": run(0.0100, 0.0100, 0.0120, 0.0110),
-        "float32-seed1": run(0.0104, 0.0098, 0.0126, 0.0110),
-        "mixed_bfloat16-seed0": run(0.0102, 0.0103, 0.0114, 0.0121),
+        "float32-seed0": run(0.0100, 0.0100, 0.0125, 0.0110),
+        "float32-seed1": run(0.0104, 0.0098, 0.0151, 0.0110),
+        "float32-seed2": run(0.0097, 0.0099, 0.0125, 0.0110),
+        "mixed_bfloat16-seed0": run(0.0102, 0.0103, 0.0100, 0.0121),
     }
     rows = tolerance.compare(metrics)
-    assert rows["batch_mse_tail"]["bfloat16_vs_float32"] == pytest.approx(0.02)
-    assert rows["batch_mse_tail"]["seed1_vs_seed0"] == pytest.approx(0.04)
-    assert rows["batch_mse_tail"]["within_seed_spread"]
-    assert not rows["gamma2_tail"]["within_seed_spread"]  # 3% against 2%
-    assert rows["val_mse"]["within_seed_spread"]  # -5% against +5%
-    assert not rows["inference_mse"]["within_seed_spread"]  # the seed moved 0%
+    batch = rows["batch_mse_tail"]
+    assert batch["bfloat16_vs_float32"] == pytest.approx(0.02)
+    assert batch["seeds_vs_seed0"] == pytest.approx([0.04, -0.03])
+    assert batch["largest_seed_move"] == pytest.approx(0.04)
+    assert batch["within_seed_moves"]
+    assert not rows["gamma2_tail"]["within_seed_moves"]  # 3% against 2%, 1%
+    assert rows["val_mse"]["within_seed_moves"]  # -20% against +20.8%, 0%
+    assert not rows["inference_mse"]["within_seed_moves"]  # the seeds moved 0%
     report = {
         "command": "python benchmarks/precision_tolerance.py",
         "machine": "x86_64, 2 CPU cores, no GPU",
         "finished_utc": "2026-12-02 22:30",
         "preset": "fashion_mnist_full",
         "epochs": 1,
+        "preset_epochs": 100,
+        "steps": 600,
+        "batch_size": 100,
         "limit": None,
         "runs": metrics,
         "comparison": rows,
@@ -470,11 +477,57 @@ def test_precision_tolerance_compares_bfloat16_with_the_seeds_spread():
     }
     text = "\n".join(tolerance.report_lines(report))
     assert (
-        "| batch MSE, last 100 steps | 0.01000 | 0.01040 | 0.01020 | +2.0% | +4.0% "
-        "| yes |" in text
+        "| batch MSE, last 100 steps | 0.01000 | 0.01040 | 0.00970 | 0.01020 | "
+        "+2.00% | +4.00%, -3.00% | yes |" in text
     )
     assert (
-        "| gamma^2, last 100 steps | 0.01000 | 0.00980 | 0.01030 | +3.0% | -2.0% "
-        "| **no** |" in text
+        "| gamma^2, last 100 steps | 0.01000 | 0.00980 | 0.00990 | 0.01030 | "
+        "+3.00% | -2.00%, -1.00% | **no** |" in text
     )
-    assert "on 60000 training images" in text
+    assert "1 of its 100 stage-1 epochs (600 steps of batch 100)" in text
+    metrics["float32-seed2"]["steps"] = 599
+    with pytest.raises(ValueError, match="different numbers of steps"):
+        tolerance.compare(metrics)
+
+
+def test_precision_tolerance_reads_a_runs_logs_and_refuses_another_run(tmp_path):
+    tolerance = _load("precision_tolerance")
+    workdir = tmp_path / "float32-seed0"
+    workdir.mkdir()
+    gammas = np.linspace(0.5, 0.1, 120)
+    mses = np.linspace(0.2, 0.01, 120)
+    lines = ["step,gamma,mse"] + [
+        f"{i},{float(g)!r},{float(m)!r}"
+        for i, (g, m) in enumerate(zip(gammas, mses, strict=True))
+    ]
+    (workdir / "steps_stage1.csv").write_text("\n".join(lines) + "\n")
+    (workdir / "history_stage1.csv").write_text("epoch,val_mse\n0,0.05\n1,0.0321\n")
+    (workdir / "batchnorm.json").write_text('{"stage1": {"val_mse_after": 0.0123}}')
+    metrics = tolerance.run_metrics(str(workdir))
+    assert metrics["steps"] == 120
+    assert metrics["batch_mse_tail"] == pytest.approx(mses[-100:].mean())
+    assert metrics["gamma2_tail"] == pytest.approx((gammas[-100:] ** 2).mean())
+    assert metrics["val_mse"] == pytest.approx(0.0321)
+    assert metrics["inference_mse"] == pytest.approx(0.0123)
+    with pytest.raises(ValueError, match="fewer than the 200 averaged over"):
+        tolerance.run_metrics(str(workdir), tail=200)
+
+    args = tolerance.argparse.Namespace(
+        preset="fashion_mnist_full", epochs=1, limit=None, out=str(tmp_path)
+    )
+    (workdir / "config.json").write_text(
+        '{"name": "fashion_mnist_full", "epochs": 2, "seed": 0}'
+    )
+    (workdir / "benchmark_timing.json").write_text('{"seconds": 12.5}')
+    with pytest.raises(tolerance.RunMismatch, match="delete that directory"):
+        tolerance.train(args, "float32", 0)  # another --epochs: not reused
+    (workdir / "config.json").write_text(
+        '{"name": "fashion_mnist_full", "epochs": 1, "seed": 0}'
+    )
+    assert tolerance.train(args, "float32", 0) == 12.5  # finished: not retrained
+    other = tolerance.job_arguments(args, "mixed_bfloat16", 0, str(workdir))
+    (workdir / "benchmark_timing.json").write_text(
+        '{"seconds": 12.5, "arguments": ' + json.dumps(other) + "}"
+    )
+    with pytest.raises(tolerance.RunMismatch, match="--precision mixed_bfloat16"):
+        tolerance.train(args, "float32", 0)
