@@ -100,7 +100,12 @@ def check_finished(workdir, timing, arguments, args, seed):
 
 
 def train(args, precision, seed):
-    """Trains one run with the package's CLI (its own process); its seconds."""
+    """Trains one run with the package's CLI (its own process); its timing.
+
+    Returns:
+        ``{"seconds": ..., "resumed": ...}`` (``resumed`` is False for runs
+        recorded before it was).
+    """
     workdir = os.path.join(args.out, run_name(precision, seed))
     arguments = job_arguments(args, precision, seed, workdir)
     timing_path = os.path.join(workdir, "benchmark_timing.json")
@@ -108,7 +113,7 @@ def train(args, precision, seed):
         with open(timing_path) as f:
             timing = json.load(f)
         check_finished(workdir, timing, arguments, args, seed)
-        return timing["seconds"]
+        return {"seconds": timing["seconds"], "resumed": timing.get("resumed", False)}
     command = [sys.executable, "-m", "vae_balance", *arguments]
     print(f"[{run_name(precision, seed)}] {shlex.join(command)}", flush=True)
     resumed = os.path.exists(os.path.join(workdir, "config.json"))
@@ -118,7 +123,7 @@ def train(args, precision, seed):
     write_json(
         timing_path, {"seconds": seconds, "resumed": resumed, "arguments": arguments}
     )
-    return seconds
+    return {"seconds": seconds, "resumed": resumed}
 
 
 def _rows(path):
@@ -155,7 +160,7 @@ def compare(metrics):
     Args:
         metrics: ``{run name: run_metrics(...)}`` of the RUNS.
     """
-    steps = {name: m["steps"] for name, m in metrics.items() if "steps" in m}
+    steps = {name: m["steps"] for name, m in metrics.items()}
     if len(set(steps.values())) > 1:
         raise ValueError(f"the runs trained different numbers of steps: {steps}")
     reference = metrics[run_name(*REFERENCE)]
@@ -164,11 +169,12 @@ def compare(metrics):
         base = reference[key]
         by_precision = metrics[run_name(*CANDIDATE)][key] / base - 1
         by_seed = [metrics[run_name(*peer)][key] / base - 1 for peer in SEED_PEERS]
+        largest = max(abs(move) for move in by_seed)
         rows[key] = {
             "bfloat16_vs_float32": by_precision,
             "seeds_vs_seed0": by_seed,
-            "largest_seed_move": max(abs(move) for move in by_seed),
-            "within_seed_moves": abs(by_precision) <= max(abs(m) for m in by_seed),
+            "largest_seed_move": largest,
+            "within_seed_moves": abs(by_precision) <= largest,
         }
     return rows
 
@@ -267,13 +273,11 @@ def main(argv=None):
     preset = get_preset(args.preset)
     metrics = {}
     for precision, seed in RUNS:
-        seconds = train(args, precision, seed)
+        timing = train(args, precision, seed)
         name = run_name(precision, seed)
-        workdir = os.path.join(args.out, name)
-        metrics[name] = run_metrics(workdir)
-        metrics[name]["job_seconds"] = seconds  # the whole job, both stages
-        with open(os.path.join(workdir, "benchmark_timing.json")) as f:
-            metrics[name]["resumed"] = json.load(f).get("resumed", False)
+        metrics[name] = run_metrics(os.path.join(args.out, name))
+        metrics[name]["job_seconds"] = timing["seconds"]  # the whole job, both stages
+        metrics[name]["resumed"] = timing["resumed"]
     comparison = compare(metrics)
     report = {
         "command": command,

@@ -524,7 +524,10 @@ def test_precision_tolerance_reads_a_runs_logs_and_refuses_another_run(tmp_path)
     (workdir / "config.json").write_text(
         '{"name": "fashion_mnist_full", "epochs": 1, "seed": 0}'
     )
-    assert tolerance.train(args, "float32", 0) == 12.5  # finished: not retrained
+    assert tolerance.train(args, "float32", 0) == {  # finished: not retrained
+        "seconds": 12.5,
+        "resumed": False,
+    }
     other = tolerance.job_arguments(args, "mixed_bfloat16", 0, str(workdir))
     (workdir / "benchmark_timing.json").write_text(
         '{"seconds": 12.5, "arguments": ' + json.dumps(other) + "}"
