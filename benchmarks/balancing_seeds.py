@@ -230,6 +230,9 @@ def cell(evaluation, timing, dynamics):
         "reconstruction_mse": evaluation["reconstruction_mse"],
         "train_cpu_seconds": timing.get("cpu_seconds"),
         "train_seconds": timing.get("seconds"),
+        # Times the training was stopped and resumed (records of older
+        # versions do not say: None).
+        "train_stops": timing.get("stops"),
     }
     if dynamics:
         values["final_gamma2_over_mse"] = dynamics["final_gamma2_over_mse"]
@@ -345,6 +348,20 @@ def report_lines(report):
                 for key, _, _, fmt in METRICS
             ]
             lines.append(f"| {strategy} | {seed} | " + " | ".join(cells) + " |")
+    stopped = [
+        f"{strategy}, seed {seed} ({values['train_stops']:.0f}x)"
+        for strategy, by_seed in report["cells"].items()
+        for seed, values in by_seed.items()
+        if values.get("train_stops")
+    ]
+    if stopped:
+        lines += [
+            "",
+            "Stopped and resumed from their checkpoints: "
+            + "; ".join(stopped)
+            + ". Their times add up the parts; the steps since the last "
+            "checkpoint before a stop were made twice.",
+        ]
     if report.get("curve"):
         lines += [
             "",

@@ -209,23 +209,34 @@ def train_strategy(strategy, args, seed=None, workdir=None):
         return timing
     print(f"[{label}] training {args.epochs} + {args.epochs2} epochs -> {workdir}")
     start, cpu_start = time.time(), _cpu_seconds()
-    training.train(
-        config_for(strategy, args, seed),
-        workdir,
-        data_dir=args.data_dir,
-        limit=args.limit,
-        verbose=2,
-        grid_every=max(args.epochs, args.epochs2),
-    )
-    # A run killed mid-way loses the time of its unfinished epoch; the
-    # resumed one adds its own.
-    timing = {
-        "seconds": timing["seconds"] + time.time() - start,
-        "cpu_seconds": timing.get("cpu_seconds", 0.0) + _cpu_seconds() - cpu_start,
-        "epochs": args.epochs,
-        "epochs2": args.epochs2,
-        "train_images": train_images,
-    }
+    stops = timing.get("stops", 0)
+
+    def spent(epochs, epochs2, stops):
+        return {
+            "seconds": timing["seconds"] + time.time() - start,
+            "cpu_seconds": timing.get("cpu_seconds", 0.0) + _cpu_seconds() - cpu_start,
+            "epochs": epochs,
+            "epochs2": epochs2,
+            "train_images": train_images,
+            "stops": stops,
+        }
+
+    try:
+        training.train(
+            config_for(strategy, args, seed),
+            workdir,
+            data_dir=args.data_dir,
+            limit=args.limit,
+            verbose=2,
+            grid_every=max(args.epochs, args.epochs2),
+        )
+    except BaseException:
+        # Stopped (SIGTERM, Ctrl-C, an error): the time spent so far is kept
+        # and the resumed run adds its own. Only a hard kill (SIGKILL, power
+        # loss) loses the time of the part it interrupted.
+        write_json(timing_path, spent(0, 0, stops + 1))
+        raise
+    timing = spent(args.epochs, args.epochs2, stops)
     write_json(timing_path, timing)
     return timing
 

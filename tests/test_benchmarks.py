@@ -433,6 +433,47 @@ def test_only_the_runs_without_a_record_are_trained_and_evaluated(
     assert report["pairs"]["running-learned"]["fid_gen2"]["differences"] == [-5, -6]
 
 
+def test_a_stopped_run_keeps_its_time_and_the_report_says_it_was_resumed(
+    tmp_path, monkeypatch
+):
+    compare, seeds_module, args = _seed_comparison(tmp_path, monkeypatch, False)
+    training = importlib.import_module("vae_balance.training")
+    clock = iter([1000.0, 1100.0, 5000.0, 5030.0])  # start, stop; start, end
+    monkeypatch.setattr(compare.time, "time", lambda: next(clock))
+    cpu = iter([10.0, 170.0, 20.0, 60.0])
+    monkeypatch.setattr(compare, "_cpu_seconds", lambda: next(cpu))
+    calls = []
+
+    def train(*a, **k):
+        calls.append(k)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as a SIGTERM's TrainingInterrupted does
+
+    monkeypatch.setattr(training, "train", train)
+    with pytest.raises(KeyboardInterrupt):
+        compare.train_strategy("running", args, seed=0)
+    timing = compare.train_strategy("running", args, seed=0)
+    assert len(calls) == 2
+    assert timing["seconds"] == pytest.approx(100.0 + 30.0)
+    assert timing["cpu_seconds"] == pytest.approx(160.0 + 40.0)
+    assert (timing["epochs"], timing["epochs2"], timing["stops"]) == (2, 3, 1)
+
+    evaluation, _, steps = _fake_run(0, 60)
+    path = seeds_module.run_dir(args.records, "running", 0)
+    record = seeds_module.write_record(
+        path, "running", 0, args, evaluation, timing, steps
+    )
+    assert record["cell"]["train_seconds"] == pytest.approx(130.0)
+    assert record["cell"]["train_stops"] == 1
+    seeds_module.write_record(
+        seeds_module.run_dir(args.records, "learned", 0),
+        "learned", 0, args, *_fake_run(0, 65),
+    )  # fmt: skip
+    seeds_module.write_report(args, "c")
+    text = (tmp_path / "res" / "compare_balancing_seeds.md").read_text()
+    assert "Stopped and resumed from their checkpoints: running, seed 0 (1x)." in text
+
+
 def test_precision_tolerance_compares_bfloat16_with_the_seeds_moves():
     tolerance = _load("precision_tolerance")
 
