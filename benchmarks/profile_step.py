@@ -23,7 +23,9 @@ the report gives both, and the wall time per step outside any op (Python,
 Writes ``NAME.{json,md}`` (``--name``, default ``profile_step``) to
 ``--results`` (default ``benchmarks/results``); ``--precision
 mixed_bfloat16`` profiles the bfloat16 mode. One preset per subprocess, so
-TensorFlow's thread pools and settings start fresh.
+TensorFlow's thread pools and settings start fresh. The traces are removed
+once read; ``--trace-dir DIR`` keeps them (``DIR/<preset>-<precision>``) for
+TensorBoard's profile tab.
 """
 
 import argparse
@@ -31,6 +33,7 @@ import collections
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -118,8 +121,13 @@ def _grouped(ops, key, steps, total):
     ]
 
 
-def worker(preset, steps, precision="float32"):
-    """Profiles ``steps`` training steps of ``preset``; returns the groups."""
+def worker(preset, steps, precision="float32", trace_dir=None):
+    """Profiles ``steps`` training steps of ``preset``; returns the groups.
+
+    The trace is written under ``trace_dir/<preset>-<precision>`` and kept
+    (for TensorBoard's profile tab), or, without ``trace_dir``, in a
+    temporary directory removed once read.
+    """
     import keras
     import tensorflow as tf
 
@@ -137,13 +145,21 @@ def worker(preset, steps, precision="float32"):
     warm = tf.data.Dataset.from_tensors(batch).repeat(WARMUP)
     vae.fit(warm, epochs=1, verbose=0, shuffle=False)
     traced = tf.data.Dataset.from_tensors(batch).repeat(steps)
-    logdir = tempfile.mkdtemp(prefix="vae_balance-profile-")
-    tf.profiler.experimental.start(logdir)
-    start = time.perf_counter()
-    vae.fit(traced, epochs=1, verbose=0, shuffle=False)
-    wall = time.perf_counter() - start
-    tf.profiler.experimental.stop()
-    ops = read_trace(logdir)
+    if trace_dir:
+        logdir = os.path.join(trace_dir, f"{preset}-{precision}")
+        os.makedirs(logdir, exist_ok=True)
+    else:
+        logdir = tempfile.mkdtemp(prefix="vae_balance-profile-")
+    try:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        vae.fit(traced, epochs=1, verbose=0, shuffle=False)
+        wall = time.perf_counter() - start
+        tf.profiler.experimental.stop()
+        ops = read_trace(logdir)
+    finally:
+        if not trace_dir:
+            shutil.rmtree(logdir, ignore_errors=True)
     total = sum(op[2] for op in ops)
     return {
         "preset": preset,
@@ -153,7 +169,7 @@ def worker(preset, steps, precision="float32"):
         "wall_ms_per_step": 1e3 * wall / steps,
         "op_ms_per_step": 1e3 * total / steps,
         "ops_per_step": len(ops) / steps,
-        "trace": logdir,
+        "trace": os.path.abspath(logdir) if trace_dir else None,
         "by_type": _grouped(ops, lambda op: op[1], steps, total),
         "by_layer": _grouped(ops, lambda op: _layer(op[0]), steps, total),
         "by_phase": _grouped(ops, lambda op: _phase(op[0]), steps, total),
@@ -229,10 +245,15 @@ def main(argv=None):
     parser.add_argument(
         "--name", default="profile_step", help="report file stem (default %(default)s)"
     )
+    parser.add_argument(
+        "--trace-dir",
+        help="keep the profiler traces here, one directory per preset, for "
+        "TensorBoard's profile tab (default: read, then removed)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        run = worker(args.worker, args.steps, args.precision)
+        run = worker(args.worker, args.steps, args.precision, args.trace_dir)
         print(json.dumps(run))
         return
     runs = []
@@ -241,6 +262,8 @@ def main(argv=None):
         print(f"profiling {preset}: {steps} steps", flush=True)
         command = [sys.executable, os.path.abspath(__file__), "--worker", preset]
         command += ["--steps", str(steps), "--precision", args.precision]
+        if args.trace_dir:
+            command += ["--trace-dir", os.path.abspath(args.trace_dir)]
         done = subprocess.run(command, capture_output=True, text=True)
         lines = [x for x in done.stdout.splitlines() if x.startswith("{")]
         if done.returncode != 0 or not lines:

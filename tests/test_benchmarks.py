@@ -165,9 +165,17 @@ def test_peer_section_without_torch_says_why():
     assert f"Not measured: {reason}." in lines
 
 
-def test_profile_reads_the_ops_of_a_real_trace():
+def test_profile_reads_the_ops_of_a_real_trace(tmp_path, monkeypatch):
     profile = _load("profile_step")
+    made = []
+    mkdtemp = profile.tempfile.mkdtemp
+    monkeypatch.setattr(
+        profile.tempfile, "mkdtemp", lambda **k: made.append(mkdtemp(**k)) or made[-1]
+    )
     run = profile.worker("tiny", 2)
+    # Without --trace-dir the trace is read, then removed.
+    assert len(made) == 1 and not os.path.exists(made[0])
+    assert run["trace"] is None
     types = {row["name"]: row for row in run["by_type"]}
     # Convolutions and Adam's many small ops are in the trace, named by op.
     assert any("Conv2D" in name for name in types)
@@ -178,6 +186,9 @@ def test_profile_reads_the_ops_of_a_real_trace():
     layers = {row["name"] for row in run["by_layer"]}
     assert "encoder/stem" in layers and "decoder/to_image" in layers
     assert run["wall_ms_per_step"] > 0 and run["ops_per_step"] > 50
+    kept = profile.worker("tiny", 1, trace_dir=str(tmp_path))
+    assert kept["trace"] == str(tmp_path / "tiny-float32")
+    assert list((tmp_path / "tiny-float32").rglob("*.xplane.pb"))
 
 
 def test_paired_difference_of_three_seeds_solved_by_hand():
