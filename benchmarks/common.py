@@ -8,10 +8,27 @@ import os
 import platform
 
 
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo ("AMD EPYC"), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() or None
+    except OSError:
+        pass
+    return None
+
+
 def describe_machine():
-    """``"x86_64, 2 CPU cores, no GPU"``: the line each report starts from."""
+    """``"x86_64 (AMD EPYC), 2 CPU cores, no GPU"``: the line each report
+    starts from. Absolute speeds differ from one machine (and one day's
+    neighbours on the host) to the next; ratios within one run are what the
+    reports compare."""
     import tensorflow as tf  # the scripts parse their arguments before TF loads
 
     gpus = tf.config.list_physical_devices("GPU")
     accelerator = f"{len(gpus)} GPU(s)" if gpus else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {accelerator}"
+    model = cpu_model()
+    arch = f"{platform.machine()} ({model})" if model else platform.machine()
+    return f"{arch}, {os.cpu_count()} CPU cores, {accelerator}"

@@ -586,3 +586,89 @@ def test_precision_tolerance_reads_a_runs_logs_and_refuses_another_run(tmp_path)
     )
     with pytest.raises(tolerance.RunMismatch, match="--precision mixed_bfloat16"):
         tolerance.train(args, "float32", 0)
+
+
+def test_conv_shapes_lists_every_convolution_with_its_multiply_adds():
+    conv_shapes = _load("conv_shapes")
+    throughput = _load("throughput")
+    import keras
+
+    import vae_balance
+
+    shapes = conv_shapes.conv_shapes("fashion_mnist")
+    vae = vae_balance.build_vae(vae_balance.get_preset("fashion_mnist"))
+    convs = [
+        f"{net.name}/{layer.name}"
+        for net in (vae.encoder, vae.decoder)
+        for layer in net.layers
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))
+    ]
+    listed = [name for shape in shapes for name in shape["layers"]]
+    assert sorted(listed) == sorted(convs) and len(convs) == 29
+    # The convolutions are all of the network's multiply-adds but the dense ones.
+    dense = sum(
+        layer.kernel.shape[0] * layer.kernel.shape[1]
+        for net in (vae.encoder, vae.decoder)
+        for layer in net.layers
+        if isinstance(layer, keras.layers.Dense)
+    )
+    conv_total = sum(s["multiply_adds"] * len(s["layers"]) for s in shapes)
+    forward = throughput.multiply_adds(vae.encoder) + throughput.multiply_adds(
+        vae.decoder
+    )
+    assert conv_total + dense == forward
+    by_name = {name: s for s in shapes for name in s["layers"]}
+    stem = by_name["encoder/stem"]
+    assert stem["multiply_adds"] == 32 * 32 * 9 * 1 * 8
+    assert stem["input_grad"] is False  # it reads the image
+    up = by_name["decoder/up0"]
+    assert (up["kind"], up["in_shape"], up["out_shape"]) == (
+        "transpose",
+        [2, 2, 128],
+        [4, 4, 64],
+    )
+    assert up["input_grad"] is True
+    assert conv_shapes.pass_gflop(stem) == pytest.approx(3 * 2 * 73728 * 100 / 1e9)
+
+
+def test_conv_shapes_summary_and_report_solved_by_hand(tmp_path):
+    conv_shapes = _load("conv_shapes")
+    shapes = [
+        {"kind": "conv", "in_shape": [4, 4, 2], "out_shape": [4, 4, 2],
+         "filters": 2, "strides": 1, "layers": ["a/x", "a/y"],
+         "input_grad": True, "multiply_adds": 1_000_000},
+        {"kind": "transpose", "in_shape": [2, 2, 2], "out_shape": [4, 4, 1],
+         "filters": 1, "strides": 2, "layers": ["b/z"], "input_grad": True,
+         "multiply_adds": 500_000},
+    ]  # fmt: skip
+    tf2, tf1 = conv_shapes.CONFIGS[0]["label"], conv_shapes.CONFIGS[1]["label"]
+    rounds = {
+        tf2: [{"seconds": [0.004, 0.001]}, {"seconds": [0.002, 0.003]},
+              {"seconds": [0.003, 0.002]}],
+        tf1: [{"seconds": [0.006, 0.002]}],
+    }  # fmt: skip
+    rows, totals = conv_shapes.summarise(shapes, rounds, peak_gflops=400.0)
+    # 0.6 GFLOP per pass of the first shape (3 x 2 x 1e6 x 100), median 3 ms.
+    first = rows[0]["configs"][tf2]
+    assert first["ms"] == pytest.approx(3.0)
+    assert first["gflops"] == pytest.approx(200.0)
+    assert first["percent_of_peak"] == pytest.approx(50.0)
+    # Per step: 2 layers x 3 ms + 1 x 2 ms = 8 ms for 1.5 GFLOP.
+    assert totals["gflop_per_step"] == pytest.approx(1.5)
+    assert totals["configs"][tf2]["ms_per_step"] == pytest.approx(8.0)
+    assert totals["configs"][tf1]["ms_per_step"] == pytest.approx(14.0)
+    report = {
+        "command": "python benchmarks/conv_shapes.py", "machine": "m",
+        "tensorflow": "2", "preset": "p", "passes": [1, 2], "rounds": 3,
+        "note": "", "started_utc": "s", "finished_utc": "f",
+        "load_average": [0.1, 0.2], "matmul": {"size": 8, "peak_gflops": 400.0},
+        "configs_run": list(conv_shapes.CONFIGS[:2]), "shapes": rows,
+        "totals": totals, "torch_skipped": "PyTorch cannot be imported (x)",
+    }  # fmt: skip
+    stem = conv_shapes.write_report(report, str(tmp_path))
+    text = open(stem + ".md").read()
+    row = "| conv 4x4x2 -> 2 | 2 | 600 | 3.00 (200, 50%) | 6.00 (100, 25%) | 2.00x |"
+    assert row in text
+    assert "**8.0** (188, 47%)" in text and "| 1.75x |" in text
+    assert "PyTorch columns skipped: PyTorch cannot be imported (x)." in text
+    assert json.load(open(stem + ".json"))["totals"]["gflop_per_step"] == 1.5

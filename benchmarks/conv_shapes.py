@@ -1,0 +1,473 @@
+"""Where a preset's convolution time goes, one layer shape at a time.
+
+The profile (`profile_step.py`) says the stage-1 step is 80-91% convolution
+kernels. This benchmark asks how fast each of those kernels runs against what
+the machine can do: for every distinct convolution of a preset's stage-1
+networks (``Conv2D`` and ``Conv2DTranspose`` layers, grouped by input shape,
+filters and stride), the time of one training pass through it (forward,
+input gradient, weight and bias gradients; no input gradient for layers that
+read the image), with batch 100, in
+
+- the package's path: the Keras layer itself in a ``tf.function`` (TensorFlow's
+  oneDNN kernels, as in the step), on 2 intra-op threads (the default here)
+  and on 1 (how far the layer scales over the two cores);
+- PyTorch eager, NCHW and channels_last (`torch_peer`'s layers, the same
+  padding), the peer of `throughput.py`.
+
+Each configuration runs in its own process, in interleaved rounds; the report
+gives medians, the GFLOP/s of each shape (2 x multiply-adds, x3 for the
+training pass), its fraction of a float32 matmul peak measured in the same
+run, and the sum over the network's layers.
+
+    python benchmarks/conv_shapes.py                  # fashion_mnist, ~3 min
+    python benchmarks/conv_shapes.py --preset cifar10 --calls 6   # ~10 min
+
+Writes ``conv_shapes_<preset>.{json,md}`` to ``--results`` (default
+benchmarks/results). torch is optional: without it the PyTorch columns are
+skipped, with a message.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+from common import describe_machine
+
+BATCH_SIZE = 100
+# (warm-up, timed) calls per shape and process; a TensorFlow call chains
+# CHAIN passes (see worker_tf), PyTorch runs one pass per call.
+PASSES = (3, 30)
+QUICK_PASSES = (1, 2)
+CHAIN = 5
+CONFIGS = (
+    {"key": "tf", "label": "package (TensorFlow oneDNN), 2 threads",
+     "kind": "tf", "threads": 2},
+    {"key": "tf_1thread", "label": "package, 1 intra-op thread",
+     "kind": "tf", "threads": 1},
+    {"key": "torch", "label": "PyTorch eager, NCHW", "kind": "torch",
+     "channels_last": False},
+    {"key": "torch_channels_last", "label": "PyTorch eager, channels_last",
+     "kind": "torch", "channels_last": True},
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------ shapes
+def conv_shapes(preset):
+    """The distinct convolutions of a preset's stage-1 networks.
+
+    A list of dicts: ``kind`` ("conv" or "transpose"), ``in_shape`` (H, W, C),
+    ``filters``, ``strides``, ``layers`` (names with this shape),
+    ``input_grad`` (False when the layer reads the image: the step needs no
+    gradient there) and ``multiply_adds`` per image (forward).
+    """
+    import keras
+
+    import vae_balance
+
+    config = vae_balance.get_preset(preset)
+    vae = vae_balance.build_vae(config)
+    shapes = {}
+    for network in (vae.encoder, vae.decoder):
+        inputs = {id(t) for t in network.inputs}
+        for layer in network.layers:
+            if not isinstance(
+                layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
+            ):
+                continue
+            transpose = isinstance(layer, keras.layers.Conv2DTranspose)
+            in_shape = tuple(int(d) for d in layer.input.shape[1:])
+            out_shape = tuple(int(d) for d in layer.output.shape[1:])
+            k_h, k_w = layer.kernel_size
+            if transpose:  # every input pixel scatters a k x k x out patch
+                macs = in_shape[0] * in_shape[1] * k_h * k_w * in_shape[2]
+                macs *= layer.filters
+            else:
+                macs = out_shape[0] * out_shape[1] * k_h * k_w * in_shape[2]
+                macs *= layer.filters
+            key = ("transpose" if transpose else "conv", in_shape, layer.filters)
+            key += (int(layer.strides[0]),)
+            entry = shapes.setdefault(
+                key,
+                {
+                    "kind": key[0],
+                    "in_shape": list(in_shape),
+                    "out_shape": list(out_shape),
+                    "filters": int(layer.filters),
+                    "strides": key[3],
+                    "layers": [],
+                    "input_grad": id(layer.input) not in inputs,
+                    "multiply_adds": int(macs),
+                },
+            )
+            entry["layers"].append(f"{network.name}/{layer.name}")
+    return list(shapes.values())
+
+
+def pass_gflop(shape):
+    """GFLOP of one training pass at batch 100: 3 x (2 x multiply-adds)."""
+    return 3 * 2.0 * shape["multiply_adds"] * BATCH_SIZE / 1e9
+
+
+# ------------------------------------------------------------------ workers
+def _time(run, warmup, timed):
+    for _ in range(warmup):
+        run()
+    start = time.perf_counter()
+    for _ in range(timed):
+        run()
+    return (time.perf_counter() - start) / timed
+
+
+def worker_tf(shapes, threads, warmup, timed):
+    """Seconds per training pass of each shape through the Keras layer."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+
+    seconds = []
+    for shape in shapes:
+        cls = (
+            keras.layers.Conv2DTranspose
+            if shape["kind"] == "transpose"
+            else keras.layers.Conv2D
+        )
+        layer = cls(shape["filters"], 3, strides=shape["strides"], padding="same")
+        x = tf.random.normal((BATCH_SIZE, *shape["in_shape"]), seed=0)
+        layer.build(x.shape)
+        grad_out = tf.random.normal((BATCH_SIZE, *shape["out_shape"]), seed=1)
+        watch_input = shape["input_grad"]
+
+        @tf.function
+        def step(x, grad_out, layer=layer, watch_input=watch_input):
+            # CHAIN passes in one call (one inter-op thread: they run one
+            # after the other): the function call and host sync are
+            # amortised, as in the training step, where the layer is one node
+            # of a graph.
+            sums = []
+            for _ in range(CHAIN):
+                with tf.GradientTape() as tape:
+                    if watch_input:
+                        tape.watch(x)
+                    y = layer(x)
+                    loss = tf.reduce_sum(y * grad_out)  # dloss/dy = grad_out
+                sources = layer.trainable_variables + ([x] if watch_input else [])
+                grads = tape.gradient(loss, sources)
+                sums += [tf.reduce_sum(g[..., :1]) for g in grads]
+            return tf.add_n(sums)
+
+        per_call = _time(lambda: step(x, grad_out).numpy(), warmup, timed)
+        seconds.append(per_call / CHAIN)
+    return {"seconds": seconds, "threads": threads}
+
+
+def worker_torch(shapes, channels_last, warmup, timed):
+    """The same passes in PyTorch eager; None without torch."""
+    try:
+        import torch
+        from torch import nn
+        from torch_peer import StridedSameConv, StridedSameConvTranspose, use_all_cores
+    except ImportError as error:
+        return {"available": False, "error": f"{type(error).__name__}: {error}"}
+    threads = use_all_cores()
+    torch.manual_seed(0)
+    seconds = []
+    for shape in shapes:
+        h, w, c = shape["in_shape"]
+        f = shape["filters"]
+        if shape["kind"] == "transpose":
+            module = StridedSameConvTranspose(c, f)
+        elif shape["strides"] == 2:
+            module = StridedSameConv(c, f)
+        else:
+            module = nn.Conv2d(c, f, 3, padding=1)
+        x = torch.randn(BATCH_SIZE, c, h, w)
+        oh, ow, oc = shape["out_shape"]
+        grad_out = torch.randn(BATCH_SIZE, oc, oh, ow)
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+            grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(shape["input_grad"])
+
+        def run(module=module, x=x, grad_out=grad_out):
+            module.zero_grad(set_to_none=True)
+            module(x).backward(grad_out)
+
+        seconds.append(_time(run, warmup, timed))
+    return {"seconds": seconds, "threads": threads, "available": True}
+
+
+def worker_matmul(size=2048, repeats=8):
+    """Best GFLOP/s of a size x size float32 TensorFlow matmul."""
+    import tensorflow as tf
+
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    matmul = tf.function(lambda a, b: tf.reduce_sum(tf.linalg.matmul(a, b)))
+    matmul(a, b).numpy()
+    best = min(_time(lambda: matmul(a, b).numpy(), 0, 1) for _ in range(repeats))
+    return {"size": size, "peak_gflops": 2.0 * size**3 / best / 1e9}
+
+
+WORKERS = {"tf": worker_tf, "torch": worker_torch, "matmul": worker_matmul}
+
+
+def run_worker(name, **kwargs):
+    """One worker in a fresh Python process (its own thread pools)."""
+    command = [sys.executable, os.path.abspath(__file__), "--worker", name]
+    command += ["--kwargs", json.dumps(kwargs)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = "\n".join(done.stderr.splitlines()[-15:])
+        raise RuntimeError(f"worker {name} failed:\n{tail}")
+    return json.loads(lines[-1])
+
+
+# ------------------------------------------------------------------ report
+def summarise(shapes, rounds, peak_gflops):
+    """Per-shape medians over the rounds, GFLOP/s and % of the matmul peak.
+
+    ``rounds``: {config label: [worker result per round]}; a result without
+    ``seconds`` (torch missing) gives None. Also the totals over the
+    network's layers (a shape counts once per layer that has it).
+    """
+    rows = []
+    totals = {}
+    for i, shape in enumerate(shapes):
+        gflop = pass_gflop(shape)
+        row = dict(shape, gflop_per_pass=gflop, configs={})
+        for label, results in rounds.items():
+            times = [r["seconds"][i] for r in results if r.get("seconds")]
+            if not times:
+                row["configs"][label] = None
+                continue
+            median = float(np.median(times))
+            row["configs"][label] = {
+                "ms": 1e3 * median,
+                "ms_rounds": [round(1e3 * t, 3) for t in times],
+                "gflops": gflop / median,
+                "percent_of_peak": 100.0 * gflop / median / peak_gflops,
+            }
+            totals.setdefault(label, 0.0)
+            totals[label] += 1e3 * median * len(shape["layers"])
+        rows.append(row)
+    total_gflop = sum(pass_gflop(s) * len(s["layers"]) for s in shapes)
+    summary = {}
+    for label, ms in totals.items():
+        summary[label] = {
+            "ms_per_step": ms,
+            "gflops": total_gflop / (ms / 1e3),
+            "percent_of_peak": 100.0 * total_gflop / (ms / 1e3) / peak_gflops,
+        }
+    return rows, {"gflop_per_step": total_gflop, "configs": summary}
+
+
+def _shape_name(row):
+    h, w, c = row["in_shape"]
+    kind = "transposed conv" if row["kind"] == "transpose" else "conv"
+    stride = f", stride {row['strides']}" if row["strides"] != 1 else ""
+    return f"{kind} {h}x{w}x{c} -> {row['filters']}{stride}"
+
+
+def write_report(report, results):
+    os.makedirs(results, exist_ok=True)
+    stem = os.path.join(results, f"conv_shapes_{report['preset']}")
+    with open(stem + ".json", "w") as f:
+        json.dump(report, f, indent=2)
+    labels = [c["label"] for c in report["configs_run"]]
+    tf_label, tf1_label = CONFIGS[0]["label"], CONFIGS[1]["label"]
+    lines = [
+        f"# Convolution shapes of `{report['preset']}`, one training pass each",
+        "",
+        f"`{report['command']}`. {report['machine']}; TensorFlow "
+        f"{report['tensorflow']}"
+        + (f", PyTorch {report['torch']}" if report.get("torch") else "")
+        + f". {report['started_utc']} to {report['finished_utc']} UTC, "
+        f"{report['rounds']} interleaved rounds of {report['passes'][1]} timed "
+        f"calls per shape after {report['passes'][0]} warm-up (a TensorFlow "
+        f"call runs {report.get('chain', CHAIN)} passes, one after the other; "
+        "a PyTorch call one), medians; 1-minute "
+        f"load average at the start {report['load_average'][0]:.2f}, at the end "
+        f"{report['load_average'][1]:.2f}. {report['note']}".rstrip(),
+        "",
+        "One pass: forward, weight and bias gradients and (but for the layers "
+        "that read the image) the input gradient, batch 100, from a fixed "
+        "output gradient. GFLOP/s from 3 x 2 x the multiply-adds; % against "
+        f"the float32 TensorFlow matmul peak of the same run "
+        f"({report['matmul']['peak_gflops']:.0f} GFLOP/s, "
+        f"{report['matmul']['size']}x{report['matmul']['size']}).",
+        "",
+        "| shape | layers | MFLOP / pass | "
+        + " | ".join(f"{label}: ms (GFLOP/s, % of peak)" for label in labels)
+        + " | 2 threads / 1 thread |",
+        "|---|---|---|" + "---|" * len(labels) + "---|",
+    ]
+    for row in report["shapes"]:
+        cells = []
+        for label in labels:
+            c = row["configs"].get(label)
+            cells.append(
+                "-"
+                if c is None
+                else f"{c['ms']:.2f} ({c['gflops']:.0f}, {c['percent_of_peak']:.0f}%)"
+            )
+        two, one = row["configs"].get(tf_label), row["configs"].get(tf1_label)
+        scaling = f"{one['ms'] / two['ms']:.2f}x" if two and one else "-"
+        lines.append(
+            f"| {_shape_name(row)} | {len(row['layers'])} | "
+            f"{1e3 * row['gflop_per_pass']:.0f} | "
+            + " | ".join(cells)
+            + f" | {scaling} |"
+        )
+    totals = report["totals"]["configs"]
+    cells = []
+    for label in labels:
+        c = totals.get(label)
+        cells.append(
+            "-"
+            if c is None
+            else f"**{c['ms_per_step']:.1f}** ({c['gflops']:.0f}, "
+            f"{c['percent_of_peak']:.0f}%)"
+        )
+    two, one = totals.get(tf_label), totals.get(tf1_label)
+    scaling = f"{one['ms_per_step'] / two['ms_per_step']:.2f}x" if two and one else "-"
+    lines.append(
+        f"| all convolutions of one step | "
+        f"{sum(len(r['layers']) for r in report['shapes'])} | "
+        f"{1e3 * report['totals']['gflop_per_step']:.0f} | "
+        + " | ".join(cells)
+        + f" | {scaling} |"
+    )
+    if report.get("torch_skipped"):
+        lines += ["", f"PyTorch columns skipped: {report['torch_skipped']}."]
+    lines += ["", "Layers per shape:", ""]
+    for row in report["shapes"]:
+        lines.append(f"- {_shape_name(row)}: {', '.join(row['layers'])}")
+    lines.append("")
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(lines))
+    return stem
+
+
+# ------------------------------------------------------------------ main
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="fashion_mnist")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--calls",
+        type=int,
+        default=PASSES[1],
+        help=f"timed calls per shape and process (default {PASSES[1]}; "
+        "fewer for the large presets)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one round, 1 + 2 passes (a smoke test)"
+    )
+    parser.add_argument("--note", default="", help="what else ran on the machine")
+    parser.add_argument("--results", help="default: benchmarks/results")
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](**json.loads(args.kwargs))), flush=True)
+        return None
+    import tensorflow as tf
+
+    import vae_balance
+
+    if args.preset not in vae_balance.PRESETS:
+        raise SystemExit(
+            f"Unknown --preset {args.preset!r}; one of: "
+            f"{', '.join(sorted(vae_balance.PRESETS))}."
+        )
+    results = args.results or os.path.join(here, "results")
+    passes = QUICK_PASSES if args.quick else (PASSES[0], args.calls)
+    repeats = 1 if args.quick else args.repeats
+    report = {
+        "command": shlex.join(
+            ["python", "benchmarks/conv_shapes.py"]
+            + list(sys.argv[1:] if argv is None else argv)
+        ),
+        "machine": describe_machine(),
+        "tensorflow": tf.__version__,
+        "preset": args.preset,
+        "batch_size": BATCH_SIZE,
+        "passes": list(passes),
+        "chain": CHAIN,
+        "rounds": repeats,
+        "note": args.note,
+        "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "load_average": [os.getloadavg()[0]],
+    }
+    shapes = conv_shapes(args.preset)
+    print(f"{len(shapes)} convolution shapes in {args.preset}.", flush=True)
+    report["matmul"] = run_worker("matmul", repeats=2 if args.quick else 8)
+    configs = list(CONFIGS)
+    rounds = {c["label"]: [] for c in configs}
+    warmup, timed = passes
+    for r in range(repeats):
+        for config in list(configs):
+            if config["kind"] == "tf":
+                result = run_worker(
+                    "tf",
+                    shapes=shapes,
+                    threads=config["threads"],
+                    warmup=warmup,
+                    timed=timed,
+                )
+            else:
+                result = run_worker(
+                    "torch",
+                    shapes=shapes,
+                    channels_last=config["channels_last"],
+                    warmup=warmup,
+                    timed=timed,
+                )
+                if not result.get("available"):
+                    report["torch_skipped"] = (
+                        f"PyTorch cannot be imported ({result['error']}); "
+                        "pip install torch"
+                    )
+                    print(f"  Skipping PyTorch: {report['torch_skipped']}.")
+                    configs = [c for c in configs if c["kind"] != "torch"]
+                    rounds = {c["label"]: rounds[c["label"]] for c in configs}
+                    continue
+            rounds[config["label"]].append(result)
+            total = sum(t * len(s["layers"]) for t, s in zip(result["seconds"], shapes))
+            print(
+                f"  round {r + 1}, {config['label']}: "
+                f"{1e3 * total:.1f} ms of convolutions per step",
+                flush=True,
+            )
+    if "torch_skipped" not in report:
+        import importlib.metadata
+
+        report["torch"] = importlib.metadata.version("torch")
+    report["configs_run"] = configs
+    report["shapes"], report["totals"] = summarise(
+        shapes, rounds, report["matmul"]["peak_gflops"]
+    )
+    report["finished_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    report["load_average"].append(os.getloadavg()[0])
+    stem = write_report(report, results)
+    print(f"Wrote {stem}.json and .md")
+    return report
+
+
+if __name__ == "__main__":
+    main()
