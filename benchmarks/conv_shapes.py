@@ -12,7 +12,12 @@ read the image), with batch 100, in
   oneDNN kernels, as in the step), on 2 intra-op threads (the default here)
   and on 1 (how far the layer scales over the two cores);
 - PyTorch eager, NCHW and channels_last (`torch_peer`'s layers, the same
-  padding), the peer of `throughput.py`.
+  padding), the peer of `throughput.py`;
+- "fresh tensors": the package on 2 threads and PyTorch channels_last again,
+  each pass reading another input and output gradient (5 of each, in turn),
+  so that it finds them out of the cache as in the step, where every layer's
+  tensors were last touched several layers ago. Against the first column
+  this measures what the memory traffic costs.
 
 Each configuration runs in its own process, in interleaved rounds; the report
 gives medians, the GFLOP/s of each shape (2 x multiply-adds, x3 for the
@@ -20,7 +25,8 @@ training pass), its fraction of a float32 matmul peak measured in the same
 run, and the sum over the network's layers.
 
     python benchmarks/conv_shapes.py                  # fashion_mnist, ~3 min
-    python benchmarks/conv_shapes.py --preset cifar10 --calls 6   # ~10 min
+    python benchmarks/conv_shapes.py --preset cifar10 --calls 6   # ~15 min
+    python benchmarks/conv_shapes.py --configs tf,tf_fresh     # a subset
 
 Writes ``conv_shapes_<preset>.{json,md}`` to ``--results`` (default
 benchmarks/results). torch is optional: without it the PyTorch columns are
@@ -53,6 +59,11 @@ CONFIGS = (
      "channels_last": False},
     {"key": "torch_channels_last", "label": "PyTorch eager, channels_last",
      "kind": "torch", "channels_last": True},
+    {"key": "tf_fresh", "label": "package, 2 threads, fresh tensors",
+     "kind": "tf", "threads": 2, "fresh": True},
+    {"key": "torch_channels_last_fresh",
+     "label": "PyTorch channels_last, fresh tensors", "kind": "torch",
+     "channels_last": True, "fresh": True},
 )  # fmt: skip
 
 
@@ -123,14 +134,20 @@ def _time(run, warmup, timed):
     return (time.perf_counter() - start) / timed
 
 
-def worker_tf(shapes, threads, warmup, timed):
-    """Seconds per training pass of each shape through the Keras layer."""
+def worker_tf(shapes, threads, warmup, timed, fresh=False):
+    """Seconds per training pass of each shape through the Keras layer.
+
+    ``fresh``: each pass of a call reads its own input and output gradient
+    (CHAIN of each), so that a pass finds its tensors out of the cache, as
+    in the training step, instead of where the last pass left them.
+    """
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
+    copies = CHAIN if fresh else 1
     seconds = []
     for shape in shapes:
         cls = (
@@ -139,36 +156,47 @@ def worker_tf(shapes, threads, warmup, timed):
             else keras.layers.Conv2D
         )
         layer = cls(shape["filters"], 3, strides=shape["strides"], padding="same")
-        x = tf.random.normal((BATCH_SIZE, *shape["in_shape"]), seed=0)
-        layer.build(x.shape)
-        grad_out = tf.random.normal((BATCH_SIZE, *shape["out_shape"]), seed=1)
+        layer.build((BATCH_SIZE, *shape["in_shape"]))
+        xs = [
+            tf.random.normal((BATCH_SIZE, *shape["in_shape"]), seed=i)
+            for i in range(copies)
+        ]
+        grads_out = [
+            tf.random.normal((BATCH_SIZE, *shape["out_shape"]), seed=100 + i)
+            for i in range(copies)
+        ]
         watch_input = shape["input_grad"]
 
         @tf.function
-        def step(x, grad_out, layer=layer, watch_input=watch_input):
+        def step(xs, grads_out, layer=layer, watch_input=watch_input):
             # CHAIN passes in one call (one inter-op thread: they run one
             # after the other): the function call and host sync are
             # amortised, as in the training step, where the layer is one node
             # of a graph.
             sums = []
-            for _ in range(CHAIN):
+            for i in range(CHAIN):
+                x = xs[i % len(xs)]
                 with tf.GradientTape() as tape:
                     if watch_input:
                         tape.watch(x)
                     y = layer(x)
-                    loss = tf.reduce_sum(y * grad_out)  # dloss/dy = grad_out
                 sources = layer.trainable_variables + ([x] if watch_input else [])
-                grads = tape.gradient(loss, sources)
+                # The backward pass from a given output gradient, as PyTorch's
+                # y.backward(grad_out).
+                grads = tape.gradient(
+                    y, sources, output_gradients=grads_out[i % len(grads_out)]
+                )
                 sums += [tf.reduce_sum(g[..., :1]) for g in grads]
             return tf.add_n(sums)
 
-        per_call = _time(lambda: step(x, grad_out).numpy(), warmup, timed)
+        per_call = _time(lambda: step(xs, grads_out).numpy(), warmup, timed)
         seconds.append(per_call / CHAIN)
-    return {"seconds": seconds, "threads": threads}
+    return {"seconds": seconds, "threads": threads, "fresh": fresh}
 
 
-def worker_torch(shapes, channels_last, warmup, timed):
-    """The same passes in PyTorch eager; None without torch."""
+def worker_torch(shapes, channels_last, warmup, timed, fresh=False):
+    """The same passes in PyTorch eager; None without torch. ``fresh``: each
+    call takes the next of CHAIN inputs and output gradients, in turn."""
     try:
         import torch
         from torch import nn
@@ -187,18 +215,24 @@ def worker_torch(shapes, channels_last, warmup, timed):
             module = StridedSameConv(c, f)
         else:
             module = nn.Conv2d(c, f, 3, padding=1)
-        x = torch.randn(BATCH_SIZE, c, h, w)
         oh, ow, oc = shape["out_shape"]
-        grad_out = torch.randn(BATCH_SIZE, oc, oh, ow)
+        copies = CHAIN if fresh else 1
+        xs = [torch.randn(BATCH_SIZE, c, h, w) for _ in range(copies)]
+        grads_out = [torch.randn(BATCH_SIZE, oc, oh, ow) for _ in range(copies)]
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-            grad_out = grad_out.contiguous(memory_format=torch.channels_last)
-        x.requires_grad_(shape["input_grad"])
+            xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+            grads_out = [
+                g.contiguous(memory_format=torch.channels_last) for g in grads_out
+            ]
+        for x in xs:
+            x.requires_grad_(shape["input_grad"])
+        turn = iter(range(10**9))
 
-        def run(module=module, x=x, grad_out=grad_out):
+        def run(module=module, xs=xs, grads_out=grads_out, turn=turn):
+            i = next(turn) % len(xs)
             module.zero_grad(set_to_none=True)
-            module(x).backward(grad_out)
+            module(xs[i]).backward(grads_out[i])
 
         seconds.append(_time(run, warmup, timed))
     return {"seconds": seconds, "threads": threads, "available": True}
@@ -278,13 +312,28 @@ def _shape_name(row):
     return f"{kind} {h}x{w}x{c} -> {row['filters']}{stride}"
 
 
+# (numerator, denominator, header) of the report's time ratios.
+RATIOS = (
+    (CONFIGS[1]["label"], CONFIGS[0]["label"], "1 thread / 2 threads (time)"),
+    (CONFIGS[4]["label"], CONFIGS[0]["label"], "fresh / cached (time, package)"),
+)
+
+
+def _ratios(configs, key):
+    """The RATIOS' cells for one row: times divided, '-' where one is missing."""
+    cells = []
+    for numerator, denominator, _ in RATIOS:
+        a, b = configs.get(numerator), configs.get(denominator)
+        cells.append(f"{a[key] / b[key]:.2f}x" if a and b else "-")
+    return cells
+
+
 def write_report(report, results):
     os.makedirs(results, exist_ok=True)
     stem = os.path.join(results, f"conv_shapes_{report['preset']}")
     with open(stem + ".json", "w") as f:
         json.dump(report, f, indent=2)
     labels = [c["label"] for c in report["configs_run"]]
-    tf_label, tf1_label = CONFIGS[0]["label"], CONFIGS[1]["label"]
     lines = [
         f"# Convolution shapes of `{report['preset']}`, one training pass each",
         "",
@@ -300,16 +349,19 @@ def write_report(report, results):
         f"{report['load_average'][1]:.2f}. {report['note']}".rstrip(),
         "",
         "One pass: forward, weight and bias gradients and (but for the layers "
-        "that read the image) the input gradient, batch 100, from a fixed "
-        "output gradient. GFLOP/s from 3 x 2 x the multiply-adds; % against "
+        "that read the image) the input gradient, batch 100, from a given "
+        'output gradient; "fresh tensors": every pass reads another input '
+        "and output gradient (5 in turn), out of the cache. GFLOP/s from "
+        "3 x 2 x the multiply-adds; % against "
         f"the float32 TensorFlow matmul peak of the same run "
         f"({report['matmul']['peak_gflops']:.0f} GFLOP/s, "
         f"{report['matmul']['size']}x{report['matmul']['size']}).",
         "",
         "| shape | layers | MFLOP / pass | "
         + " | ".join(f"{label}: ms (GFLOP/s, % of peak)" for label in labels)
-        + " | 2 threads / 1 thread |",
-        "|---|---|---|" + "---|" * len(labels) + "---|",
+        + "".join(f" | {header}" for _, _, header in RATIOS)
+        + " |",
+        "|---|---|---|" + "---|" * (len(labels) + len(RATIOS)),
     ]
     for row in report["shapes"]:
         cells = []
@@ -320,13 +372,11 @@ def write_report(report, results):
                 if c is None
                 else f"{c['ms']:.2f} ({c['gflops']:.0f}, {c['percent_of_peak']:.0f}%)"
             )
-        two, one = row["configs"].get(tf_label), row["configs"].get(tf1_label)
-        scaling = f"{one['ms'] / two['ms']:.2f}x" if two and one else "-"
         lines.append(
             f"| {_shape_name(row)} | {len(row['layers'])} | "
             f"{1e3 * row['gflop_per_pass']:.0f} | "
-            + " | ".join(cells)
-            + f" | {scaling} |"
+            + " | ".join(cells + _ratios(row["configs"], "ms"))
+            + " |"
         )
     totals = report["totals"]["configs"]
     cells = []
@@ -338,14 +388,12 @@ def write_report(report, results):
             else f"**{c['ms_per_step']:.1f}** ({c['gflops']:.0f}, "
             f"{c['percent_of_peak']:.0f}%)"
         )
-    two, one = totals.get(tf_label), totals.get(tf1_label)
-    scaling = f"{one['ms_per_step'] / two['ms_per_step']:.2f}x" if two and one else "-"
     lines.append(
         f"| all convolutions of one step | "
         f"{sum(len(r['layers']) for r in report['shapes'])} | "
         f"{1e3 * report['totals']['gflop_per_step']:.0f} | "
-        + " | ".join(cells)
-        + f" | {scaling} |"
+        + " | ".join(cells + _ratios(totals, "ms_per_step"))
+        + " |"
     )
     if report.get("torch_skipped"):
         lines += ["", f"PyTorch columns skipped: {report['torch_skipped']}."]
@@ -372,6 +420,11 @@ def parse_args(argv):
     )
     parser.add_argument(
         "--quick", action="store_true", help="one round, 1 + 2 passes (a smoke test)"
+    )
+    parser.add_argument(
+        "--configs",
+        default=",".join(c["key"] for c in CONFIGS),
+        help="comma-separated, of: " + ", ".join(c["key"] for c in CONFIGS),
     )
     parser.add_argument("--note", default="", help="what else ran on the machine")
     parser.add_argument("--results", help="default: benchmarks/results")
@@ -417,7 +470,14 @@ def main(argv=None):
     shapes = conv_shapes(args.preset)
     print(f"{len(shapes)} convolution shapes in {args.preset}.", flush=True)
     report["matmul"] = run_worker("matmul", repeats=2 if args.quick else 8)
-    configs = list(CONFIGS)
+    known = {c["key"] for c in CONFIGS}
+    wanted = [k for k in args.configs.split(",") if k]
+    if not wanted or set(wanted) - known:
+        raise SystemExit(
+            f"Unknown --configs {sorted(set(wanted) - known) or wanted}; valid: "
+            f"{', '.join(sorted(known))}."
+        )
+    configs = [c for c in CONFIGS if c["key"] in wanted]
     rounds = {c["label"]: [] for c in configs}
     warmup, timed = passes
     for r in range(repeats):
@@ -429,6 +489,7 @@ def main(argv=None):
                     threads=config["threads"],
                     warmup=warmup,
                     timed=timed,
+                    fresh=config.get("fresh", False),
                 )
             else:
                 result = run_worker(
@@ -437,6 +498,7 @@ def main(argv=None):
                     channels_last=config["channels_last"],
                     warmup=warmup,
                     timed=timed,
+                    fresh=config.get("fresh", False),
                 )
                 if not result.get("available"):
                     report["torch_skipped"] = (

@@ -641,11 +641,13 @@ def test_conv_shapes_summary_and_report_solved_by_hand(tmp_path):
          "filters": 1, "strides": 2, "layers": ["b/z"], "input_grad": True,
          "multiply_adds": 500_000},
     ]  # fmt: skip
-    tf2, tf1 = conv_shapes.CONFIGS[0]["label"], conv_shapes.CONFIGS[1]["label"]
+    labels = {c["key"]: c["label"] for c in conv_shapes.CONFIGS}
+    tf2, tf1, fresh = labels["tf"], labels["tf_1thread"], labels["tf_fresh"]
     rounds = {
         tf2: [{"seconds": [0.004, 0.001]}, {"seconds": [0.002, 0.003]},
               {"seconds": [0.003, 0.002]}],
         tf1: [{"seconds": [0.006, 0.002]}],
+        fresh: [{"seconds": [0.006, 0.004]}],
     }  # fmt: skip
     rows, totals = conv_shapes.summarise(shapes, rounds, peak_gflops=400.0)
     # 0.6 GFLOP per pass of the first shape (3 x 2 x 1e6 x 100), median 3 ms.
@@ -657,18 +659,25 @@ def test_conv_shapes_summary_and_report_solved_by_hand(tmp_path):
     assert totals["gflop_per_step"] == pytest.approx(1.5)
     assert totals["configs"][tf2]["ms_per_step"] == pytest.approx(8.0)
     assert totals["configs"][tf1]["ms_per_step"] == pytest.approx(14.0)
+    assert totals["configs"][fresh]["ms_per_step"] == pytest.approx(16.0)
     report = {
         "command": "python benchmarks/conv_shapes.py", "machine": "m",
         "tensorflow": "2", "preset": "p", "passes": [1, 2], "rounds": 3,
         "note": "", "started_utc": "s", "finished_utc": "f",
         "load_average": [0.1, 0.2], "matmul": {"size": 8, "peak_gflops": 400.0},
-        "configs_run": list(conv_shapes.CONFIGS[:2]), "shapes": rows,
+        "configs_run": [c for c in conv_shapes.CONFIGS if c["kind"] == "tf"],
+        "shapes": rows,
         "totals": totals, "torch_skipped": "PyTorch cannot be imported (x)",
     }  # fmt: skip
     stem = conv_shapes.write_report(report, str(tmp_path))
     text = open(stem + ".md").read()
-    row = "| conv 4x4x2 -> 2 | 2 | 600 | 3.00 (200, 50%) | 6.00 (100, 25%) | 2.00x |"
+    # Columns: 2 threads, 1 thread, fresh; then 1 / 2 threads and fresh / cached.
+    row = (
+        "| conv 4x4x2 -> 2 | 2 | 600 | 3.00 (200, 50%) | 6.00 (100, 25%) | "
+        "6.00 (100, 25%) | 2.00x | 2.00x |"
+    )
     assert row in text
-    assert "**8.0** (188, 47%)" in text and "| 1.75x |" in text
+    assert "**8.0** (188, 47%) | **14.0** (107, 27%) | **16.0** (94, 23%) | " in text
+    assert "| 1.75x | 2.00x |" in text
     assert "PyTorch columns skipped: PyTorch cannot be imported (x)." in text
     assert json.load(open(stem + ".json"))["totals"]["gflop_per_step"] == 1.5
