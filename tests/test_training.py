@@ -65,7 +65,13 @@ def test_train_writes_every_output(finished_run):
     ):
         assert os.path.exists(os.path.join(workdir, name)), name
     with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["name"] == "tiny"
+        written = json.load(f)
+    # The run's settings outside the config, checked on resume.
+    assert (written["name"], written["precision"], written["limit"]) == (
+        "tiny",
+        "float32",
+        None,
+    )
     assert result.sampler_path == os.path.join(workdir, "sampler")
     assert os.listdir(os.path.join(workdir, "tensorboard", "stage1"))
 

@@ -73,3 +73,57 @@ def test_atomic_write_replaces_the_file_or_leaves_it_as_it_was(tmp_path):
     with open(path) as f:
         assert f.read() == "new"
     assert os.listdir(tmp_path) == ["a.txt"]  # no temporary left behind
+
+
+def test_a_resume_in_another_precision_or_on_other_images_is_refused(tmp_path):
+    import json
+
+    from vae_balance import get_preset
+
+    config = get_preset("tiny")
+    workdir = Workdir(str(tmp_path))
+    first = {"precision": "float32", "limit": 64}
+    workdir.check_and_write_config(config, settings=first)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert (written["precision"], written["limit"], written["name"]) == (
+        "float32",
+        64,
+        "tiny",
+    )
+    workdir.check_and_write_config(config, settings=dict(first))  # the same: fine
+    before = (tmp_path / "config.json").read_bytes()
+    for other, detail in (
+        ({"precision": "mixed_bfloat16", "limit": 64},
+         "precision: 'float32' -> 'mixed_bfloat16'"),
+        ({"precision": "float32", "limit": None}, "limit: 64 -> None"),
+    ):  # fmt: skip
+        with pytest.raises(WorkdirError, match="different configuration") as error:
+            workdir.check_and_write_config(config, settings=other)
+        assert detail in str(error.value)
+        assert "--allow-config-change" in str(error.value)
+        assert (tmp_path / "config.json").read_bytes() == before  # kept
+    workdir.check_and_write_config(
+        config, allow_config_change=True, settings={"precision": "mixed_bfloat16"}
+    )
+    assert json.loads((tmp_path / "config.json").read_text())["precision"] == (
+        "mixed_bfloat16"
+    )
+
+
+def test_a_config_json_without_the_run_settings_still_resumes(tmp_path):
+    import json
+
+    from vae_balance import get_preset
+
+    config = get_preset("tiny")
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))  # older
+    workdir = Workdir(str(tmp_path))
+    workdir.check_and_write_config(
+        config, settings={"precision": "float32", "limit": None}
+    )
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["precision"] == "float32" and written["limit"] is None
+    with pytest.raises(WorkdirError, match="latent_dim"):  # fields still checked
+        workdir.check_and_write_config(
+            get_preset("tiny", latent_dim=3), settings={"precision": "float32"}
+        )

@@ -281,7 +281,14 @@ def train(
     os.makedirs(root, exist_ok=True)
     try:
         with WorkdirLock(root), stops, reproducible_graphs():
-            run.workdir.check_and_write_config(config, allow_config_change)
+            run.workdir.check_and_write_config(
+                config,
+                allow_config_change,
+                settings={
+                    "precision": keras.config.dtype_policy().name,
+                    "limit": limit,
+                },
+            )
             run.workdir.remove_stale_temporaries()
             try:
                 return _run(run)

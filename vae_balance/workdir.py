@@ -5,7 +5,8 @@ plots share (`Workdir` names every file), for the one way to replace a file
 atomically (`atomic_write`: a temporary name, then a rename), and for the
 checkpoints::
 
-    config.json              the full resolved configuration
+    config.json              the full resolved configuration, the dtype
+                             policy ("precision") and the image "limit"
     history_stage1.csv       one row per epoch (Keras CSVLogger)
     steps_stage1.csv         one row per step: loss, kl_loss, mse, gamma^2
     checkpoints/stage1-epoch0003.keras   weights + optimizer + running_mse
@@ -246,8 +247,14 @@ class Workdir:
                     "away or choose another --workdir."
                 ) from None
 
-    def check_and_write_config(self, config, allow_config_change=False):
+    def check_and_write_config(self, config, allow_config_change=False, settings=None):
         """Writes ``config`` (a `VAEConfig`) after checking it may resume here.
+
+        ``settings``: the run's settings outside the config that change what
+        it trains, written beside the config's fields and checked the same
+        way: ``{"precision": <the Keras dtype policy>, "limit": <images or
+        None>}`` from `vae_balance.training.train`. A ``config.json`` of an
+        older version without them is not refused for their absence.
 
         Raises:
             WorkdirError: ``config.json`` is unreadable, or another
@@ -256,11 +263,15 @@ class Workdir:
         """
         previous = self.read_config()
         current = config.to_dict()
+        for key, value in (settings or {}).items():
+            current[key] = value
         if previous is not None and not allow_config_change:
             changed = sorted(
                 key
                 for key in current
-                if key not in RESUMABLE_FIELDS and previous.get(key) != current[key]
+                if key not in RESUMABLE_FIELDS
+                and previous.get(key) != current[key]
+                and (key in previous or key not in (settings or {}))
             )
             if changed:
                 details = ", ".join(
