@@ -6,6 +6,8 @@ The scripts run as ``python benchmarks/NAME.py``, so this folder is on
 
 import os
 import platform
+import shlex
+import sys
 
 
 def cpu_model():
@@ -32,3 +34,10 @@ def describe_machine():
     model = cpu_model()
     arch = f"{platform.machine()} ({model})" if model else platform.machine()
     return f"{arch}, {os.cpu_count()} CPU cores, {accelerator}"
+
+
+def command_line(script, argv=None):
+    """``python benchmarks/<script> <arguments>``, as a report records it:
+    ``argv`` (a ``main(argv)`` call's list) or else the process' own."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", f"benchmarks/{script}"] + arguments)

@@ -36,13 +36,12 @@ skipped, with a message.
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
 
 import numpy as np
-from common import describe_machine
+from common import command_line, describe_machine
 
 BATCH_SIZE = 100
 # (warm-up, timed) calls per shape and process; a TensorFlow call chains
@@ -253,6 +252,22 @@ def worker_matmul(size=2048, repeats=8):
 WORKERS = {"tf": worker_tf, "torch": worker_torch, "matmul": worker_matmul}
 
 
+def _run_config(config, shapes, warmup, timed):
+    """One configuration of CONFIGS over every shape, in its own process."""
+    if config["kind"] == "tf":
+        specific = {"threads": config["threads"]}
+    else:
+        specific = {"channels_last": config["channels_last"]}
+    return run_worker(
+        config["kind"],
+        shapes=shapes,
+        warmup=warmup,
+        timed=timed,
+        fresh=config.get("fresh", False),
+        **specific,
+    )
+
+
 def run_worker(name, **kwargs):
     """One worker in a fresh Python process (its own thread pools)."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", name]
@@ -448,14 +463,19 @@ def main(argv=None):
             f"Unknown --preset {args.preset!r}; one of: "
             f"{', '.join(sorted(vae_balance.PRESETS))}."
         )
+    known = {c["key"] for c in CONFIGS}
+    wanted = [k for k in args.configs.split(",") if k]
+    if not wanted or set(wanted) - known:
+        raise SystemExit(
+            f"Unknown --configs {sorted(set(wanted) - known) or wanted}; valid: "
+            f"{', '.join(sorted(known))}."
+        )
+    configs = [c for c in CONFIGS if c["key"] in wanted]
     results = args.results or os.path.join(here, "results")
     passes = QUICK_PASSES if args.quick else (PASSES[0], args.calls)
     repeats = 1 if args.quick else args.repeats
     report = {
-        "command": shlex.join(
-            ["python", "benchmarks/conv_shapes.py"]
-            + list(sys.argv[1:] if argv is None else argv)
-        ),
+        "command": command_line("conv_shapes.py", argv),
         "machine": describe_machine(),
         "tensorflow": tf.__version__,
         "preset": args.preset,
@@ -470,45 +490,19 @@ def main(argv=None):
     shapes = conv_shapes(args.preset)
     print(f"{len(shapes)} convolution shapes in {args.preset}.", flush=True)
     report["matmul"] = run_worker("matmul", repeats=2 if args.quick else 8)
-    known = {c["key"] for c in CONFIGS}
-    wanted = [k for k in args.configs.split(",") if k]
-    if not wanted or set(wanted) - known:
-        raise SystemExit(
-            f"Unknown --configs {sorted(set(wanted) - known) or wanted}; valid: "
-            f"{', '.join(sorted(known))}."
-        )
-    configs = [c for c in CONFIGS if c["key"] in wanted]
     rounds = {c["label"]: [] for c in configs}
     warmup, timed = passes
     for r in range(repeats):
         for config in list(configs):
-            if config["kind"] == "tf":
-                result = run_worker(
-                    "tf",
-                    shapes=shapes,
-                    threads=config["threads"],
-                    warmup=warmup,
-                    timed=timed,
-                    fresh=config.get("fresh", False),
+            result = _run_config(config, shapes, warmup, timed)
+            if config["kind"] == "torch" and not result.get("available"):
+                report["torch_skipped"] = (
+                    f"PyTorch cannot be imported ({result['error']}); pip install torch"
                 )
-            else:
-                result = run_worker(
-                    "torch",
-                    shapes=shapes,
-                    channels_last=config["channels_last"],
-                    warmup=warmup,
-                    timed=timed,
-                    fresh=config.get("fresh", False),
-                )
-                if not result.get("available"):
-                    report["torch_skipped"] = (
-                        f"PyTorch cannot be imported ({result['error']}); "
-                        "pip install torch"
-                    )
-                    print(f"  Skipping PyTorch: {report['torch_skipped']}.")
-                    configs = [c for c in configs if c["kind"] != "torch"]
-                    rounds = {c["label"]: rounds[c["label"]] for c in configs}
-                    continue
+                print(f"  Skipping PyTorch: {report['torch_skipped']}.")
+                configs = [c for c in configs if c["kind"] != "torch"]
+                rounds = {c["label"]: rounds[c["label"]] for c in configs}
+                continue
             rounds[config["label"]].append(result)
             total = sum(t * len(s["layers"]) for t, s in zip(result["seconds"], shapes))
             print(

@@ -39,14 +39,13 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
-from common import describe_machine
+from common import command_line, describe_machine
 
 PRESETS = ("fashion_mnist", "cifar10", "celeba")
 BATCH_SIZE = 100
@@ -785,10 +784,7 @@ def main(argv=None):
         }
     matmul_kwargs = {"repeats": 2} if args.quick else {}
     report = {
-        "command": shlex.join(
-            ["python", "benchmarks/throughput.py"]
-            + list(sys.argv[1:] if argv is None else argv)
-        ),
+        "command": command_line("throughput.py", argv),
         "machine": describe_machine(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
