@@ -140,6 +140,10 @@ def test_resume_cuts_the_logs_back_to_the_checkpoint(tmp_path, make_vae, images)
     os.makedirs(events)
     kept = os.path.join(events, "events.out.tfevents.1")
     open(kept, "wb").write(b"x" * 10)
+    grids = run.tensorboard_dir("images")  # the image grids, both stages'
+    os.makedirs(grids)
+    grid_events = os.path.join(grids, "events.out.tfevents.a")
+    open(grid_events, "wb").write(b"g" * 8)
     checkpoint = _write(run, _trained(make_vae, images, 1), Position(1, 1))
 
     with open(steps_csv, "a") as f:  # the killed run went on
@@ -149,6 +153,10 @@ def test_resume_cuts_the_logs_back_to_the_checkpoint(tmp_path, make_vae, images)
     open(kept, "ab").write(b"y" * 5)
     later = os.path.join(events, "events.out.tfevents.2")
     open(later, "wb").write(b"z")
+    open(grid_events, "ab").write(b"h" * 4)  # a grid after the checkpoint
+    # The resumed process' own grid writer, opened before the stage resumes.
+    own = os.path.join(grids, "events.out.tfevents.b")
+    open(own, "wb").write(b"o" * 3)
 
     checkpoints.restore_logs(run, "stage1", checkpoint, 2)
     with open(steps_csv) as f:
@@ -157,6 +165,15 @@ def test_resume_cuts_the_logs_back_to_the_checkpoint(tmp_path, make_vae, images)
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0"]
     assert open(kept, "rb").read() == b"x" * 10
     assert not os.path.exists(later)
+    assert open(grid_events, "rb").read() == b"g" * 8
+    assert open(own, "rb").read() == b"o" * 3  # never cut or removed
+    # A record of an earlier version, without the grids' lengths: they stay.
+    record = json.loads(open(checkpoint.record_path).read())
+    del record["logs"]["tensorboard_images"]
+    open(checkpoint.record_path, "w").write(json.dumps(record))
+    open(grid_events, "ab").write(b"h")
+    checkpoints.restore_logs(run, "stage1", checkpoint, 2)
+    assert open(grid_events, "rb").read() == b"g" * 8 + b"h"
 
 
 def test_epoch_checkpoint_callback_writes_records_and_keeps_two(

@@ -17,7 +17,8 @@ record holds everything else the next step depends on:
   `vae_balance.datasets.stream`, and the learning rate one of the epoch);
 - the sums of the epoch's metric trackers (the epoch's logged means);
 - the lengths of the logs: rows of the CSV files and bytes of each
-  TensorBoard event file, cut back to them on resume;
+  TensorBoard event file (the stage's scalars and the image grids), cut back
+  to them on resume;
 - the ``.keras`` file's sha256.
 
 Write order: the model goes to a temporary file, its record is written, and
@@ -189,6 +190,12 @@ def _log_lengths(workdir, stage):
     root = workdir.tensorboard_dir(stage)
     for path in _event_files(root):
         lengths["tensorboard"][os.path.relpath(path, root)] = os.path.getsize(path)
+    # The image grids' events, shared by both stages (`callbacks.GridWriter`).
+    images = workdir.tensorboard_dir("images")
+    lengths["tensorboard_images"] = {
+        os.path.relpath(path, images): os.path.getsize(path)
+        for path in _event_files(images)
+    }
     return lengths
 
 
@@ -331,8 +338,21 @@ def restore_logs(workdir, stage, checkpoint, steps_per_epoch):
         if size is None:
             os.remove(path)  # written after the checkpoint
         elif os.path.getsize(path) > size:
-            with open(path, "r+b") as f:
-                f.truncate(size)
+            _truncate(path, size)
+    # The image grids: the files the record knows are cut back to their
+    # length then. The others are kept: one is this process' own writer's,
+    # open since before the stage resumed (`callbacks.GridWriter`).
+    images = record["logs"].get("tensorboard_images")  # None: an older record
+    root = workdir.tensorboard_dir("images")
+    for path in _event_files(root) if images is not None else ():
+        size = images.get(os.path.relpath(path, root))
+        if size is not None and os.path.getsize(path) > size:
+            _truncate(path, size)
+
+
+def _truncate(path, size):
+    with open(path, "r+b") as f:
+        f.truncate(size)
 
 
 def clear_logs(workdir, stage):
