@@ -4,9 +4,11 @@ The scripts run as ``python benchmarks/NAME.py``, so this folder is on
 ``sys.path`` and they import this module as ``common``.
 """
 
+import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 
 
@@ -41,3 +43,18 @@ def command_line(script, argv=None):
     ``argv`` (a ``main(argv)`` call's list) or else the process' own."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     return shlex.join(["python", f"benchmarks/{script}"] + arguments)
+
+
+def run_worker(script, name, kwargs, env=None, label=None):
+    """Runs ``script --worker name --kwargs <JSON>`` in a fresh Python
+    process (its own thread pools) and returns the JSON result it prints
+    last; raises RuntimeError with the end of its stderr if it fails.
+    ``label`` names the worker in that error (default ``name``)."""
+    command = [sys.executable, os.path.abspath(script), "--worker", name]
+    command += ["--kwargs", json.dumps(kwargs)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = "\n".join(done.stderr.splitlines()[-15:])
+        raise RuntimeError(f"worker {label or name} failed:\n{tail}")
+    return json.loads(lines[-1])

@@ -36,12 +36,12 @@ skipped, with a message.
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
+import common
 import numpy as np
 from common import command_line, describe_machine
+from throughput import layer_multiply_adds, worker_matmul
 
 BATCH_SIZE = 100
 # (warm-up, timed) calls per shape and process; a TensorFlow call chains
@@ -92,13 +92,6 @@ def conv_shapes(preset):
             transpose = isinstance(layer, keras.layers.Conv2DTranspose)
             in_shape = tuple(int(d) for d in layer.input.shape[1:])
             out_shape = tuple(int(d) for d in layer.output.shape[1:])
-            k_h, k_w = layer.kernel_size
-            if transpose:  # every input pixel scatters a k x k x out patch
-                macs = in_shape[0] * in_shape[1] * k_h * k_w * in_shape[2]
-                macs *= layer.filters
-            else:
-                macs = out_shape[0] * out_shape[1] * k_h * k_w * in_shape[2]
-                macs *= layer.filters
             key = ("transpose" if transpose else "conv", in_shape, layer.filters)
             key += (int(layer.strides[0]),)
             entry = shapes.setdefault(
@@ -111,7 +104,7 @@ def conv_shapes(preset):
                     "strides": key[3],
                     "layers": [],
                     "input_grad": id(layer.input) not in inputs,
-                    "multiply_adds": int(macs),
+                    "multiply_adds": layer_multiply_adds(layer),
                 },
             )
             entry["layers"].append(f"{network.name}/{layer.name}")
@@ -237,18 +230,6 @@ def worker_torch(shapes, channels_last, warmup, timed, fresh=False):
     return {"seconds": seconds, "threads": threads, "available": True}
 
 
-def worker_matmul(size=2048, repeats=8):
-    """Best GFLOP/s of a size x size float32 TensorFlow matmul."""
-    import tensorflow as tf
-
-    a = tf.random.normal((size, size))
-    b = tf.random.normal((size, size))
-    matmul = tf.function(lambda a, b: tf.reduce_sum(tf.linalg.matmul(a, b)))
-    matmul(a, b).numpy()
-    best = min(_time(lambda: matmul(a, b).numpy(), 0, 1) for _ in range(repeats))
-    return {"size": size, "peak_gflops": 2.0 * size**3 / best / 1e9}
-
-
 WORKERS = {"tf": worker_tf, "torch": worker_torch, "matmul": worker_matmul}
 
 
@@ -269,16 +250,9 @@ def _run_config(config, shapes, warmup, timed):
 
 
 def run_worker(name, **kwargs):
-    """One worker in a fresh Python process (its own thread pools)."""
-    command = [sys.executable, os.path.abspath(__file__), "--worker", name]
-    command += ["--kwargs", json.dumps(kwargs)]
+    """One worker in a fresh Python process, without TensorFlow's start-up logs."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = "\n".join(done.stderr.splitlines()[-15:])
-        raise RuntimeError(f"worker {name} failed:\n{tail}")
-    return json.loads(lines[-1])
+    return common.run_worker(__file__, name, kwargs, env=env)
 
 
 # ------------------------------------------------------------------ report

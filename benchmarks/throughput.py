@@ -39,11 +39,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 
+import common
 import numpy as np
 from common import command_line, describe_machine
 
@@ -99,13 +98,33 @@ QUICK_STEPS = (1, 2)
 
 
 # ------------------------------------------------------------------ FLOPs
-def multiply_adds(model):
-    """Multiply-adds of one forward pass per image: conv, transposed conv, dense.
+def layer_multiply_adds(layer):
+    """Multiply-adds of one layer's forward pass per image (0 for the rest).
 
     Conv2D: out_h * out_w * k_h * k_w * in_c * out_c. Conv2DTranspose: every
     input pixel scatters a k_h * k_w * out_c patch, in_h * in_w * k_h * k_w *
-    in_c * out_c. Dense: in * out. Batch norm, activations, additions and the
-    losses are ignored (a few percent).
+    in_c * out_c. Dense: in * out.
+    """
+    import keras
+
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        _, in_h, in_w, in_c = layer.input.shape
+        k_h, k_w, out_c, _ = layer.kernel.shape
+        return int(in_h * in_w * k_h * k_w * in_c * out_c)
+    if isinstance(layer, keras.layers.Conv2D):
+        _, out_h, out_w, out_c = layer.output.shape
+        k_h, k_w, in_c, _ = layer.kernel.shape
+        return int(out_h * out_w * k_h * k_w * in_c * out_c)
+    if isinstance(layer, keras.layers.Dense):
+        in_units, out_units = layer.kernel.shape
+        return int(in_units * out_units)
+    return 0
+
+
+def multiply_adds(model):
+    """Multiply-adds of one forward pass per image: conv, transposed conv,
+    dense (`layer_multiply_adds`), through nested models. Batch norm,
+    activations, additions and the losses are ignored (a few percent).
     """
     import keras
 
@@ -113,17 +132,8 @@ def multiply_adds(model):
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             total += multiply_adds(layer)
-        elif isinstance(layer, keras.layers.Conv2DTranspose):
-            _, in_h, in_w, in_c = layer.input.shape
-            k_h, k_w, out_c, _ = layer.kernel.shape
-            total += in_h * in_w * k_h * k_w * in_c * out_c
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, out_h, out_w, out_c = layer.output.shape
-            k_h, k_w, in_c, _ = layer.kernel.shape
-            total += out_h * out_w * k_h * k_w * in_c * out_c
-        elif isinstance(layer, keras.layers.Dense):
-            in_units, out_units = layer.kernel.shape
-            total += in_units * out_units
+        else:
+            total += layer_multiply_adds(layer)
     return int(total)
 
 
@@ -329,16 +339,9 @@ WORKERS = {
 
 def run_worker(name, **kwargs):
     """Runs one worker in a fresh Python process; returns its JSON result."""
-    command = [sys.executable, os.path.abspath(__file__), "--worker", name]
-    command += ["--kwargs", json.dumps(kwargs)]
     shown = {k: v for k, v in kwargs.items() if k != "config"}  # a long dict
     print(f"  {name} {shown}", flush=True)
-    done = subprocess.run(command, capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = "\n".join(done.stderr.splitlines()[-15:])
-        raise RuntimeError(f"worker {name} {kwargs} failed:\n{tail}")
-    return json.loads(lines[-1])
+    return common.run_worker(__file__, name, kwargs, label=f"{name} {kwargs}")
 
 
 def _speeds(results):
