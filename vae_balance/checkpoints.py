@@ -182,21 +182,21 @@ def _metric_sums(model):
 
 def _log_lengths(workdir, stage):
     """Rows of the stage's CSV logs and bytes of its TensorBoard event files."""
-    lengths = {
+    return {
         "steps_csv_rows": _count_rows(workdir.steps_csv(stage)),
         "history_csv_rows": _count_rows(workdir.history_csv(stage)),
-        "tensorboard": {},
+        "tensorboard": _event_sizes(workdir.tensorboard_dir(stage)),
+        # The image grids' events, shared by both stages (`callbacks.GridWriter`).
+        "tensorboard_images": _event_sizes(workdir.tensorboard_dir("images")),
     }
-    root = workdir.tensorboard_dir(stage)
-    for path in _event_files(root):
-        lengths["tensorboard"][os.path.relpath(path, root)] = os.path.getsize(path)
-    # The image grids' events, shared by both stages (`callbacks.GridWriter`).
-    images = workdir.tensorboard_dir("images")
-    lengths["tensorboard_images"] = {
-        os.path.relpath(path, images): os.path.getsize(path)
-        for path in _event_files(images)
+
+
+def _event_sizes(root):
+    """``{path relative to root: bytes}`` of the event files under ``root``."""
+    return {
+        os.path.relpath(path, root): os.path.getsize(path)
+        for path in _event_files(root)
     }
-    return lengths
 
 
 def _count_rows(path):
@@ -343,8 +343,10 @@ def restore_logs(workdir, stage, checkpoint, steps_per_epoch):
     # length then. The others are kept: one is this process' own writer's,
     # open since before the stage resumed (`callbacks.GridWriter`).
     images = record["logs"].get("tensorboard_images")  # None: an older record
+    if images is None:
+        return
     root = workdir.tensorboard_dir("images")
-    for path in _event_files(root) if images is not None else ():
+    for path in _event_files(root):
         size = images.get(os.path.relpath(path, root))
         if size is not None and os.path.getsize(path) > size:
             _truncate(path, size)

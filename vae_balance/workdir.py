@@ -262,16 +262,15 @@ class Workdir:
                 and ``allow_config_change`` is False.
         """
         previous = self.read_config()
-        current = config.to_dict()
-        for key, value in (settings or {}).items():
-            current[key] = value
+        settings = settings or {}
+        current = {**config.to_dict(), **settings}
         if previous is not None and not allow_config_change:
             changed = sorted(
                 key
                 for key in current
                 if key not in RESUMABLE_FIELDS
                 and previous.get(key) != current[key]
-                and (key in previous or key not in (settings or {}))
+                and (key in previous or key not in settings)
             )
             if changed:
                 details = ", ".join(
