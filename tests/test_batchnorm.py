@@ -91,3 +91,30 @@ def test_a_model_without_batchnorm_is_left_alone(images):
         "images": 0,
         "batches": 0,
     }
+
+
+def test_measuring_passes_leave_spectral_norm_state_alone(images):
+    # Keras' SpectralNormalization rewrites its kernel and power-iteration
+    # vector in every training-mode call; the recalibration and the
+    # training-mode MSE must not.
+    vae = vae_balance.build_vae(
+        "fashion_mnist_infogan",
+        image_shape=(8, 8, 1),
+        dataset="folder",
+        base_filters=4,
+        fc_dim=8,
+        latent_dim=2,
+    )
+    vae.compile(optimizer="adam")
+    vae.fit(images, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    moving = {
+        id(v)
+        for layer in batchnorm.batchnorm_layers(vae.encoder)
+        + batchnorm.batchnorm_layers(vae.decoder)
+        for v in (layer.moving_mean, layer.moving_variance)
+    }
+    before = {id(v): np.array(v) for v in vae.variables}
+    batchnorm.reconstruction_mse(vae, images, training=True, batch_size=8)
+    batchnorm.recalibrate_batchnorm(vae, images, batch_size=8)
+    changed = {id(v) for v in vae.variables if not np.array_equal(before[id(v)], v)}
+    assert changed and changed <= moving

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from vae_balance import checkpoints
+from vae_balance import checkpoints, files
 from vae_balance.checkpoints import CheckpointWarning, Position
 from vae_balance.workdir import Workdir, WorkdirError
 
@@ -192,3 +192,34 @@ def test_epoch_checkpoint_callback_writes_records_and_keeps_two(
     model, found = checkpoints.restore_newest(Workdir(tmp_path), "stage1", 2)
     assert found.position == Position(3) and int(model.optimizer.iterations) == 6
     assert isinstance(model, keras.Model)
+
+
+def test_snapshots_are_kept_with_their_cpu_seconds(tmp_path, make_vae, images):
+    vae = make_vae(run_eagerly=True)
+    callback = checkpoints.Checkpointer(
+        Workdir(tmp_path),
+        "stage1",
+        None,
+        None,
+        minutes=None,
+        snapshot_every=2,
+        cpu_seconds=100.0,
+    )
+    vae.fit(images, batch_size=8, epochs=5, callbacks=[callback], verbose=0)
+    kept = sorted(os.listdir(tmp_path / "snapshots"))
+    assert kept == [
+        "stage1-epoch0002.json",
+        "stage1-epoch0002.keras",
+        "stage1-epoch0004.json",
+        "stage1-epoch0004.keras",
+    ]  # the checkpoints themselves are pruned to the newest two
+    records = [
+        json.load(open(tmp_path / "snapshots" / name))
+        for name in kept
+        if name.endswith(".json")
+    ]
+    cpu = [record["cpu_seconds"] for record in records]
+    assert 100.0 < cpu[0] < cpu[1]
+    assert records[1]["sha256"] == files.sha256(
+        str(tmp_path / "snapshots" / "stage1-epoch0004.keras")
+    )

@@ -187,3 +187,41 @@ def test_vae_uses_fused_batch_norm_unless_asked_not_to(tmp_path):
     path = str(tmp_path / "vae.keras")
     vae.save(path)
     assert bn_classes(keras.saving.load_model(path)) == {"FusedBatchNormalization"}
+
+
+def test_infogan_preset_has_the_anchor_parameter_counts():
+    # Hand count of Dai & Wipf's Infogan at 28x28x1, latent 64 (config.py).
+    vae = build_vae("fashion_mnist_infogan")
+    assert _trainable_count(vae.encoder) == 6_689_344
+    assert _trainable_count(vae.decoder) == 6_642_241
+    assert _trainable_count(vae) == 13_331_585
+    vae2 = build_second_stage("fashion_mnist_infogan")
+    assert _trainable_count(vae2) == 4_540_608
+    wrapped = [
+        layer.layer.name
+        for layer in vae.encoder.layers
+        if isinstance(layer, keras.layers.SpectralNormalization)
+    ]
+    assert wrapped == ["conv1", "conv2", "fc3", "gaussian"]
+    assert vae.encoder.output_shape == [(None, 64), (None, 64)]
+    assert vae.decoder.output_shape == (None, 28, 28, 1)
+
+
+def test_infogan_softplus_sigma_is_the_anchors():
+    head = networks.GaussianHead(2, "softplus")
+    params = np.array([[0.5, -1.0, 0.0, 3.0]], "float32")
+    z_mean, z_log_sigma = head(params)
+    np.testing.assert_allclose(z_mean, [[0.5, -1.0]])
+    expected = np.log(1e-6 + np.log1p(np.exp([0.0, 3.0])))
+    np.testing.assert_allclose(z_log_sigma, [expected], rtol=1e-6)
+    with pytest.raises(ValueError, match="softplus"):
+        networks.GaussianHead(2, "relu")
+
+
+def test_infogan_needs_sides_divisible_by_four():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        networks.build_infogan_encoder((30, 28, 1), latent_dim=2)
+    decoder = networks.build_infogan_decoder(
+        (12, 8, 3), latent_dim=2, base_filters=4, fc_dim=8
+    )
+    assert decoder.output_shape == (None, 12, 8, 3)

@@ -218,3 +218,25 @@ def test_the_cli_starts_without_tensorflow_start_up_logs(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().startswith("error: ")  # nothing before it
     assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower()
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST), reason="needs Debian's dataset-fashion-mnist"
+)
+def test_infogan_preset_trains_end_to_end_at_28x28(tmp_path):
+    # Dai & Wipf's network on real Fashion-MNIST at its native size (no
+    # padding): both stages, snapshots, the export at 28x28.
+    workdir = str(tmp_path / "run")
+    args = ["-m", "vae_balance", "train", "--preset", "fashion_mnist_infogan"]
+    args += ["--smoke", "--snapshot-every", "1", "--workdir", workdir]
+    result = _run(args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["network"] == "infogan" and config["image_shape"] == [28, 28, 1]
+    assert config["pad"] == 0
+    snapshots = sorted(os.listdir(os.path.join(workdir, "snapshots")))
+    assert snapshots == ["stage1-epoch0001.json", "stage1-epoch0001.keras"]
+    meta = json.load(
+        open(os.path.join(workdir, "sampler", "assets.extra", "vae_balance.json"))
+    )
+    assert meta["image_shape"] == meta["network_image_shape"] == [28, 28, 1]

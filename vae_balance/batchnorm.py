@@ -83,18 +83,37 @@ def _to_float(x):
 
 
 @contextlib.contextmanager
-def _kept_moving_statistics(layers):
+def _kept_moving_statistics(layers, networks=()):
     """Restores the layers' moving statistics on exit (training-mode calls
-    overwrite them)."""
-    saved = [
-        (layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers
+    overwrite them), and the spectral-norm state of ``networks``.
+
+    `keras.layers.SpectralNormalization` writes its normalised kernel and its
+    power-iteration vector in every training-mode call: a measuring pass
+    must leave both as they were.
+    """
+    variables = [
+        v for layer in layers for v in (layer.moving_mean, layer.moving_variance)
     ]
+    for network in networks:
+        for layer in spectral_norm_layers(network):
+            variables += [layer.kernel, layer.vector_u]
+    saved = [v.numpy() for v in variables]
     try:
         yield
     finally:
-        for layer, (mean, variance) in zip(layers, saved):
-            layer.moving_mean.assign(mean)
-            layer.moving_variance.assign(variance)
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+
+
+def spectral_norm_layers(model):
+    """Every `keras.layers.SpectralNormalization` in ``model`` (nested too)."""
+    found = []
+    for layer in model.layers if hasattr(model, "layers") else []:
+        if isinstance(layer, keras.layers.SpectralNormalization):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(spectral_norm_layers(layer))
+    return found
 
 
 class _Moments:
@@ -177,7 +196,7 @@ def recalibrate_batchnorm(
         return {"layers": 0, "images": 0, "batches": 0}
     layers, step = _training_moments_step(encoder, decoder, seed)
     totals, images, batches = _accumulate_moments(
-        step, layers, _batches(data, batch_size), num_batches
+        step, layers, _batches(data, batch_size), num_batches, (encoder, decoder)
     )
     if not batches:
         raise ValueError("recalibrate_batchnorm got no data: pass training images.")
@@ -239,7 +258,7 @@ def _training_moments_step(encoder, decoder, seed):
     return encoder_layers + decoder_layers, step
 
 
-def _accumulate_moments(step, layers, batches, num_batches):
+def _accumulate_moments(step, layers, batches, num_batches, networks=()):
     """Runs ``step`` over at most ``num_batches`` batches; the moments per layer.
 
     The layers' moving statistics are restored afterwards (the pass's own EMA
@@ -251,7 +270,7 @@ def _accumulate_moments(step, layers, batches, num_batches):
     """
     totals = [_Moments() for _ in layers]
     images = count = 0
-    with _kept_moving_statistics(layers):
+    with _kept_moving_statistics(layers, [n for n in networks if n is not None]):
         for x in batches:
             if num_batches is not None and count >= num_batches:
                 break
@@ -275,7 +294,8 @@ def reconstruction_mse(model, images, training=False, batch_size=100):
     encoder, decoder = _networks(model)
     layers = batchnorm_layers(encoder) + batchnorm_layers(decoder)
     squared, count = 0.0, 0
-    with _kept_moving_statistics(layers) if training else contextlib.nullcontext():
+    kept = _kept_moving_statistics(layers, (encoder, decoder))
+    with kept if training else contextlib.nullcontext():
         for x in _batches(images, batch_size):
             x = _to_float(x)
             z_mean, _ = encoder(x, training=training)

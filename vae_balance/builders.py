@@ -45,6 +45,19 @@ def build_vae(preset="cifar10", synchronized_bn=None, fused_bn=True, **overrides
     config = get_preset(preset, **overrides)
     if synchronized_bn is None:
         synchronized_bn = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    encoder, decoder = _first_stage_networks(config, synchronized_bn, fused_bn)
+    return BalancedVAE(
+        encoder,
+        decoder,
+        kl_weight=config.resolved_kl_weight(),
+        seed=config.seed,
+        name="vae",
+        **_balancing_kwargs(config),
+    )
+
+
+def _first_stage_networks(config, synchronized_bn, fused_bn):
+    """The (encoder, decoder) of ``config.network``."""
     common = {
         "latent_dim": config.latent_dim,
         "base_filters": config.base_filters,
@@ -53,6 +66,18 @@ def build_vae(preset="cifar10", synchronized_bn=None, fused_bn=True, **overrides
         "synchronized_bn": synchronized_bn,
         "fused_bn": fused_bn,
     }
+    if config.network == "infogan":
+        encoder = networks.build_infogan_encoder(
+            config.image_shape,
+            fc_dim=config.fc_dim,
+            spectral_norm=config.spectral_norm,
+            latent_sigma=config.latent_sigma,
+            **common,
+        )
+        decoder = networks.build_infogan_decoder(
+            config.image_shape, fc_dim=config.fc_dim, **common
+        )
+        return encoder, decoder
     encoder = networks.build_encoder(
         config.image_shape,
         num_scales=config.num_scales,
@@ -62,14 +87,7 @@ def build_vae(preset="cifar10", synchronized_bn=None, fused_bn=True, **overrides
     decoder = networks.build_decoder(
         config.image_shape, max_filters=config.max_filters, **common
     )
-    return BalancedVAE(
-        encoder,
-        decoder,
-        kl_weight=config.resolved_kl_weight(),
-        seed=config.seed,
-        name="vae",
-        **_balancing_kwargs(config),
-    )
+    return encoder, decoder
 
 
 def build_second_stage(preset="cifar10", **overrides):

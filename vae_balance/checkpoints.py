@@ -44,6 +44,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -126,7 +127,9 @@ def list_checkpoints(checkpoint_dir, stage):
 
 
 # ------------------------------------------------------------------ write
-def write_checkpoint(workdir, stage, model, position, steps_per_epoch, reason):
+def write_checkpoint(
+    workdir, stage, model, position, steps_per_epoch, reason, cpu_seconds=None
+):
     """Writes one checkpoint of ``model`` at ``position`` (model, then record).
 
     Args:
@@ -136,6 +139,8 @@ def write_checkpoint(workdir, stage, model, position, steps_per_epoch, reason):
         position: the `Position` after the last step trained.
         steps_per_epoch: of this stage.
         reason: why it is written (``"epoch"``, ``"interval"``, ``"signal"``).
+        cpu_seconds: the stage's process CPU time so far, over all the
+            processes that trained it (recorded; None: not known).
 
     Returns:
         The `Checkpoint`.
@@ -157,6 +162,7 @@ def write_checkpoint(workdir, stage, model, position, steps_per_epoch, reason):
             "steps_per_epoch": steps_per_epoch,
             "global_step": position.global_step(steps_per_epoch),
             "reason": reason,
+            "cpu_seconds": cpu_seconds,
             "written": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "sha256": sha256(tmp),
             "metrics": _metric_sums(model) if position.step else {},
@@ -170,6 +176,21 @@ def write_checkpoint(workdir, stage, model, position, steps_per_epoch, reason):
             f"Could not write the checkpoint {path}: {describe_os_error(error)}."
         ) from error
     return checkpoint
+
+
+def snapshot(workdir, checkpoint_path):
+    """Copies a checkpoint and its record to ``workdir.snapshot_dir``.
+
+    Snapshots are never pruned; each copy is written to a temporary name and
+    renamed, so a killed run leaves whole files only.
+    """
+    os.makedirs(workdir.snapshot_dir, exist_ok=True)
+    record = os.path.splitext(checkpoint_path)[0] + ".json"
+    for source in (record, checkpoint_path):
+        target = os.path.join(workdir.snapshot_dir, os.path.basename(source))
+        tmp = f"{target}.tmp-{os.getpid()}"
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
 
 
 def _metric_sums(model):
@@ -401,6 +422,11 @@ class Checkpointer(keras.callbacks.Callback):
         stops: a `StopRequests`, or None.
         minutes, steps: the in-epoch checkpoint interval (None: never).
         keep: checkpoints kept.
+        snapshot_every: every this many epochs, the epoch checkpoint is also
+            copied to ``snapshots/`` and kept (for studies of quality
+            against training time); None or 0: never.
+        cpu_seconds: the stage's CPU seconds before this process (from the
+            checkpoint it resumes); the records add this process' own.
     """
 
     def __init__(
@@ -413,8 +439,12 @@ class Checkpointer(keras.callbacks.Callback):
         minutes=10.0,
         steps=None,
         keep=2,
+        snapshot_every=None,
+        cpu_seconds=0.0,
     ):
         super().__init__()
+        self.snapshot_every = snapshot_every
+        self._cpu_base, self._cpu_start = cpu_seconds or 0.0, time.process_time()
         self.workdir, self.stage = workdir, stage
         self.steps_per_epoch = steps_per_epoch
         self.history, self.stops = history, stops
@@ -453,6 +483,8 @@ class Checkpointer(keras.callbacks.Callback):
         if self.model.stop_training and (diverged or not _all_finite(logs)):
             return  # a diverged epoch is never checkpointed
         self._write(Position(epoch + 1, 0), "epoch")
+        if self.snapshot_every and (epoch + 1) % self.snapshot_every == 0:
+            snapshot(self.workdir, self.last_written)
         signum, _ = self._agree(False)
         if signum:
             raise TrainingInterrupted(signum, self.last_written)
@@ -479,6 +511,10 @@ class Checkpointer(keras.callbacks.Callback):
         # A worker not signalled itself stops as if it had got SIGTERM.
         return ((local or signal.SIGTERM) if stop else None), bool(due)
 
+    def cpu_seconds(self):
+        """The stage's CPU seconds so far, resumed processes included."""
+        return self._cpu_base + time.process_time() - self._cpu_start
+
     def _write(self, position, reason):
         if self.history is not None:
             self.history.flush()
@@ -491,6 +527,7 @@ class Checkpointer(keras.callbacks.Callback):
                 position,
                 self.steps_per_epoch,
                 reason,
+                cpu_seconds=self.cpu_seconds(),
             )
         except SaveError as error:
             found = list_checkpoints(self.workdir.checkpoint_dir, self.stage)

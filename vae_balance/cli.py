@@ -69,6 +69,12 @@ def _add_config_arguments(parser):
     parser.add_argument("--epochs2", type=int, help="stage-2 epochs")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float, help="stage-1 learning rate")
+    parser.add_argument(
+        "--lr-epochs", type=int, help="stage 1: halve the learning rate every N epochs"
+    )
+    parser.add_argument(
+        "--lr-epochs2", type=int, help="stage 2: halve the learning rate every N epochs"
+    )
     parser.add_argument("--balance", choices=BALANCES, help="balancing strategy")
     parser.add_argument("--kl-weight", type=float, help="KL multiplier k")
     parser.add_argument("--seed", type=int)
@@ -109,6 +115,13 @@ def _add_job_arguments(parser):
         "--checkpoint-steps",
         type=int,
         help="also write a step checkpoint every N steps",
+    )
+    parser.add_argument(
+        "--snapshot-every",
+        type=int,
+        help="keep a copy of stage 1's checkpoint every N epochs in "
+        "WORKDIR/snapshots/ (with its CPU seconds; for quality-against-"
+        "compute studies: benchmarks/quality_study.py)",
     )
     parser.add_argument(
         "--skip-bad",
@@ -165,6 +178,8 @@ def config_from_args(args):
         ("epochs2", "epochs2"),
         ("batch_size", "batch_size"),
         ("learning_rate", "learning_rate"),
+        ("lr_epochs", "lr_epochs"),
+        ("lr_epochs2", "lr_epochs2"),
         ("balance", "balance"),
         ("kl_weight", "kl_weight"),
         ("seed", "seed"),
@@ -172,7 +187,15 @@ def config_from_args(args):
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
-    for name in ("epochs", "epochs2", "batch_size", "learning_rate", "limit"):
+    for name in (
+        "epochs",
+        "epochs2",
+        "batch_size",
+        "learning_rate",
+        "lr_epochs",
+        "lr_epochs2",
+        "limit",
+    ):
         _positive(name.replace("_", "-"), getattr(args, name))
     if args.kl_weight is not None and not (
         math.isfinite(args.kl_weight) and args.kl_weight >= 0
@@ -184,6 +207,8 @@ def config_from_args(args):
         _positive("grid-every", args.grid_every)
     if getattr(args, "checkpoint_steps", None) is not None:
         _positive("checkpoint-steps", args.checkpoint_steps)
+    if getattr(args, "snapshot_every", None) is not None:
+        _positive("snapshot-every", args.snapshot_every)
     minutes = getattr(args, "checkpoint_minutes", None)
     if minutes is not None and not (math.isfinite(minutes) and minutes >= 0):
         raise SystemExit(f"error: --checkpoint-minutes must be >= 0, got {minutes}")
@@ -222,6 +247,7 @@ def run_train(args):
             recalibrate_batches=args.recalibrate_batches,
             checkpoint_minutes=args.checkpoint_minutes or None,
             checkpoint_steps=args.checkpoint_steps,
+            snapshot_every=args.snapshot_every,
         )
     except training.TrainingInterrupted as stop:
         print(f"\n[stop] {stop}", flush=True)

@@ -223,3 +223,181 @@ def build_second_decoder(latent_dim=64, second_dim=2048, depth=3, name="decoder2
     t = _dense_trunk(u, second_dim, depth)
     z_hat = layers.Dense(latent_dim, dtype="float32", name="z_hat")(t)
     return keras.Model(u, z_hat, name=name)
+
+
+# ------------------------------------------------ Dai & Wipf's "Infogan" family
+# The anchor of the two-stage VAE (Dai & Wipf, ICLR 2019, github
+# daib13/TwoStageVAE, class Infogan): two 4x4 stride-2 convolutions and a wide
+# dense layer each way. Dense-heavy (13.3M stage-1 parameters at 28x28, 94% of
+# them in the two 6272 x 1024 matrices), so it runs far nearer the matmul peak
+# than the small-channel ResNets. Initialisers as the anchor's: N(0, 0.02)
+# (truncated for the convolutions), zero biases; BatchNorm 0.999 / 1e-5.
+
+
+def _conv_init():
+    return keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+def _dense_init():
+    return keras.initializers.RandomNormal(stddev=0.02)
+
+
+def _spectral(layer, spectral_norm):
+    """``layer`` inside `keras.layers.SpectralNormalization` (one power
+    iteration, as the anchor) when ``spectral_norm``."""
+    if not spectral_norm:
+        return layer
+    return layers.SpectralNormalization(
+        layer, power_iterations=1, name=f"{layer.name}_sn"
+    )
+
+
+def infogan_side_check(image_shape):
+    """The Infogan networks halve the image twice: H and W divisible by 4."""
+    height, width = int(image_shape[0]), int(image_shape[1])
+    if height % 4 or width % 4:
+        raise ValueError(
+            f"The infogan networks need a height and width divisible by 4 (two "
+            f"stride-2 layers), got {height}x{width}. Resize (--image-size) or "
+            "pad the images to a multiple of 4."
+        )
+    return height, width
+
+
+def build_infogan_encoder(
+    image_shape,
+    latent_dim=64,
+    base_filters=64,
+    fc_dim=1024,
+    spectral_norm=True,
+    latent_sigma="softplus",
+    bn_momentum=0.999,
+    bn_epsilon=1e-5,
+    name="encoder",
+    synchronized_bn=False,
+    fused_bn=True,
+):
+    """Dai & Wipf's Infogan encoder: image -> [z_mean, z_log_sigma].
+
+    conv(base, 4x4, /2), leaky ReLU 0.2; conv(2 base, 4x4, /2), BN, leaky
+    ReLU; flatten; dense(fc_dim), BN, leaky ReLU; dense(2 latent) split into
+    the mean and the scale's raw value. With ``spectral_norm`` every
+    convolution and dense layer is wrapped in
+    `keras.layers.SpectralNormalization`.
+
+    ``latent_sigma``: ``"softplus"`` (the anchor's: sigma = 1e-6 +
+    softplus(raw), returned as its log) or ``"exp"`` (the raw value is log
+    sigma, as the ResNet encoder).
+    """
+    infogan_side_check(image_shape)
+
+    def norm(label):
+        return _batch_norm(bn_momentum, bn_epsilon, label, synchronized_bn, fused_bn)
+
+    def conv(filters, label):
+        layer = layers.Conv2D(
+            filters,
+            4,
+            strides=2,
+            padding="same",
+            kernel_initializer=_conv_init(),
+            name=label,
+        )
+        return _spectral(layer, spectral_norm)
+
+    def dense(units, label):
+        layer = layers.Dense(units, kernel_initializer=_dense_init(), name=label)
+        return _spectral(layer, spectral_norm)
+
+    image = keras.Input(shape=tuple(image_shape), name="image")
+    x = layers.LeakyReLU(0.2, name="lrelu1")(conv(base_filters, "conv1")(image))
+    x = conv(2 * base_filters, "conv2")(x)
+    x = layers.LeakyReLU(0.2, name="lrelu2")(norm("bn2")(x))
+    x = layers.Flatten(name="flatten")(x)
+    x = dense(fc_dim, "fc3")(x)
+    x = layers.LeakyReLU(0.2, name="lrelu3")(norm("bn3")(x))
+    params = dense(2 * latent_dim, "gaussian")(x)
+    z_mean, z_log_sigma = GaussianHead(latent_dim, latent_sigma, name="head")(params)
+    return keras.Model(image, [z_mean, z_log_sigma], name=name)
+
+
+@keras.saving.register_keras_serializable(package="vae_balance")
+class GaussianHead(layers.Layer):
+    """Splits ``(batch, 2 latent)`` into ``[z_mean, z_log_sigma]``.
+
+    ``sigma="softplus"``: sigma = 1e-6 + softplus(raw) (the anchor's),
+    returned as its log; ``"exp"``: the raw half is log sigma itself.
+    Computed in float32 under mixed precision (the losses are float32).
+    """
+
+    def __init__(self, latent_dim, sigma="softplus", **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if sigma not in ("softplus", "exp"):
+            raise ValueError(f"sigma must be 'softplus' or 'exp', got {sigma!r}.")
+        self.latent_dim, self.sigma = int(latent_dim), sigma
+
+    def call(self, params):
+        z_mean = params[:, : self.latent_dim]
+        raw = params[:, self.latent_dim :]
+        if self.sigma == "softplus":
+            return z_mean, keras.ops.log(1e-6 + keras.ops.softplus(raw))
+        return z_mean, raw
+
+    def compute_output_shape(self, input_shape):
+        shape = (input_shape[0], self.latent_dim)
+        return shape, shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "sigma": self.sigma,
+        }
+
+
+def build_infogan_decoder(
+    image_shape,
+    latent_dim=64,
+    base_filters=64,
+    fc_dim=1024,
+    bn_momentum=0.999,
+    bn_epsilon=1e-5,
+    name="decoder",
+    synchronized_bn=False,
+    fused_bn=True,
+):
+    """Dai & Wipf's Infogan decoder: z -> image in [0, 1] (sigmoid).
+
+    dense(fc_dim), BN, ReLU; dense(H/4 x W/4 x 2 base), BN, ReLU; deconv(base,
+    4x4, x2), BN, ReLU; deconv(C, 4x4, x2), sigmoid. No spectral norm (the
+    anchor has none in the decoder).
+    """
+    height, width = infogan_side_check(image_shape)
+    channels = int(image_shape[2])
+
+    def norm(label):
+        return _batch_norm(bn_momentum, bn_epsilon, label, synchronized_bn, fused_bn)
+
+    def deconv(filters, label):
+        return layers.Conv2DTranspose(
+            filters,
+            4,
+            strides=2,
+            padding="same",
+            kernel_initializer=_dense_init(),
+            name=label,
+        )
+
+    z = keras.Input(shape=(latent_dim,), name="z")
+    x = layers.Dense(fc_dim, kernel_initializer=_dense_init(), name="fc1")(z)
+    x = layers.ReLU(name="relu1")(norm("bn1")(x))
+    cells = (height // 4) * (width // 4) * 2 * base_filters
+    x = layers.Dense(cells, kernel_initializer=_dense_init(), name="fc2")(x)
+    x = layers.ReLU(name="relu2")(norm("bn2")(x))
+    x = layers.Reshape((height // 4, width // 4, 2 * base_filters), name="reshape")(x)
+    x = layers.ReLU(name="relu3")(norm("bn3")(deconv(base_filters, "conv3")(x)))
+    x = deconv(channels, "conv4")(x)
+    # The sigmoid runs in float32 so mixed-precision images stay in [0, 1].
+    image = layers.Activation("sigmoid", dtype="float32", name="image")(x)
+    return keras.Model(z, image, name=name)

@@ -96,6 +96,8 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
         stops=run.stops,
         minutes=run.checkpoint_minutes,
         steps=run.checkpoint_steps,
+        snapshot_every=run.snapshot_every if stage == "stage1" else None,
+        cpu_seconds=_cpu_seconds(checkpoint),
     )
     scalars = TensorBoardScalars(workdir.tensorboard_dir(stage))
     job_callbacks = [
@@ -142,6 +144,17 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
         )
     save_model_atomic(model, workdir.stage_path(stage))
     return model, logs
+
+
+def _cpu_seconds(checkpoint):
+    """The CPU seconds recorded with ``checkpoint`` (0 for none or an older
+    record without them)."""
+    if checkpoint is None:
+        return 0.0
+    try:
+        return float(checkpoint.read_record().get("cpu_seconds") or 0.0)
+    except (OSError, ValueError):
+        return 0.0
 
 
 class _StopAfterEpoch(keras.callbacks.Callback):

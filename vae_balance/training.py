@@ -143,6 +143,7 @@ class RunOptions:
     recalibrate_batches: int = batchnorm.DEFAULT_NUM_BATCHES
     checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES
     checkpoint_steps: int | None = None
+    snapshot_every: int | None = None
     stops: StopRequests | None = None
 
 
@@ -189,6 +190,7 @@ def train(
     recalibrate_batches=batchnorm.DEFAULT_NUM_BATCHES,
     checkpoint_minutes=DEFAULT_CHECKPOINT_MINUTES,
     checkpoint_steps=None,
+    snapshot_every=None,
     handle_signals=True,
 ):
     """Runs the whole two-stage job, resuming whatever is already done.
@@ -229,6 +231,9 @@ def train(
             step at which this many minutes have passed since the last one
             (None: only at epoch ends). A killed run loses at most this much.
         checkpoint_steps: also write one every this many steps (None: never).
+        snapshot_every: keep a copy of stage 1's checkpoint every this many
+            epochs in ``snapshots/`` (with the CPU seconds trained so far in
+            its record), for quality-against-compute studies; None: none.
         handle_signals: on SIGTERM or SIGINT (main thread only), finish the
             current step, write a step checkpoint and raise
             `TrainingInterrupted`; a second signal exits at once.
@@ -276,6 +281,7 @@ def train(
         recalibrate_batches=recalibrate_batches,
         checkpoint_minutes=checkpoint_minutes,
         checkpoint_steps=checkpoint_steps,
+        snapshot_every=snapshot_every,
         stops=stops if handle_signals else None,
     )
     os.makedirs(root, exist_ok=True)

@@ -195,6 +195,7 @@ class Workdir:
         self.root = os.fspath(root)
         self.config_path = self.path("config.json")
         self.checkpoint_dir = self.path("checkpoints")
+        self.snapshot_dir = self.path("snapshots")
         self.latents_path = self.path("latents.npz")
         self.batchnorm_path = self.path("batchnorm.json")
         self.sampler_dir = self.path("sampler")
