@@ -8,7 +8,7 @@ Local data: ``--data-dir`` holding ``img_align_celeba/`` and
 
 import argparse
 
-from vae_balance import cli
+from vae_balance.cli import main as cli
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -2,7 +2,7 @@
 
 Every (strategy, seed) pair is one training run in its own work directory,
 ``--out/<strategy>-seed<seed>``, resumed where it stopped and skipped once
-trained, and evaluated right after with `vae_balance.evaluation.evaluate_workdir`
+trained, and evaluated right after with `evaluation.protocol.evaluate_workdir`
 on the first ``--fid-images`` test images (default 5,000): FID, KID,
 precision and recall of REC, GEN-1 and GEN-2 and the reconstruction MSE
 (features cached per run, the test images' once under ``--out/features``).
@@ -203,7 +203,7 @@ def all_records(args):
 
 def evaluate_run(workdir, args, seed, extractor):
     """`evaluate_workdir` of one run, reused while its evaluation is current."""
-    from vae_balance.evaluation import evaluate_workdir
+    from vae_balance.evaluation.protocol import evaluate_workdir
 
     return evaluate_workdir(
         workdir,
@@ -491,7 +491,7 @@ def main(args, command):
                 "to train the run again."
             )
         if extractor is None:
-            from vae_balance.inception import get_feature_extractor
+            from vae_balance.fid.inception import get_feature_extractor
 
             extractor = get_feature_extractor()
         print(f"[{strategy}, seed {seed}] evaluating {workdir}", flush=True)

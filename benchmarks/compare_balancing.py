@@ -1,7 +1,7 @@
 """Balancing strategies head to head on Fashion-MNIST: same network, seed, budget.
 
 Trains the `fashion_mnist` preset (both stages) once per strategy with
-`vae_balance.training.train`, one work directory each under ``--out``
+`vae_balance.training.job.train`, one work directory each under ``--out``
 (rerun the same command to resume), then measures on the first
 ``--fid-images`` test images, with the standard FID Inception network:
 REC / GEN-1 / GEN-2 FID, reconstruction MSE, KL, active latent variables
@@ -186,7 +186,7 @@ def train_strategy(strategy, args, seed=None, workdir=None):
 
     ``seed`` and ``workdir`` default to ``--seed`` and ``--out/<strategy>``.
     """
-    from vae_balance import training
+    from vae_balance.training import job as training
 
     workdir = workdir or os.path.join(args.out, strategy)
     label = strategy if seed is None else f"{strategy}, seed {seed}"
@@ -261,8 +261,8 @@ def load_test_images(num_images, data_dir):
 
 def real_features(x, pad, extractor, out):
     """Features of the real test images, computed once per N and cached."""
-    from vae_balance import metrics
     from vae_balance.datasets.pipeline import remove_padding
+    from vae_balance.evaluation import metrics
 
     path = os.path.join(out, f"real_features_{len(x)}.npy")
     if os.path.exists(path):
@@ -279,8 +279,9 @@ def evaluate_strategy(strategy, args, x, real, extractor):
     import keras
 
     import vae_balance  # noqa: F401  (registers the classes)
-    from vae_balance import losses, metrics
     from vae_balance.datasets.pipeline import remove_padding
+    from vae_balance.evaluation import metrics
+    from vae_balance.model import losses
 
     workdir = os.path.join(args.out, strategy)
     path = os.path.join(workdir, f"benchmark_eval_{len(x)}.json")
@@ -695,7 +696,7 @@ def main(argv=None):
     write_report(args, rows, timings, command.strip(), curve, started)
 
     from vae_balance.config import get_preset
-    from vae_balance.inception import get_feature_extractor
+    from vae_balance.fid.inception import get_feature_extractor
 
     extractor = get_feature_extractor()
     x = load_test_images(args.fid_images, args.data_dir)

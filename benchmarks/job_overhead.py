@@ -29,9 +29,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from vae_balance import build_vae, training
+from vae_balance import build_vae
 from vae_balance.config import get_preset
 from vae_balance.datasets.pipeline import make_train_dataset
+from vae_balance.training import job as training
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

@@ -1,6 +1,6 @@
 """The PyTorch peer: this package's stage-1 networks and training step in PyTorch.
 
-The same networks as `vae_balance.networks` builds for a preset (Dai & Wipf's
+The same networks as `vae_balance.model.networks` builds for a preset (Dai & Wipf's
 ResNet encoder and decoder), the same balanced loss and the same optimiser,
 written in idiomatic PyTorch (NCHW by default; ``channels_last=True`` for the
 NHWC memory format), for `benchmarks/throughput.py` to time side by side with
@@ -27,7 +27,7 @@ the package. Layer by layer:
 - Initialisation as Keras': Glorot-uniform kernels, zero biases, BatchNorm
   scale 1 and offset 0.
 
-The loss is `vae_balance.losses`' with ``balance="running"``: the
+The loss is `vae_balance.model.losses`' with ``balance="running"``: the
 reparameterisation z = mu + exp(log sigma) * eps, the squared error summed per
 image, gamma^2 = max(running_mse, min_gamma^2) held constant in the step,
 ``kl_weight * KL + D * mse / (2 gamma^2) + D log gamma + D/2 log 2 pi``
@@ -109,7 +109,7 @@ def resolve_config(preset):
 
 def decoder_filters(side, base_filters=32, max_filters=1024):
     """Channels per resolution 2, 4, ..., side, coarsest first (as
-    `vae_balance.networks.decoder_filters`, without importing TensorFlow)."""
+    `vae_balance.model.networks.decoder_filters`, without importing TensorFlow)."""
     if side < 2 or side & (side - 1):
         raise ValueError(f"The decoder needs a power-of-two image side, got {side}.")
     filters, f, resolution = [], base_filters, 2
@@ -151,7 +151,7 @@ def _batch_norm(channels, config):
 
 class ResBlock(nn.Module):
     """Two BN-ReLU-Conv3x3 units plus a 3x3 convolutional shortcut
-    (`vae_balance.networks.res_block`)."""
+    (`vae_balance.model.networks.res_block`)."""
 
     def __init__(self, in_channels, filters, config):
         super().__init__()
@@ -169,7 +169,7 @@ class ResBlock(nn.Module):
 
 class ResFCBlock(nn.Module):
     """Two ReLU-Dense units plus a dense shortcut
-    (`vae_balance.networks.res_fc_block`)."""
+    (`vae_balance.model.networks.res_fc_block`)."""
 
     def __init__(self, in_units, units):
         super().__init__()
@@ -585,7 +585,7 @@ def _randomise_batchnorm_statistics(vae, seed):
     """Non-trivial moving statistics, so that inference exercises them."""
     import numpy as np
 
-    from vae_balance.batchnorm import batchnorm_layers
+    from vae_balance.model.batchnorm import batchnorm_layers
 
     rng = np.random.default_rng(seed)
     for net in (vae.encoder, vae.decoder):

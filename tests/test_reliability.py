@@ -34,9 +34,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vae_balance import cli, data, distribute, sampling, training
-from vae_balance.model import BALANCES, BalancedVAE
-from vae_balance.presets import PRESETS, get_preset
+from vae_balance.cli import main as cli
+from vae_balance.config import PRESETS, get_preset
+from vae_balance.datasets import formats, pipeline, registry
+from vae_balance.export import savedmodel
+from vae_balance.model import distribute
+from vae_balance.model.vae import BALANCES, BalancedVAE
+from vae_balance.training import job as training
 from vae_balance.workdir import Workdir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,7 +134,7 @@ CHILD = textwrap.dedent(
 
         archive_class.write_out = killing_write_out
 
-    from vae_balance import cli
+    from vae_balance.cli import main as cli
     sys.exit(cli.main(argv))
     """
 )
@@ -324,7 +328,7 @@ def test_stale_export_staging_is_cleaned_and_a_previous_export_restored(tmp_path
     dead.wait()
     (tmp_path / f".sampler.export-{dead.pid}-abc").mkdir()
     (tmp_path / f".sampler.export-{os.getppid()}-live").mkdir()  # a live pid
-    assert sampling.restore_interrupted_export(path) is True
+    assert savedmodel.restore_interrupted_export(path) is True
     assert (path / "saved_model.pb").read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == [
         f".sampler.export-{os.getppid()}-live",
@@ -332,7 +336,7 @@ def test_stale_export_staging_is_cleaned_and_a_previous_export_restored(tmp_path
     ]
     # A previous export next to a complete new one is just removed.
     (tmp_path / ".sampler.previous").mkdir()
-    assert sampling.restore_interrupted_export(path) is False
+    assert savedmodel.restore_interrupted_export(path) is False
     assert not (tmp_path / ".sampler.previous").exists()
 
 
@@ -595,8 +599,8 @@ def test_fuzzed_cifar_batches_load_or_raise_a_data_error_naming_the_file(
     path = tmp_path / "data_batch_1"
     path.write_bytes(content)
     try:
-        images, labels = data.read_cifar_batch(path)
-    except data.DataError as error:
+        images, labels = formats.read_cifar_batch(path)
+    except registry.DataError as error:
         assert str(path) in str(error)
     else:
         assert images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3)
@@ -626,8 +630,8 @@ def test_fuzzed_idx_files_load_or_raise_a_data_error_naming_the_file(
             content = content[: len(content) // 2] + content[len(content) // 2 + 1 :]
     (folder / name).write_bytes(content)
     try:
-        dataset = data.load_split("mnist", "train", folder)
-    except data.DataError as error:
+        dataset = pipeline.load_split("mnist", "train", folder)
+    except registry.DataError as error:
         assert name in str(error)
     else:
         assert dataset.element_spec.shape == (32, 32, 1)
@@ -658,11 +662,11 @@ def test_fuzzed_image_files_in_a_folder_load_or_raise_a_data_error(
     bad = root / f"b-fuzzed{extension}"
     bad.write_bytes(content)
     try:
-        dataset = data.load_split("tiny", "train", root)
-    except data.DataError as error:
+        dataset = pipeline.load_split("tiny", "train", root)
+    except registry.DataError as error:
         assert str(bad) in str(error)
     else:
-        assert data.num_examples(dataset) == 2
+        assert pipeline.num_examples(dataset) == 2
         assert dataset.element_spec.shape == (8, 8, 1)
 
 

@@ -60,10 +60,10 @@ def write_fashion_as_cifar(root, per_batch=160, num_test=200):
     28x28 padded with zeros to 32x32, replicated to 3 channels, channel-major
     rows of 3072 bytes; labels are NumPy integers (as in re-pickled subsets).
     """
-    from vae_balance import data
+    from vae_balance.datasets import formats
 
-    images = data.read_idx(os.path.join(FASHION_MNIST, "train-images-idx3-ubyte.gz"))
-    labels = data.read_idx(os.path.join(FASHION_MNIST, "train-labels-idx1-ubyte.gz"))
+    images = formats.read_idx(os.path.join(FASHION_MNIST, "train-images-idx3-ubyte.gz"))
+    labels = formats.read_idx(os.path.join(FASHION_MNIST, "train-labels-idx1-ubyte.gz"))
     padded = np.pad(images, ((0, 0), (2, 2), (2, 2)))
     rows = np.repeat(padded[:, None], 3, axis=1).reshape(len(images), 3072)
     directory = os.path.join(root, "cifar-10-batches-py")

@@ -11,12 +11,12 @@ if _startup.is_command_line():
     _startup.quiet_tensorflow_start()
 
 from vae_balance._version import __version__ as __version__  # noqa: E402
-from vae_balance.batchnorm import check_batchnorm, recalibrate_batchnorm  # noqa: E402
-from vae_balance.builders import build_second_stage, build_vae  # noqa: E402
 from vae_balance.config import PRESETS, VAEConfig, get_preset  # noqa: E402
-from vae_balance.export import export_sampler  # noqa: E402
-from vae_balance.model import BALANCES, BalancedVAE  # noqa: E402
-from vae_balance.sampler import (  # noqa: E402
+from vae_balance.export.savedmodel import export_sampler  # noqa: E402
+from vae_balance.model.batchnorm import check_batchnorm, recalibrate_batchnorm  # noqa: E402
+from vae_balance.model.builders import build_second_stage, build_vae  # noqa: E402
+from vae_balance.model.vae import BALANCES, BalancedVAE  # noqa: E402
+from vae_balance.sampling.two_stage import (  # noqa: E402
     TwoStageSampler,
     encode_dataset,
     latent_dataset,

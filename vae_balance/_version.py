@@ -1,6 +1,6 @@
 """The package version, in a leaf module that imports nothing.
 
-Modules that record the version (e.g. `vae_balance.export`'s metadata) import
+Modules that record the version (e.g. `vae_balance.export.savedmodel`'s metadata) import
 it from here; ``vae_balance.__version__`` re-exports it.
 """
 

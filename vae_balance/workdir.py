@@ -12,7 +12,7 @@ checkpoints::
     checkpoints/stage1-epoch0003.keras   weights + optimizer + running_mse
     checkpoints/stage1-epoch0003-step000120.keras, .json
                              a step checkpoint and its record
-                             (`vae_balance.checkpoints`)
+                             (`vae_balance.training.checkpoints`)
     stage1.keras, stage2.keras           the finished stages
     latents.npz              z_mean, z_log_sigma of the training set
     batchnorm.json           the sha256 of the recalibrated stage1.keras
@@ -20,11 +20,11 @@ checkpoints::
     images/                  PNG grids: reconstructions, GEN-1, GEN-2
     curves.png               mse and gamma^2 (log), KL, loss over steps
     tensorboard/             scalars and image grids
-    evaluation.json, evaluation.md       `vae_balance.evaluation` reports
+    evaluation.json, evaluation.md       `vae_balance.evaluation.protocol` reports
     gmm.npz                  the ex-post Gaussian mixture of the latent codes
-                             (`vae_balance.gmm`)
+                             (`vae_balance.sampling.gmm`)
     features/                Inception features per image set, and the
-                             scores (`vae_balance.feature_cache`)
+                             scores (`vae_balance.fid.feature_cache`)
     images/interpolations.png            latent interpolations
 
 Every file is first written under ``<name>.tmp-<pid>[suffix]`` and renamed,
@@ -254,7 +254,7 @@ class Workdir:
         ``settings``: the run's settings outside the config that change what
         it trains, written beside the config's fields and checked the same
         way: ``{"precision": <the Keras dtype policy>, "limit": <images or
-        None>}`` from `vae_balance.training.train`. A ``config.json`` of an
+        None>}`` from `vae_balance.training.job.train`. A ``config.json`` of an
         older version without them is not refused for their absence.
 
         Raises:
@@ -291,7 +291,7 @@ class Workdir:
         Epoch-boundary checkpoints (``{stage}-epochNNNN.keras``) and step
         checkpoints (``{stage}-epochNNNN-stepSSSSSS.keras``, ``epochs_done``
         complete epochs and S steps), oldest first; see
-        `vae_balance.checkpoints`. Temporary files of a killed writer
+        `vae_balance.training.checkpoints`. Temporary files of a killed writer
         (``...keras.tmp-<pid>.keras``) and set-aside files never count.
         """
         found = find_checkpoints(self.checkpoint_dir, stage)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae_balance.datasets import pipeline
-from vae_balance.sampler import check_latent_codes
+from vae_balance.sampling.two_stage import check_latent_codes
 
 
 def epoch_seed(seed, epoch):

@@ -1,0 +1,361 @@
+"""Preemption: a job killed at random steps and resumed ends bit for bit as
+an uninterrupted run.
+
+One work directory goes through SIGTERM, SIGINT and SIGKILL at seeded random
+steps of stage 1 and stage 2, a SIGTERM while the latent codes are encoded, a
+SIGKILL during the export, a double SIGTERM, and a truncated latest
+checkpoint; after each, the same command resumes it. An uninterrupted run of
+the same command is the reference. The children run the real CLI and wrap one
+callback method or library function to signal themselves at the chosen point:
+test code only, no hook in the library.
+"""
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from test_distribute import _free_ports
+
+import vae_balance  # noqa: F401  (registers the classes for load_model)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+STEPS = 8  # 64 training images, batch 8
+EPOCHS = 3
+
+CHILD = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from vae_balance.training import callbacks
+    from vae_balance.cli import main as cli
+    from vae_balance.export import savedmodel as export
+    from vae_balance.training import job as training
+
+    plan = json.loads(sys.argv[1])
+    signums = [getattr(signal, name) for name in plan["signals"]]
+
+    def send():
+        for signum in signums:
+            os.kill(os.getpid(), signum)
+
+    if plan["where"] == "nowhere":
+        pass
+    elif plan["where"] in ("stage1", "stage2"):
+        def on_train_batch_begin(self, batch, logs=None):
+            step = self._epoch * self.steps_per_epoch + self.start_step + batch + 1
+            if self.stage == plan["where"] and step == plan["step"]:
+                send()  # during the step: it runs, then the run stops
+        callbacks.StepHistory.on_train_batch_begin = on_train_batch_begin
+    elif plan["where"] == "latents":
+        encode = training.encode_dataset
+        def encode_dataset(*args, **kwargs):
+            send()
+            return encode(*args, **kwargs)
+        training.encode_dataset = encode_dataset
+    elif plan["where"] == "export":
+        write = export._write_atomically
+        def write_atomically(*args, **kwargs):
+            send()
+            return write(*args, **kwargs)
+        export._write_atomically = write_atomically
+
+    sys.exit(cli.main(sys.argv[2:]))
+    """
+)
+
+
+def _write_data(root):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8 * STEPS), ("test", 16)):
+        os.makedirs(os.path.join(root, split))
+        for i in range(count):
+            pixels = (rng.random((8, 8)) * 255).astype("uint8")
+            Image.fromarray(pixels).save(os.path.join(root, split, f"{i:03d}.png"))
+    return root
+
+
+def _train_args(data_dir, workdir):
+    return [
+        *("train", "--preset", "tiny", "--data-dir", data_dir),
+        *("--workdir", workdir, "--grid-every", "100"),
+        *("--epochs", str(EPOCHS), "--epochs2", str(EPOCHS)),
+        *("--checkpoint-steps", "5"),
+    ]
+
+
+def _start(tmp_path, argv, plan, env=None):
+    """Starts the child CLI (see `_run`) without waiting."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    return subprocess.Popen(
+        [sys.executable, str(script), json.dumps(plan), *argv],
+        cwd=REPO,
+        env=dict(ENV, **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _run(tmp_path, argv, plan=None):
+    """Runs the CLI in a child (signalling itself per ``plan``)."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    command = [sys.executable, "-m", "vae_balance", *argv]
+    if plan is not None:
+        command = [sys.executable, str(script), json.dumps(plan), *argv]
+    done = subprocess.run(
+        command,
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+    return done.returncode, done.stdout
+
+
+def _rows(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _state(path):
+    model = keras.saving.load_model(path)
+    variables = model.weights + model.optimizer.variables
+    return [v.numpy() for v in variables] + [model.seed_generator.state.numpy()]
+
+
+def _checkpoint_names(workdir):
+    folder = os.path.join(workdir, "checkpoints")
+    return sorted(n for n in os.listdir(folder) if n.endswith(".keras"))
+
+
+@pytest.fixture(scope="module")
+def preempted(tmp_path_factory):
+    """The reference run and the killed-and-resumed run, and what each
+    interruption left."""
+    tmp_path = tmp_path_factory.mktemp("preemption")
+    data_dir = _write_data(str(tmp_path / "data"))
+
+    def train(workdir):
+        return _train_args(data_dir, str(tmp_path / workdir))
+
+    reference = _run(tmp_path, train("reference"))
+    assert reference[0] == 0, reference[1][-3000:]
+
+    # Seeded random steps, increasing within each stage (each resumed run
+    # goes past the previous interruption).
+    rng = random.Random(20261202)
+    total = EPOCHS * STEPS
+    s1 = sorted(rng.sample(range(2, total + 1), 3))
+    s2 = sorted(rng.sample(range(2, total + 1), 3))
+    plans = [
+        {"where": "stage1", "step": s1[0], "signals": ["SIGTERM"]},
+        {"where": "stage1", "step": s1[1], "signals": ["SIGINT"]},
+        "truncate-latest-stage1",
+        {"where": "stage1", "step": s1[2], "signals": ["SIGKILL"]},
+        {"where": "latents", "signals": ["SIGTERM"]},
+        {"where": "stage2", "step": s2[0], "signals": ["SIGKILL"]},
+        {"where": "stage2", "step": s2[1], "signals": ["SIGTERM", "SIGTERM"]},
+        {"where": "stage2", "step": s2[2], "signals": ["SIGINT"]},
+        {"where": "export", "signals": ["SIGKILL"]},
+    ]
+    workdir = str(tmp_path / "killed")
+    seen = []
+    for plan in plans:
+        if plan == "truncate-latest-stage1":
+            latest = _checkpoint_names(workdir)[-1]
+            latest = os.path.join(workdir, "checkpoints", latest)
+            with open(latest, "r+b") as f:
+                f.truncate(os.path.getsize(latest) // 2)
+            seen.append({"plan": plan, "truncated": latest})
+            continue
+        code, output = _run(tmp_path, train("killed"), plan)
+        where = plan["where"]
+        rows = []
+        if where in ("stage1", "stage2"):
+            rows = _rows(os.path.join(workdir, f"steps_{where}.csv"))
+        seen.append(
+            {
+                "plan": plan,
+                "code": code,
+                "output": output,
+                "last_row": int(rows[-1]["step"]) if rows else None,
+                "checkpoints": _checkpoint_names(workdir),
+            }
+        )
+    final = _run(tmp_path, train("killed"))
+    assert final[0] == 0, final[1][-3000:]
+    return {
+        "data_dir": data_dir,
+        "reference": str(tmp_path / "reference"),
+        "killed": workdir,
+        "seen": seen,
+        "final_output": final[1],
+    }
+
+
+def _position_name(stage, step):
+    epoch, within = divmod(step, STEPS)
+    return f"{stage}-epoch{epoch:04d}" + (f"-step{within:06d}" if within else "")
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigint_stop_after_the_step_with_a_checkpoint_there(preempted):
+    graceful = [
+        s
+        for s in preempted["seen"]
+        if isinstance(s["plan"], dict)
+        and s["plan"]["where"].startswith("stage")
+        and s["plan"]["signals"] in (["SIGTERM"], ["SIGINT"])
+    ]
+    assert len(graceful) == 3
+    for seen in graceful:
+        plan = seen["plan"]
+        signum = getattr(signal, plan["signals"][0])
+        assert seen["code"] == 128 + signum, seen["output"][-3000:]
+        # The step in progress finished, and no other one ran.
+        assert seen["last_row"] == plan["step"]
+        name = _position_name(plan["where"], plan["step"])
+        assert f"{name}.keras" in seen["checkpoints"]
+        resume = seen["output"].split("[stop] to resume, run the same command:")[1]
+        assert "train --preset tiny" in resume and "--workdir" in resume
+
+
+@pytest.mark.slow
+def test_a_second_signal_exits_at_once_and_sigkill_loses_only_the_steps_since_the_last_checkpoint(  # noqa: E501
+    preempted,
+):
+    by_signals = {
+        (s["plan"]["where"], tuple(s["plan"]["signals"])): s
+        for s in preempted["seen"]
+        if isinstance(s["plan"], dict)
+    }
+    double = by_signals[("stage2", ("SIGTERM", "SIGTERM"))]
+    assert double["code"] == 128 + signal.SIGTERM
+    assert "second signal (SIGTERM): exiting now" in double["output"]
+    name = _position_name("stage2", double["plan"]["step"])
+    assert f"{name}.keras" not in double["checkpoints"]  # no checkpoint: at once
+    for where in ("stage1", "stage2"):
+        killed = by_signals[(where, ("SIGKILL",))]
+        assert killed["code"] == -signal.SIGKILL
+    assert by_signals[("export", ("SIGKILL",))]["code"] == -signal.SIGKILL
+    latents = by_signals[("latents", ("SIGTERM",))]
+    assert latents["code"] == 128 + signal.SIGTERM
+    assert "every file written so far is complete" in latents["output"]
+
+
+@pytest.mark.slow
+def test_a_truncated_latest_checkpoint_is_set_aside_and_the_previous_one_used(
+    preempted,
+):
+    truncated = next(s for s in preempted["seen"] if "truncated" in s)["truncated"]
+    after = preempted["seen"][
+        preempted["seen"].index(next(s for s in preempted["seen"] if "truncated" in s))
+        + 1
+    ]
+    assert f"Checkpoint {truncated} set aside" in after["output"]
+    assert "fails its checksum" in after["output"]
+    folder = os.path.dirname(truncated)
+    assert any(
+        n.startswith(os.path.basename(truncated) + ".corrupt-")
+        for n in os.listdir(folder)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_the_resumed_run_ends_bit_for_bit_as_the_uninterrupted_one(preempted, stage):
+    reference, killed = preempted["reference"], preempted["killed"]
+    for a, b in zip(
+        _state(os.path.join(reference, f"{stage}.keras")),
+        _state(os.path.join(killed, f"{stage}.keras")),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    for name in (f"steps_{stage}.csv", f"history_{stage}.csv"):
+        with open(os.path.join(reference, name), "rb") as f:
+            expected = f.read()
+        with open(os.path.join(killed, name), "rb") as f:
+            assert f.read() == expected, name
+    if stage == "stage2":
+        for name in ("latents.npz",):
+            with open(os.path.join(reference, name), "rb") as f:
+                expected = f.read()
+            with open(os.path.join(killed, name), "rb") as f:
+                assert f.read() == expected
+
+
+# ------------------------------------------------------------ two workers
+def _two_workers(tmp_path, argv, plans):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index, plan in enumerate(plans):
+        tf_config = {
+            "cluster": {"worker": workers},
+            "task": {"type": "worker", "index": index},
+        }
+        env = {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(tmp_path / "tmp")}
+        processes.append(_start(tmp_path, argv, plan, env))
+    try:
+        outputs = [p.communicate(timeout=600)[0] for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    return [p.returncode for p in processes], outputs
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_workdir_stop_together_and_resume(preempted, tmp_path):
+    (tmp_path / "tmp").mkdir()
+    workdir = str(tmp_path / "two-workers")
+    argv = [*_train_args(preempted["data_dir"], workdir), "--strategy", "multiworker"]
+    # Only worker 1 (not the chief) is signalled: both stop after that step.
+    step = 5 + STEPS  # in stage 1's second epoch
+    quiet = {"where": "nowhere", "signals": []}
+    codes, outputs = _two_workers(
+        tmp_path,
+        argv,
+        [quiet, {"where": "stage1", "step": step, "signals": ["SIGTERM"]}],
+    )
+    assert codes == [128 + signal.SIGTERM] * 2, outputs[0][-3000:] + outputs[1][-3000:]
+    assert f"{_position_name('stage1', step)}.keras" in _checkpoint_names(workdir)
+    assert "not the chief: writing to the scratch directory" in outputs[1]
+    assert os.listdir(tmp_path / "tmp") == []  # the scratch copy is gone
+
+    codes, outputs = _two_workers(tmp_path, argv, [quiet, quiet])
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "resuming from" in outputs[0] and "resuming from" in outputs[1]
+    assert os.listdir(tmp_path / "tmp") == []
+    rows = _rows(os.path.join(workdir, "steps_stage1.csv"))
+    assert [int(r["step"]) for r in rows] == list(range(1, EPOCHS * STEPS + 1))
+
+    # The same two workers, never interrupted.
+    reference = str(tmp_path / "two-workers-reference")
+    argv = [*_train_args(preempted["data_dir"], reference), "--strategy", "multiworker"]
+    codes, outputs = _two_workers(tmp_path, argv, [quiet, quiet])
+    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    differences = [
+        float(np.max(np.abs(a - b), initial=0.0))
+        for stage in ("stage1", "stage2")
+        for a, b in zip(
+            _state(os.path.join(reference, f"{stage}.keras")),
+            _state(os.path.join(workdir, f"{stage}.keras")),
+            strict=True,
+        )
+    ]
+    print("two workers, resumed vs uninterrupted: max |difference|", max(differences))
+    assert max(differences) == 0.0

@@ -1,0 +1,287 @@
+"""The training job: outputs, resume after SIGKILL, divergence, workdir rules.
+
+The work directory's own rules (lock, checkpoints, atomic writes) are tested
+in test_workdir.py, the callbacks in test_callbacks.py."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from vae_balance.config import get_preset
+from vae_balance.training import job as training
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _images(n, seed=0):
+    return np.random.default_rng(seed).random((n, 8, 8, 1)).astype("float32")
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    config = get_preset("tiny", epochs=2, epochs2=2)
+    result = training.train(
+        config,
+        workdir,
+        train_data=_images(64),
+        test_images=_images(16, 1),
+        verbose=0,
+    )
+    return config, workdir, result
+
+
+def test_train_writes_every_output(finished_run):
+    config, workdir, result = finished_run
+    for name in (
+        "config.json",
+        "stage1.keras",
+        "stage2.keras",
+        "latents.npz",
+        "curves.png",
+        "history_stage1.csv",
+        "history_stage2.csv",
+        "steps_stage1.csv",
+        "steps_stage2.csv",
+        "sampler/saved_model.pb",
+        "images/gen2-final.png",
+        "images/reconstructions-final.png",
+        "images/gen1-final.png",
+    ):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    with open(os.path.join(workdir, "config.json")) as f:
+        written = json.load(f)
+    # The run's settings outside the config, checked on resume.
+    assert (written["name"], written["precision"], written["limit"]) == (
+        "tiny",
+        "float32",
+        None,
+    )
+    assert result.sampler_path == os.path.join(workdir, "sampler")
+    assert os.listdir(os.path.join(workdir, "tensorboard", "stage1"))
+
+
+def test_step_history_reproduces_the_balancing_rule(finished_run):
+    _, workdir, _ = finished_run
+    rows = _read_csv(os.path.join(workdir, "steps_stage1.csv"))
+    assert len(rows) == 2 * (64 // 8)
+    m = 1.0
+    for row in rows:
+        # gamma logged at a step is sqrt of the m it started from.
+        assert float(row["gamma"]) == pytest.approx(np.sqrt(m), rel=1e-4)
+        m = min(m, 0.99 * m + 0.01 * float(row["mse"]))
+        assert float(row["running_mse"]) == pytest.approx(m, rel=1e-4)
+
+
+def test_a_finished_run_resumes_to_a_no_op(finished_run):
+    config, workdir, _ = finished_run
+    before = keras.saving.load_model(os.path.join(workdir, "stage1.keras"))
+    result = training.train(
+        config,
+        workdir,
+        train_data=_images(64),
+        test_images=_images(16, 1),
+        verbose=0,
+    )
+    after = keras.saving.load_model(os.path.join(workdir, "stage1.keras"))
+    assert result.stage1_logs == {} and result.stage2_logs == {}
+    assert float(after.running_mse) == float(before.running_mse)
+    assert int(after.optimizer.iterations) == 2 * 8
+
+
+def test_other_preset_workdir_is_refused(finished_run, tmp_path):
+    config, workdir, _ = finished_run
+    other = get_preset("tiny", latent_dim=3)
+    with pytest.raises(training.WorkdirError, match="latent_dim: 4 -> 3"):
+        training.train(
+            other, workdir, train_data=_images(64), test_images=_images(16), verbose=0
+        )
+    # nothing was overwritten
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["latent_dim"] == 4
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
+    workdir = str(tmp_path)
+    config = get_preset("tiny", epochs=3, epochs2=1)
+    x = _images(64)
+    training.train(
+        get_preset(config, epochs=1),
+        workdir,
+        train_data=x,
+        test_images=x[:8],
+        verbose=0,
+    )
+    good = training.latest_checkpoint(workdir, "stage1")
+    assert good[1] == 1
+    # An absurd learning rate makes the loss overflow during epoch 2.
+    with pytest.raises(training.TrainingDiverged, match=r"non-finite loss at step"):
+        training.train(
+            get_preset(config, learning_rate=1e30),
+            workdir,
+            train_data=x,
+            test_images=x[:8],
+            verbose=0,
+        )
+    assert training.latest_checkpoint(workdir, "stage1") == good
+    # A gentler rerun resumes from the kept checkpoint and finishes.
+    result = training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    assert np.isfinite(result.stage1_logs["loss"])
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from vae_balance.training import job as training
+    from vae_balance.config import get_preset
+    x = np.random.default_rng(0).random((4000, 8, 8, 1)).astype("float32")
+    config = get_preset("tiny", epochs=3, epochs2=1)
+    training.train(config, sys.argv[1], train_data=x, test_images=x[:16],
+                   verbose=0)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_after_an_epoch_resumes_from_the_next_epoch(tmp_path):
+    workdir = str(tmp_path / "run")
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen([sys.executable, str(script), workdir], env=env)
+    deadline = time.time() + 300
+    while training.latest_checkpoint(workdir, "stage1") is None:
+        assert process.poll() is None, "training ended before its first epoch"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    path, epochs_done = training.latest_checkpoint(workdir, "stage1")
+    assert epochs_done < 3
+    killed = keras.saving.load_model(path)
+    steps_per_epoch = 4000 // 8
+    assert int(killed.optimizer.iterations) == epochs_done * steps_per_epoch
+    m0 = float(killed.running_mse)
+
+    rerun = subprocess.run(
+        [sys.executable, str(script), workdir],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming from {path} (epoch {epochs_done}/3)" in rerun.stdout
+
+    rows = _read_csv(os.path.join(workdir, "steps_stage1.csv"))
+    steps = [int(r["step"]) for r in rows]
+    assert steps == list(range(1, 3 * steps_per_epoch + 1))  # none lost or doubled
+    first = rows[epochs_done * steps_per_epoch]  # first step after the resume
+    assert float(first["gamma"]) == pytest.approx(np.sqrt(m0), rel=1e-5)
+    assert float(first["running_mse"]) == pytest.approx(
+        min(m0, 0.99 * m0 + 0.01 * float(first["mse"])), rel=1e-4
+    )
+    epochs = [
+        int(r["epoch"]) for r in _read_csv(os.path.join(workdir, "history_stage1.csv"))
+    ]
+    assert epochs == [0, 1, 2]
+    final = keras.saving.load_model(os.path.join(workdir, "stage1.keras"))
+    assert int(final.optimizer.iterations) == 3 * steps_per_epoch
+
+
+def test_more_stage1_epochs_retrain_stage2_on_the_new_codes(tmp_path):
+    workdir = str(tmp_path)
+    x = _images(32)
+    config = get_preset("tiny", epochs=1, epochs2=1)
+    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    old_latents = np.load(os.path.join(workdir, "latents.npz"))["z_mean"]
+    training.train(
+        get_preset(config, epochs=2),
+        workdir,
+        train_data=x,
+        test_images=x[:8],
+        verbose=0,
+    )
+    new_latents = np.load(os.path.join(workdir, "latents.npz"))["z_mean"]
+    assert not np.allclose(old_latents, new_latents)
+    # stage 2 was trained again from scratch on the new codes: one epoch.
+    rows = _read_csv(os.path.join(workdir, "steps_stage2.csv"))
+    assert [int(r["step"]) for r in rows] == list(range(1, 32 // 8 + 1))
+    stage2 = keras.saving.load_model(os.path.join(workdir, "stage2.keras"))
+    assert int(stage2.optimizer.iterations) == 32 // 8
+
+
+def test_the_job_records_its_batchnorm_recalibration(finished_run):
+    config, workdir, _ = finished_run
+    with open(os.path.join(workdir, "batchnorm.json")) as f:
+        record = json.load(f)["stage1"]
+    assert record["images"] == 64 and record["batches"] == 8  # one pass, batch 8
+    assert training.is_recalibrated(workdir, os.path.join(workdir, "stage1.keras"))
+    checkpoint = training.latest_checkpoint(workdir, "stage1")[0]
+    assert not training.is_recalibrated(workdir, checkpoint)
+
+
+def test_a_resumed_run_recalibrates_only_a_stage_1_that_was_not(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = get_preset("tiny", epochs=1, epochs2=1)
+    x = _images(32)
+    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    stage1 = os.path.join(workdir, "stage1.keras")
+    calibrated = open(stage1, "rb").read()
+    # A rerun leaves the recalibrated stage 1 and stage 2 as they are.
+    stage2_time = os.path.getmtime(os.path.join(workdir, "stage2.keras"))
+    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    assert open(stage1, "rb").read() == calibrated
+    assert os.path.getmtime(os.path.join(workdir, "stage2.keras")) == stage2_time
+    # A run of an older version (no record): recalibrated, stage 2 retrained.
+    os.remove(os.path.join(workdir, "batchnorm.json"))
+    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    assert training.is_recalibrated(workdir, stage1)
+    assert os.path.getmtime(os.path.join(workdir, "stage2.keras")) > stage2_time
+
+
+def test_export_recalibrates_a_checkpoint_or_says_what_it_needs(
+    finished_run, tmp_path, capsys
+):
+    from PIL import Image
+
+    from vae_balance.cli import main as cli
+
+    _, workdir, _ = finished_run
+    stale = str(tmp_path / "stale")
+    shutil.copytree(workdir, stale, ignore=shutil.ignore_patterns("sampler"))
+    os.remove(os.path.join(stale, "batchnorm.json"))  # as before this version
+    with pytest.raises(SystemExit, match="--data-dir, or --no-recalibrate-bn"):
+        cli.main(["export", stale])
+    data_dir = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        os.makedirs(data_dir / split)
+        for i in range(16):
+            pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+            Image.fromarray(pixels).save(data_dir / split / f"{i:03d}.png")
+    assert cli.main(["export", stale, "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "BatchNorm statistics recomputed from 16 training images" in out
+    assert os.path.exists(os.path.join(stale, "sampler", "saved_model.pb"))
+    assert (
+        cli.main(
+            ["export", stale, "--out", str(tmp_path / "s2"), "--no-recalibrate-bn"]
+        )
+        == 0
+    )

@@ -1,0 +1,283 @@
+"""FID, KID and the paper's latent-space diagnostics, as plain functions.
+
+Distances work on feature arrays (float64 NumPy); `extract_features` gets
+them from images with a feature extractor, by default the standard FID
+Inception network of `vae_balance.fid.inception`. The diagnostics take the
+encoder's ``z_mean`` and ``z_log_sigma`` (log standard deviation) arrays.
+"""
+
+import keras
+import numpy as np
+
+
+# ------------------------------------------------------------- features
+def _batches(images, batch_size):
+    if isinstance(images, np.ndarray):
+        for start in range(0, len(images), batch_size):
+            yield images[start : start + batch_size]
+    else:  # an iterable of batches (a generator, a batched tf.data.Dataset)
+        for batch in images:
+            if isinstance(batch, (tuple, list)):
+                batch = batch[0]
+            yield np.asarray(batch)
+
+
+def extract_features(images, feature_extractor=None, batch_size=50, verbose=1):
+    """Features of images, batch by batch, with a Keras progress bar.
+
+    Args:
+        images: (n, h, w, c) array, uint8 in [0, 255] or floats in [0, 1], or
+            an iterable of such batches.
+        feature_extractor: callable batch -> (b, d) features (a Keras model
+            works); None: the standard FID Inception network
+            (`vae_balance.fid.inception.get_feature_extractor`).
+        batch_size: images per call, for arrays.
+        verbose: 0 silent, 1 progress bar.
+
+    Returns:
+        (n, d) float64 array.
+    """
+    if feature_extractor is None:
+        from vae_balance.fid.inception import get_feature_extractor
+
+        feature_extractor = get_feature_extractor()
+    # An iterable's length (a batched dataset's) counts batches, not images.
+    progbar_total = len(images) if isinstance(images, np.ndarray) else None
+    progbar = keras.utils.Progbar(progbar_total, verbose=verbose, unit_name="image")
+    features, seen = [], 0
+    for batch in _batches(images, batch_size):
+        if batch.dtype != np.uint8:
+            batch = batch.astype(np.float32, copy=False)
+        out = np.asarray(feature_extractor(batch), dtype=np.float64)
+        features.append(out.reshape(len(batch), -1))
+        seen += len(batch)
+        progbar.update(seen)
+    if not features:
+        raise ValueError("No images to extract features from.")
+    if progbar_total is None:
+        progbar.update(seen, finalize=True)
+    return np.concatenate(features)
+
+
+def feature_statistics(features):
+    """Mean and covariance (float64) of (n, d) features, n >= 2.
+
+    Raises:
+        ValueError: fewer than 2 samples, or NaN / Inf in the features.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2:
+        raise ValueError(f"Features must be (n, d), got shape {features.shape}.")
+    if len(features) < 2:
+        raise ValueError(
+            f"Need at least 2 samples for a covariance, got {len(features)}. "
+            "FID needs many more: the paper uses 10,000 images per set."
+        )
+    if not np.all(np.isfinite(features)):
+        bad = int(np.sum(~np.all(np.isfinite(features), axis=1)))
+        raise ValueError(
+            f"{bad} of {len(features)} feature vectors contain NaN or Inf; "
+            "check the images (NaN pixels from a diverged model?)."
+        )
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def _sqrt_psd(matrix):
+    """Symmetric square root of a symmetric PSD matrix, via eigh."""
+    eigenvalues, eigenvectors = np.linalg.eigh(matrix)
+    eigenvalues = np.clip(eigenvalues, 0.0, None)  # round-off negatives
+    return (eigenvectors * np.sqrt(eigenvalues)) @ eigenvectors.T
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2))``.
+    The trace term is computed as the sum of the square roots of the
+    eigenvalues of the symmetric PSD matrix ``s sigma2 s`` with
+    ``s = sigma1^(1/2)`` (it is similar to sigma1 sigma2), in float64: no
+    complex parts and no failure on singular covariances (n < d).
+
+    Returns:
+        A Python float.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    sigma1 = np.atleast_2d(np.asarray(sigma1, np.float64))
+    sigma2 = np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(
+            f"Statistics have different shapes: mu {mu1.shape} vs {mu2.shape}, "
+            f"sigma {sigma1.shape} vs {sigma2.shape}."
+        )
+    for name, value in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2)):
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} contains NaN or Inf.")
+    if not np.all(np.isfinite(sigma2)):
+        raise ValueError("sigma2 contains NaN or Inf.")
+    # Symmetrise: np.cov output is symmetric only up to round-off.
+    sigma1 = (sigma1 + sigma1.T) / 2
+    sigma2 = (sigma2 + sigma2.T) / 2
+    root1 = _sqrt_psd(sigma1)
+    middle = root1 @ sigma2 @ root1
+    eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)
+    trace_sqrt = np.sum(np.sqrt(np.clip(eigenvalues, 0.0, None)))
+    difference = mu1 - mu2
+    distance = (
+        difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt
+    )
+    return float(max(distance, 0.0))
+
+
+def fid_from_features(features1, features2):
+    """FID between two (n, d) feature sets (n >= 2 each)."""
+    return frechet_distance(
+        *feature_statistics(features1), *feature_statistics(features2)
+    )
+
+
+def kernel_inception_distance(
+    features1, features2, num_subsets=100, subset_size=1000, seed=0
+):
+    """KID: unbiased MMD^2 with the cubic polynomial kernel, over subsets.
+
+    ``k(x, y) = (x . y / d + 1)^3``; each of ``num_subsets`` rounds draws
+    ``m = min(subset_size, n1, n2)`` samples of each set without replacement.
+
+    Returns:
+        ``(mean, std)`` over the subsets, in the features' units (published
+        KIDs are often multiplied by 1000).
+
+    Reference:
+        Binkowski et al., "Demystifying MMD GANs", ICLR 2018.
+    """
+    features1 = np.asarray(features1, np.float64)
+    features2 = np.asarray(features2, np.float64)
+    if features1.ndim != 2 or features1.shape[1:] != features2.shape[1:]:
+        raise ValueError(
+            f"Feature sets must be (n, d) with the same d, got {features1.shape} "
+            f"and {features2.shape}."
+        )
+    m = min(subset_size, len(features1), len(features2))
+    if m < 2:
+        raise ValueError(f"KID needs at least 2 samples per set, got {m}.")
+    if not (np.all(np.isfinite(features1)) and np.all(np.isfinite(features2))):
+        raise ValueError("Features contain NaN or Inf.")
+    d = features1.shape[1]
+    rng = np.random.default_rng(seed)
+    values = np.empty(num_subsets)
+    for i in range(num_subsets):
+        x = features1[rng.choice(len(features1), m, replace=False)]
+        y = features2[rng.choice(len(features2), m, replace=False)]
+        k_xx = (x @ x.T / d + 1) ** 3
+        k_yy = (y @ y.T / d + 1) ** 3
+        k_xy = (x @ y.T / d + 1) ** 3
+        values[i] = (
+            (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+            + (k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+            - 2 * k_xy.mean()
+        )
+    return float(values.mean()), float(values.std())
+
+
+# ---------------------------------------------------------- diagnostics
+def _latents(z_mean, z_log_sigma):
+    z_mean = np.asarray(z_mean, np.float64)
+    z_log_sigma = np.asarray(z_log_sigma, np.float64)
+    if z_mean.shape != z_log_sigma.shape or z_mean.ndim != 2:
+        raise ValueError(
+            f"z_mean {z_mean.shape} and z_log_sigma {z_log_sigma.shape} must be "
+            "two (n, latent_dim) arrays."
+        )
+    if len(z_mean) < 2:
+        raise ValueError("Need the codes of at least 2 images.")
+    return z_mean, z_log_sigma
+
+
+def latent_variances(z_mean, z_log_sigma):
+    """Per latent dimension j: ``(Var(mu_j), E[sigma_j^2])`` over the data."""
+    z_mean, z_log_sigma = _latents(z_mean, z_log_sigma)
+    return z_mean.var(axis=0), np.exp(2 * z_log_sigma).mean(axis=0)
+
+
+def variance_law(z_mean, z_log_sigma, reference_bug=False):
+    """The variance law ``mean_j [Var(mu_j) + E(sigma_j^2)]``, about 1.
+
+    For a VAE whose aggregate posterior matches the N(0, I) prior each
+    latent has unit variance, split between the spread of the means and the
+    posterior variances (Asperti & Trentin, section on the variance law).
+
+    Args:
+        z_mean, z_log_sigma: (n, latent_dim) codes of a data set.
+        reference_bug: use E(sigma_j) instead of E(sigma_j^2), as the authors'
+            code did; only to compare with numbers printed by that code.
+
+    Returns:
+        A Python float.
+    """
+    z_mean, z_log_sigma = _latents(z_mean, z_log_sigma)
+    power = 1 if reference_bug else 2
+    return float(np.mean(z_mean.var(axis=0) + np.exp(power * z_log_sigma).mean(axis=0)))
+
+
+INACTIVE_RULES = {
+    # The authors' code: a variable whose posterior stays near the prior.
+    "mean_sigma": 0.8,
+    # The common alternative (e.g. Burda et al.'s active units): its mean
+    # does not depend on the input.
+    "var_mean": 0.01,
+}
+
+
+def inactive_latents(z_mean, z_log_sigma, rule="mean_sigma", threshold=None):
+    """Which latent variables are inactive (collapsed onto the prior).
+
+    Args:
+        z_mean, z_log_sigma: (n, latent_dim) codes of a data set.
+        rule: ``"mean_sigma"``: ``E(sigma_j) > threshold`` (default 0.8, the
+            reference code); ``"var_mean"``: ``Var(mu_j) < threshold``
+            (default 0.01).
+        threshold: overrides the rule's default.
+
+    Returns:
+        Boolean array (latent_dim,); ``.sum()`` is the inactive count.
+    """
+    if rule not in INACTIVE_RULES:
+        raise ValueError(
+            f"Unknown rule {rule!r}. Valid rules: {', '.join(INACTIVE_RULES)}."
+        )
+    z_mean, z_log_sigma = _latents(z_mean, z_log_sigma)
+    threshold = INACTIVE_RULES[rule] if threshold is None else threshold
+    if rule == "mean_sigma":
+        return np.exp(z_log_sigma).mean(axis=0) > threshold
+    return z_mean.var(axis=0) < threshold
+
+
+def adjust_latents(z, target_variance=1.0):
+    """Variance renormalisation ("adjust") of generated latent codes.
+
+    VAE outputs have less variance than the data they imitate; in a two-stage
+    VAE the latents produced by the second stage are too concentrated for
+    the first decoder. This rescales each dimension of ``z`` around its mean
+    so that its variance over the batch equals ``target_variance``: by
+    default 1, the N(0, I) distribution that the first stage's latents
+    follow (the variance law), as in Asperti's companion paper. The statistics
+    are over all of ``z`` (the reference code used batches of 100).
+
+    Args:
+        z: (n, latent_dim) generated latents, n >= 2.
+        target_variance: scalar or (latent_dim,) array of variances.
+
+    Returns:
+        float32 array like ``z``.
+
+    Reference:
+        A. Asperti, "Variance Loss in Variational Autoencoders",
+        arXiv:2002.09860, 2020.
+    """
+    z = np.asarray(z, np.float64)
+    if z.ndim != 2 or len(z) < 2:
+        raise ValueError(f"z must be (n >= 2, latent_dim), got shape {z.shape}.")
+    mean = z.mean(axis=0)
+    std = z.std(axis=0)
+    scale = np.sqrt(np.asarray(target_variance, np.float64)) / np.maximum(std, 1e-12)
+    return (mean + (z - mean) * scale).astype(np.float32)

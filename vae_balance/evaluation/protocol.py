@@ -1,0 +1,436 @@
+"""The evaluation protocol on a trained work directory, and plain FID.
+
+``evaluate_workdir`` measures, against N test images (10,000 in the paper),
+on the same 2048-d features of the FID Inception network:
+
+- for REC (reconstructions from a sampled z) and for each latent sampler of
+  `vae_balance.sampling.latent` -- GEN-1 (z ~ N(0, I)), GEN-2 (the two-stage VAE),
+  GEN-2 adjusted (Asperti's variance renormalisation) and GMM (an ex-post
+  Gaussian mixture fitted on the training codes, `vae_balance.sampling.gmm`) -- the
+  FID, the KID (`vae_balance.evaluation.metrics`) and the improved precision and recall
+  (`vae_balance.evaluation.precision_recall`), N images per set;
+- the negative log-likelihood of 1,000 test images in nats and bits per
+  dimension, next to the ELBO (`vae_balance.evaluation.likelihood`);
+- the reconstruction MSE, and for each stage the variance law and the
+  inactive latent counts (both definitions, see `vae_balance.evaluation.metrics`);
+- a PNG grid of latent interpolations (`vae_balance.evaluation.interpolation`).
+
+Results go to ``evaluation.json`` and ``evaluation.md`` in the work
+directory (docs/evaluation.md describes every number). Features are cached
+per image set under ``WORKDIR/features/`` (`vae_balance.fid.feature_cache`): a
+second evaluation only computes what changed. CLI: ``python -m vae_balance
+evaluate WORKDIR`` and ``python -m vae_balance fid REAL FAKE``. Reading image
+sets and their FID (`load_images`, `fid_from_sources`) is in
+`vae_balance.evaluation.image_sets`, still importable from here.
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+
+from vae_balance.cli.evaluate import (  # noqa: F401  (the CLI, also here)
+    INTERPOLATION_PAIRS,
+    add_subcommands,
+    run_evaluate,
+    run_fid,
+)
+from vae_balance.config import VAEConfig
+from vae_balance.datasets import pipeline
+from vae_balance.evaluation import likelihood, metrics
+from vae_balance.evaluation.image_sets import (  # noqa: F401  (also importable from here)
+    IMAGE_EXTENSIONS,
+    check_images,
+    fid_from_sources,
+    load_images,
+)
+from vae_balance.evaluation.interpolation import save_interpolations
+from vae_balance.evaluation.precision_recall import DEFAULT_K
+from vae_balance.evaluation.report import markdown
+from vae_balance.evaluation.scores import (
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    SETS,
+    score_image_sets,
+)
+from vae_balance.fid.feature_cache import FeatureCache, images_sha256
+from vae_balance.files import sha256
+from vae_balance.model import batchnorm
+from vae_balance.sampling.gmm import DEFAULT_COMPONENTS, fit_gmm
+from vae_balance.sampling.latent import build_samplers
+from vae_balance.workdir import STAGES, Workdir, atomic_write, write_json
+
+LABELS = {"rec": "REC", "gen1": "GEN-1", "gen2": "GEN-2"}
+INTERPOLATION_STEPS = 10
+
+
+# -------------------------------------------------------------- workdir
+# Long only by its documented arguments; the body is a sequence of named steps.
+def evaluate_workdir(
+    workdir,
+    test_images=None,
+    num_images=10000,
+    data_dir=None,
+    feature_extractor=None,
+    batch_size=100,
+    seed=0,
+    verbose=1,
+    gmm_components=DEFAULT_COMPONENTS,
+    nll_images=likelihood.DEFAULT_NUM_IMAGES,
+    nll_samples=likelihood.DEFAULT_NUM_SAMPLES,
+    interpolation_pairs=INTERPOLATION_PAIRS,
+    cache=True,
+    shared_feature_cache=None,
+):
+    """The evaluation of a trained two-stage run; writes the reports.
+
+    Reads ``config.json``, ``stage1.keras``, ``stage2.keras`` and
+    ``latents.npz`` (for the mixture) from ``workdir``; writes ``gmm.npz``
+    (reused while it matches), ``features/``, ``images/interpolations.png``,
+    ``evaluation.json`` and ``evaluation.md``. All generated sets have as
+    many images as the real one. Images padded by the loader
+    (``config["pad"]``, 28 -> 32 for Fashion-MNIST) are cropped back to their
+    native size for the features and the likelihood, as in published
+    numbers; the MSE is measured on what the network sees.
+
+    Args:
+        workdir: a training work directory.
+        test_images: (n, h, w, c) test images (uint8 or floats in [0, 1]), at
+            the network's input shape or at the native shape before padding;
+            None: the dataset's test split through `vae_balance.data`.
+        num_images: evaluate on the first ``num_images`` test images (the
+            paper: 10,000).
+        data_dir: where `vae_balance.data` finds the dataset.
+        feature_extractor: callable images -> features; None: the standard
+            FID Inception network.
+        batch_size: batch size of every forward pass.
+        seed: seeds the latent noise of REC and the samplers (drawn in that
+            order from one generator), the mixture's fit, KID's subsets and
+            the likelihood's samples.
+        verbose: progress bars.
+        gmm_components: components of the ex-post mixture; 0: no ``gmm``.
+        nll_images: test images of the likelihood (the first ones); 0: none.
+        nll_samples: K, importance samples per image.
+        interpolation_pairs: rows of the interpolation grid; 0: no grid.
+        cache: cache features and scores under ``WORKDIR/features``.
+        shared_feature_cache: a folder where the real set's features are
+            shared between runs (used only when their key matches).
+
+    Returns:
+        The results dict, as written to ``evaluation.json``.
+    """
+    start = time.time()
+    workdir = Workdir(workdir)
+    config, first_stage, second_stage = _load_workdir(workdir)
+    pad = int(config.get("pad", 0) or 0)
+    image_shape = tuple(int(d) for d in first_stage.encoder.inputs[0].shape[1:])
+    if test_images is None:
+        wanted = max(num_images, nll_images or 0)
+        test_images = _load_test_images(config, wanted, data_dir)
+    test_images = _fit_test_images(test_images, image_shape, pad)
+    real = test_images[:num_images]
+    if len(real) < 2:
+        raise ValueError(f"Need at least 2 test images, got {len(real)}.")
+    x = _as_floats(real)
+    if feature_extractor is None:
+        from vae_balance.fid.inception import get_feature_extractor
+
+        feature_extractor = get_feature_extractor()
+    # The job recomputes stage 1's BatchNorm statistics; a run that skipped
+    # it (--no-recalibrate-bn, an older version) is flagged here.
+    bn_check = batchnorm.check_batchnorm(
+        first_stage, x[:1000], batch_size, what=workdir.stage_path("stage1")
+    )
+    gmm, gmm_report = _mixture(workdir, gmm_components, seed, verbose)
+    samplers = build_samplers(first_stage, second_stage, gmm)
+    sets = _generate_sets(
+        first_stage, second_stage, samplers, x, batch_size, np.random.default_rng(seed)
+    )
+    features = FeatureCache(
+        workdir.features_dir if cache else None,
+        feature_extractor,
+        shared_feature_cache,
+    )
+    labels = {**LABELS, **{name: s.label for name, s in samplers.items()}}
+    scores = score_image_sets(
+        real, sets, labels, features, pad, batch_size, seed, verbose
+    )
+    nll = _likelihood(
+        workdir,
+        first_stage,
+        test_images[:nll_images],
+        nll_samples,
+        seed,
+        pad,
+        features,
+        verbose,
+    )
+    grid = _interpolations(
+        workdir, first_stage, test_images, interpolation_pairs, pad, batch_size
+    )
+    results = {
+        **_description(workdir, config, real, seed, feature_extractor, pad),
+        "protocol": _protocol(real, pad, features, seed, nll),
+        "fid": {name: score["fid"] for name, score in scores.items()},
+        **{name: scores.get(name) for name in SETS},
+        "labels": {name: labels[name] for name in scores},
+        "gmm_fit": gmm_report,
+        **_likelihood_entries(nll),
+        # gen2_adjusted: metrics.adjust_latents, each latent rescaled to
+        # variance 1 over the generated set.
+        "adjust_target_variance": 1.0,
+        "reconstruction_mse": sets["mse"],
+        # Inference-mode vs training-mode (batch statistics) MSE of decoded
+        # z_mean on the first 1,000 test images: about equal when BatchNorm's
+        # moving statistics match the weights.
+        "batchnorm_check": dict(zip(("inference_mse", "training_mse"), bn_check)),
+        **_latent_reports(sets),
+        "interpolations": grid,
+        "cache": {"computed": features.computed, "reused": features.reused},
+        "seconds": round(time.time() - start, 1),
+    }
+    _write_reports(workdir, results)
+    return results
+
+
+def _load_workdir(workdir):
+    """``(config dict, stage 1, stage 2)`` of a `Workdir`.
+
+    Raises:
+        FileNotFoundError: no config.json, or a stage not finished.
+        WorkdirError: config.json is not valid JSON.
+    """
+    config = workdir.read_config()
+    if config is None:
+        raise FileNotFoundError(
+            f"{workdir.config_path} not found: is {workdir.root!r} a training "
+            "work directory?"
+        )
+    models = []
+    for stage in STAGES:
+        path = workdir.stage_path(stage)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} not found: the run has not finished {stage} (train "
+                "again with the same --workdir to resume)."
+            )
+        models.append(keras.saving.load_model(path, compile=False))
+    return config, models[0], models[1]
+
+
+def _load_test_images(config, num_images, data_dir):
+    dataset = pipeline.load_split(
+        VAEConfig.from_dict(config),
+        "test",
+        data_dir=data_dir,
+        dtype="uint8",
+        limit=num_images,
+    )
+    return np.stack(list(dataset.as_numpy_iterator()))
+
+
+def _fit_test_images(images, image_shape, pad):
+    """Test images at the network's shape (padding native ones if needed)."""
+    images = check_images(images, "test_images")
+    if images.shape[1:] == image_shape:
+        return images
+    native = (image_shape[0] - 2 * pad, image_shape[1] - 2 * pad, image_shape[2])
+    if pad and images.shape[1:] == native:
+        return np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    raise ValueError(
+        f"Test images of shape {images.shape[1:]} do not fit the model's input "
+        f"{image_shape}" + (f" (or {native} before padding)." if pad else ".")
+    )
+
+
+def _as_floats(images):
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
+
+
+def _predict(model, inputs, batch_size):
+    return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
+
+
+def _mixture(workdir, num_components, seed, verbose):
+    """``(LatentGMM or None, report)``: the run's mixture (`fit_gmm`), or why
+    there is none (no latents.npz, or ``num_components`` 0)."""
+    if not num_components:
+        return None, {"skipped": "disabled (gmm_components=0)"}
+    try:
+        gmm = fit_gmm(workdir, num_components, seed, verbose=verbose)
+    except FileNotFoundError as error:
+        print(f"warning: no GMM sampler: {error}")
+        return None, {"skipped": str(error)}
+    return gmm, dict(gmm.info)
+
+
+def _generate_sets(first_stage, second_stage, samplers, x, batch_size, rng):
+    """The latent codes and the REC and sampler image sets.
+
+    REC decodes z = mu + sigma * eps sampled from stage 1's encoder (BatchNorm
+    in inference mode). Then, from the same generator, in this order: GEN-1's
+    z, GEN-2's u (the draws of earlier versions, so their numbers stay
+    comparable) and the mixture's draws. GEN-2 adjusted renormalises GEN-2's
+    very latents: the two sets differ only by the renormalisation. Every set
+    has ``len(x)`` images.
+    """
+    num = len(x)
+    z_mean, z_log_sigma = (
+        np.asarray(a)
+        for a in first_stage.encoder.predict(x, batch_size=batch_size, verbose=0)
+    )
+    z = z_mean + np.exp(z_log_sigma) * rng.standard_normal(z_mean.shape)
+    z = z.astype(np.float32)
+    reconstructions = _predict(first_stage.decoder, z, batch_size)
+    gen1 = samplers["gen1"].generate(num, rng, batch_size)
+    # Stage 2: codes of the stage-1 latents, and generation through it.
+    u_mean, u_log_sigma = (
+        np.asarray(a)
+        for a in second_stage.encoder.predict(z, batch_size=batch_size, verbose=0)
+    )
+    z_generated = samplers["gen2"].sample_latents(num, rng, batch_size)
+    adjusted = samplers["gen2_adjusted"].adjust(z_generated)
+    sets = {
+        "z_mean": z_mean,
+        "z_log_sigma": z_log_sigma,
+        "u_mean": u_mean,
+        "u_log_sigma": u_log_sigma,
+        "z_generated": z_generated,
+        "mse": float(np.mean((x - reconstructions) ** 2)),
+        "rec": reconstructions,
+        "gen1": gen1,
+        "gen2": samplers["gen2"].decode(z_generated, batch_size),
+        "gen2_adjusted": samplers["gen2_adjusted"].decode(adjusted, batch_size),
+    }
+    if "gmm" in samplers:
+        sets["gmm"] = samplers["gmm"].generate(num, rng, batch_size)
+    return sets
+
+
+def _likelihood(workdir, vae, images, num_samples, seed, pad, features, verbose):
+    """`likelihood.likelihood_report` of the test images (cached), or None."""
+    if len(images) == 0 or not num_samples:
+        return None
+    inputs = {
+        "stage1_sha256": sha256(workdir.stage_path("stage1")),
+        "images_sha256": images_sha256(images, quantize=False),
+        "num_samples": int(num_samples),
+        "seed": int(seed),
+        "pad": pad,
+    }
+
+    def compute():
+        if verbose:
+            print(
+                f"Likelihood of {len(images)} test images, K = {num_samples} "
+                "importance samples each"
+            )
+        return likelihood.likelihood_report(vae, images, num_samples, seed, pad)
+
+    return features.result("likelihood", inputs, compute)
+
+
+def _likelihood_entries(report):
+    """The top-level likelihood keys of the results (null without it)."""
+    if report is None:
+        return {"nll_nats": None, "nll_bits_per_dim": None, "elbo": None}
+    settings = {k: v for k, v in report.items() if k not in ("elbo",)}
+    return {
+        "nll_nats": report["nll_nats"],
+        "nll_bits_per_dim": report["nll_bits_per_dim"],
+        "elbo": report["elbo"],
+        "likelihood": settings,
+    }
+
+
+def _interpolations(workdir, vae, images, pairs, pad, batch_size):
+    """``images/interpolations.png`` of the first test images, or None."""
+    pairs = min(int(pairs or 0), len(images) // 2)
+    if pairs < 1:
+        return None
+    save_interpolations(
+        vae,
+        _as_floats(images),
+        workdir.interpolations_path,
+        num_pairs=pairs,
+        steps=INTERPOLATION_STEPS,
+        pad=pad,
+        batch_size=batch_size,
+    )
+    return os.path.relpath(workdir.interpolations_path, workdir.root)
+
+
+def _protocol(real, pad, features, seed, nll):
+    """How every number was measured: images, network, weights, resize."""
+    fingerprint = features.fingerprint
+    preprocessing = fingerprint["preprocessing"] or {}
+    return {
+        "num_images": len(real),
+        "num_generated": len(real),
+        "image_shape": list(pipeline.remove_padding(real[:1], pad).shape[1:]),
+        "network": fingerprint["network"],
+        "weights_sha256": fingerprint["weights_sha256"],
+        "resize": preprocessing.get("resize"),
+        "preprocessing": preprocessing,
+        "kid": {
+            "kernel": "(x.y / d + 1)^3",
+            "num_subsets": KID_SUBSETS,
+            "subset_size": min(KID_SUBSET_SIZE, len(real)),
+        },
+        "precision_recall": {"k": DEFAULT_K},
+        "nll": None
+        if nll is None
+        else {k: nll[k] for k in ("num_images", "num_samples", "bin_width")},
+        "seed": seed,
+    }
+
+
+def _description(workdir, config, real, seed, feature_extractor, pad):
+    """What was evaluated, on what, how: the first entries of the results."""
+    return {
+        "workdir": os.path.abspath(workdir.root),
+        "name": config.get("name"),
+        "dataset": config.get("dataset"),
+        "num_images": len(real),
+        "seed": seed,
+        "feature_extractor": getattr(
+            feature_extractor, "name", type(feature_extractor).__name__
+        ),
+        "fid_image_shape": list(pipeline.remove_padding(real[:1], pad).shape[1:]),
+    }
+
+
+def _latent_report(z_mean, z_log_sigma):
+    variance_of_means, mean_variance = metrics.latent_variances(z_mean, z_log_sigma)
+    return {
+        "latent_dim": int(z_mean.shape[1]),
+        "variance_law": metrics.variance_law(z_mean, z_log_sigma),
+        "variance_law_reference_code": metrics.variance_law(
+            z_mean, z_log_sigma, reference_bug=True
+        ),
+        "mean_variance_of_means": float(variance_of_means.mean()),
+        "mean_posterior_variance": float(mean_variance.mean()),
+        "inactive_mean_sigma": int(
+            metrics.inactive_latents(z_mean, z_log_sigma, "mean_sigma").sum()
+        ),
+        "inactive_var_mean": int(
+            metrics.inactive_latents(z_mean, z_log_sigma, "var_mean").sum()
+        ),
+    }
+
+
+def _latent_reports(sets):
+    """The ``stage1`` and ``stage2`` latent diagnostics of the results."""
+    second = _latent_report(sets["u_mean"], sets["u_log_sigma"])
+    second["generated_latent_variance"] = float(sets["z_generated"].var(axis=0).mean())
+    return {
+        "stage1": _latent_report(sets["z_mean"], sets["z_log_sigma"]),
+        "stage2": second,
+    }
+
+
+def _write_reports(workdir, results):
+    """``evaluation.json`` and ``evaluation.md``, each written atomically."""
+    write_json(workdir.evaluation_json, results)
+    atomic_write(workdir.evaluation_md, markdown(results))

@@ -1,0 +1,540 @@
+"""The whole two-stage job for a preset and a work directory, resumable.
+
+``train(config, workdir)`` reads straight down `_run`: load the data ->
+fit stage 1 -> recompute its BatchNorm statistics -> encode the training set
+-> fit stage 2 -> final grids -> export the sampler. The files it writes into
+``workdir`` are those of `vae_balance.workdir.Workdir` (config.json, the
+per-epoch and per-step CSV logs, checkpoints/, stage1.keras, stage2.keras,
+latents.npz, batchnorm.json, sampler/, images/, curves.png, tensorboard/);
+the callbacks of the fits are in `vae_balance.training.callbacks`.
+
+Running the same command again on the same work directory resumes from the
+newest verified checkpoint, at the step where it was written, and ends with
+the weights and logs an uninterrupted run would have (`fit_stage`,
+`vae_balance.training.checkpoints`). Step checkpoints are written every
+``checkpoint_minutes`` (and ``checkpoint_steps``) and on SIGTERM / SIGINT,
+which then raise `TrainingInterrupted` (`vae_balance.training.preemption`). Under a
+multi-worker strategy the chief writes the run; the other workers write to
+scratch copies. Every file is written to a temporary name and renamed,
+so a run killed at any point leaves only complete files behind; the next run
+deletes the temporaries. A write that fails (a full disk) raises `SaveError`
+and keeps the last complete checkpoint; a NaN or Inf loss raises
+`TrainingDiverged`, also keeping it; a second run on a busy work directory,
+or one made with another configuration, raises `WorkdirError`.
+
+`latest_checkpoint`, `load_checkpoint`, `save_model_atomic`, `is_recalibrated`,
+`WorkdirLock`, `WorkdirError`, `SaveError` (from `vae_balance.workdir`) and
+`EpochCheckpoint`, `StepHistory`, `ImageGrids`, `staircase` (from
+`vae_balance.training.callbacks`) stay importable from here.
+"""
+
+import contextlib
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from vae_balance.config import VAEConfig, get_preset
+from vae_balance.datasets import pipeline, stream
+from vae_balance.export.savedmodel import export_sampler
+from vae_balance.model import batchnorm, distribute
+from vae_balance.model.builders import build_second_stage, build_vae
+from vae_balance.sampling.two_stage import encode_dataset
+from vae_balance.training.callbacks import (
+    EpochCheckpoint,
+    GridWriter,
+    ImageGrids,
+    StepHistory,
+    TrackModel,
+    staircase,
+)
+from vae_balance.training.preemption import StopRequests, TrainingInterrupted
+from vae_balance.training.stages import (
+    StageSpec,
+    TrainingDiverged,
+    finish_first_stage,
+    fit_stage,
+    recalibrate_and_measure,
+    recalibration_batches,
+)
+from vae_balance.workdir import (
+    RESUMABLE_FIELDS,
+    STAGES,
+    SaveError,
+    Workdir,
+    WorkdirError,
+    WorkdirLock,
+    atomic_write,
+    describe_os_error,
+    is_disk_full,
+    is_recalibrated,
+    latest_checkpoint,
+    load_checkpoint,
+    save_model_atomic,
+)
+
+__all__ = [
+    "NUM_TEST_IMAGES",
+    "RESUMABLE_FIELDS",
+    "STAGES",
+    "EpochCheckpoint",
+    "ImageGrids",
+    "RunOptions",
+    "RunResult",
+    "SaveError",
+    "StageSpec",
+    "StepHistory",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "WorkdirError",
+    "WorkdirLock",
+    "is_recalibrated",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "recalibrate_loaded_stage1",
+    "save_model_atomic",
+    "staircase",
+    "train",
+]
+
+NUM_TEST_IMAGES = 1000  # test images for the validation loss and grids
+DEFAULT_CHECKPOINT_MINUTES = 10.0  # a killed run loses at most this much
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What `train` produced."""
+
+    workdir: str
+    sampler_path: str
+    stage1_logs: dict
+    stage2_logs: dict
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunOptions:
+    """The options of one `train` call, resolved (see `train` for each).
+
+    ``strategy`` is a `tf.distribute.Strategy` (never None or a name) and
+    ``start`` the ``time.time()`` at which the job started.
+    """
+
+    config: VAEConfig
+    workdir: Workdir
+    strategy: tf.distribute.Strategy
+    start: float
+    train_data: object = None
+    test_images: object = None
+    data_dir: str | None = None
+    limit: int | None = None
+    verbose: object = "auto"
+    grid_every: int = 5
+    jit_compile: bool = False
+    num_grid_images: int = 64
+    skip_bad: bool = False
+    recalibrate_bn: bool = True
+    recalibrate_batches: int = batchnorm.DEFAULT_NUM_BATCHES
+    checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES
+    checkpoint_steps: int | None = None
+    snapshot_every: int | None = None
+    stops: StopRequests | None = None
+
+
+def _first_stage_spec(config):
+    """Stage 1: the image VAE (`build_vae`)."""
+    return StageSpec(
+        "stage1",
+        lambda: build_vae(config),
+        config.epochs,
+        config.learning_rate,
+        config.lr_epochs,
+    )
+
+
+def _second_stage_spec(config):
+    """Stage 2: the VAE of stage 1's latent codes (`build_second_stage`)."""
+    return StageSpec(
+        "stage2",
+        lambda: build_second_stage(config),
+        config.epochs2,
+        config.learning_rate2,
+        config.lr_epochs2,
+    )
+
+
+# Long only by its signature and docstring (the documented public API); the
+# body resolves the options and runs `_run` with the work directory locked.
+def train(
+    config,
+    workdir,
+    train_data=None,
+    test_images=None,
+    data_dir=None,
+    limit=None,
+    verbose="auto",
+    grid_every=5,
+    jit_compile=False,
+    allow_config_change=False,
+    num_grid_images=64,
+    skip_bad=False,
+    strategy=None,
+    precision=None,
+    recalibrate_bn=True,
+    recalibrate_batches=batchnorm.DEFAULT_NUM_BATCHES,
+    checkpoint_minutes=DEFAULT_CHECKPOINT_MINUTES,
+    checkpoint_steps=None,
+    snapshot_every=None,
+    handle_signals=True,
+):
+    """Runs the whole two-stage job, resuming whatever is already done.
+
+    Args:
+        config: a `VAEConfig` or a preset name.
+        workdir: output directory (created); rerun the same call to resume.
+        train_data: unbatched `tf.data.Dataset` of training images in [0, 1]
+            or a NumPy array; None loads ``config.dataset`` with
+            `vae_balance.data` (from ``data_dir``, else tensorflow-datasets).
+        test_images: test images (NumPy or dataset) for the reconstruction
+            grids and the validation loss (the first 1000); None loads the
+            dataset's test split.
+        data_dir: local data for `vae_balance.data`.
+        limit: use only the first ``limit`` training images (smoke runs).
+        verbose: Keras progress bar setting.
+        grid_every: write image grids and curves every this many epochs.
+        jit_compile: XLA compilation of the training step.
+        allow_config_change: resume even if the model-defining configuration
+            differs from the one saved in the work directory.
+        num_grid_images: images per PNG grid.
+        skip_bad: skip unreadable or wrongly shaped image files (the count is
+            logged) instead of stopping with a `registry.DataError` naming them.
+        strategy: a `tf.distribute.Strategy`, or a name for
+            `vae_balance.model.distribute.get_strategy` ("default", "mirrored",
+            "multiworker"); None: the current (default) strategy. The models
+            are built, compiled and reloaded inside its scope.
+        precision: None keeps the global Keras dtype policy; else a name for
+            `vae_balance.model.distribute.set_precision`, set before any model is
+            built ("float32", "mixed_float16", "mixed_bfloat16").
+        recalibrate_bn: after stage 1, recompute its BatchNorm moving
+            statistics from ``recalibrate_batches`` training batches with the
+            final weights (`vae_balance.recalibrate_batchnorm`), before the
+            grids, the latent codes and the export. Also done for a resumed
+            run whose finished stage 1 was not recalibrated yet.
+        recalibrate_batches: the bound on the batches of that pass.
+        checkpoint_minutes: inside an epoch, write a step checkpoint after the
+            step at which this many minutes have passed since the last one
+            (None: only at epoch ends). A killed run loses at most this much.
+        checkpoint_steps: also write one every this many steps (None: never).
+        snapshot_every: keep a copy of stage 1's checkpoint every this many
+            epochs in ``snapshots/`` (with the CPU seconds trained so far in
+            its record), for quality-against-compute studies; None: none.
+        handle_signals: on SIGTERM or SIGINT (main thread only), finish the
+            current step, write a step checkpoint and raise
+            `TrainingInterrupted`; a second signal exits at once.
+
+    Returns:
+        A `RunResult`; the sampler SavedModel is ``workdir/sampler``.
+
+    Raises:
+        WorkdirError: the work directory is locked by another run, holds
+            another configuration or an unreadable checkpoint.
+        SaveError: a file could not be written (e.g. the disk is full); the
+            complete files written before, checkpoints included, are kept.
+        TrainingDiverged: a loss became NaN or Inf; the last good checkpoint
+            is kept.
+        TrainingInterrupted: SIGTERM or SIGINT; the same call resumes.
+        registry.DataError, registry.DatasetNotFoundError: bad or missing data.
+    """
+    start = time.time()
+    config = get_preset(config) if not isinstance(config, VAEConfig) else config
+    _check_interval(checkpoint_minutes, checkpoint_steps)
+    if isinstance(strategy, str):
+        strategy = distribute.get_strategy(strategy)
+    strategy = strategy or tf.distribute.get_strategy()
+    if precision is not None:
+        distribute.set_precision(precision)  # before any model is built
+    is_chief, task = distribute.worker_role(strategy)
+    # The chief writes the run; the other workers write to a scratch copy.
+    root = workdir if is_chief else _worker_scratch(workdir, task)
+    stops = StopRequests() if handle_signals else contextlib.nullcontext()
+    run = RunOptions(
+        config=config,
+        workdir=Workdir(root),
+        strategy=strategy,
+        start=start,
+        train_data=train_data,
+        test_images=test_images,
+        data_dir=data_dir,
+        limit=limit,
+        verbose=verbose,
+        grid_every=grid_every,
+        jit_compile=jit_compile,
+        num_grid_images=num_grid_images,
+        skip_bad=skip_bad,
+        recalibrate_bn=recalibrate_bn,
+        recalibrate_batches=recalibrate_batches,
+        checkpoint_minutes=checkpoint_minutes,
+        checkpoint_steps=checkpoint_steps,
+        snapshot_every=snapshot_every,
+        stops=stops if handle_signals else None,
+    )
+    os.makedirs(root, exist_ok=True)
+    try:
+        with WorkdirLock(root), stops, reproducible_graphs():
+            run.workdir.check_and_write_config(
+                config,
+                allow_config_change,
+                settings={
+                    "precision": keras.config.dtype_policy().name,
+                    "limit": limit,
+                },
+            )
+            run.workdir.remove_stale_temporaries()
+            try:
+                return _run(run)
+            except OSError as error:
+                if not is_disk_full(error):
+                    raise
+                raise SaveError(
+                    f"Could not write {error.filename or 'a file'} in {root}: "
+                    f"{describe_os_error(error)}. Complete files and checkpoints "
+                    "are kept; free some space and run the same command again to "
+                    "resume."
+                ) from error
+    finally:
+        if not is_chief:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def reproducible_graphs():
+    """Turns Grappler's arithmetic optimizer off while the job runs.
+
+    It rewrites chains of float32 additions (into ``AddN`` and the like) in an
+    order that changes from one process to the next: two identical runs then
+    log a stage-2 ``loss`` that differs in its last bit (1e-6 relative) while
+    the weights, ``reconstruction_loss`` and ``kl_loss`` agree. Without it a
+    run and its resumption in a new process log the same bits. The previous
+    setting is restored on the way out.
+    """
+    key = "arithmetic_optimization"
+    previous = tf.config.optimizer.get_experimental_options().get(key)
+    tf.config.optimizer.set_experimental_options({key: False})
+    try:
+        yield
+    finally:
+        restored = True if previous is None else previous
+        tf.config.optimizer.set_experimental_options({key: restored})
+
+
+def _check_interval(minutes, steps):
+    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+        raise ValueError(f"checkpoint_minutes must be positive or None, got {minutes}.")
+    if steps is not None and not (int(steps) == steps and steps > 0):
+        raise ValueError(f"checkpoint_steps must be a positive integer, got {steps}.")
+
+
+# What a non-chief worker copies from the chief's work directory to resume.
+_RESUME_FILES = (
+    "config.json",
+    "batchnorm.json",
+    "latents.npz",
+    "stage1.keras",
+    "stage2.keras",
+    "history_stage1.csv",
+    "history_stage2.csv",
+    "steps_stage1.csv",
+    "steps_stage2.csv",
+    "checkpoints",
+)
+
+
+def _worker_scratch(workdir, task):
+    """A temporary work directory for a non-chief worker, holding a copy of
+    the chief's resumable state (Keras' multi-worker checkpointing: only the
+    chief writes the run; the others write to directories of their own,
+    deleted at the end)."""
+    scratch = tempfile.mkdtemp(prefix=f"vae_balance-{task}-")
+    for name in _RESUME_FILES:
+        source = os.path.join(workdir, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(scratch, name))
+        elif os.path.exists(source):
+            shutil.copy2(source, scratch)
+    print(f"[{task}] not the chief: writing to the scratch directory {scratch}")
+    return scratch
+
+
+def _run(run):
+    """The body of `train`, with the work directory locked."""
+    train_images, test_images = _load_data(
+        run.config,
+        run.train_data,
+        run.test_images,
+        run.data_dir,
+        run.limit,
+        run.skip_bad,
+    )
+    grids = GridWriter(run.workdir, run.config, test_images, run.num_grid_images)
+    first_stage, first_logs = _train_first_stage(run, train_images, test_images, grids)
+    recalibrated = finish_first_stage(run, first_stage, train_images, test_images)
+    if first_logs or recalibrated:
+        _first_stage_changed(run, grids)
+    z_mean, z_log_sigma = _latent_codes(run, first_stage.encoder, train_images)
+    second_stage, second_logs = _train_second_stage(run, z_mean, z_log_sigma, grids)
+    grids.write(step=run.config.epochs + run.config.epochs2, tag="final")
+    return _export(run, (first_stage, second_stage), first_logs, second_logs)
+
+
+# ------------------------------------------------------ the steps of _run
+def _train_first_stage(run, train_images, test_images, grids):
+    """Fits (or resumes, or loads) stage 1 on the training images."""
+    config = run.config
+    num_train = pipeline.num_examples(train_images)
+    steps = num_train // config.batch_size
+    if steps == 0:
+        raise pipeline.DataError(
+            f"{num_train} images are fewer than one batch of {config.batch_size}; "
+            "lower batch_size or raise limit."
+        )
+    keras.utils.set_random_seed(config.seed)  # the initial weights
+    validation = (
+        pipeline.make_eval_dataset(
+            tf.data.Dataset.from_tensor_slices(test_images), config.batch_size
+        )
+        if len(test_images)
+        else None
+    )
+    print(f"[stage1] {num_train} images, {steps} steps/epoch -> {run.workdir.root}")
+    first_stage, logs = fit_stage(
+        run,
+        _first_stage_spec(config),
+        lambda epoch, start: stream.image_epoch(
+            train_images, config.batch_size, config.seed, epoch, start
+        ),
+        steps,
+        [
+            TrackModel(grids.use_first_stage),
+            # The last epoch's grids follow the BatchNorm recalibration.
+            ImageGrids("stage1", grids.write, run.grid_every, last_epoch=None),
+        ],
+        validation_data=validation,
+    )
+    grids.use_first_stage(first_stage)
+    return first_stage, logs
+
+
+def _first_stage_changed(run, grids):
+    """Stage 1 trained further (e.g. a rerun with more --epochs) or its
+    BatchNorm statistics changed: the old stage 2 learned the codes of an
+    encoder that no longer exists. Discards it; writes stage 1's grids."""
+    if run.workdir.discard_stage("stage2"):
+        print("[stage2] stage 1 changed: the previous stage 2 is discarded")
+    epochs = run.config.epochs
+    grids.write(step=epochs, tag=f"stage1-epoch{epochs:04d}")
+
+
+def _latent_codes(run, encoder, train_images):
+    """``(z_mean, z_log_sigma)`` of the training set, encoded once.
+
+    Read back from ``latents.npz`` while stage 2 has checkpoints made on them.
+    """
+    path = run.workdir.latents_path
+    if os.path.exists(path) and run.workdir.latest_checkpoint("stage2"):
+        with np.load(path) as f:
+            return f["z_mean"], f["z_log_sigma"]
+    print("[latents] encoding the training set with the frozen encoder")
+    z_mean, z_log_sigma = encode_dataset(
+        encoder,
+        pipeline.make_eval_dataset(train_images, run.config.batch_size),
+        verbose=run.verbose,
+    )
+    atomic_write(
+        path,
+        write=lambda tmp: np.savez(tmp, z_mean=z_mean, z_log_sigma=z_log_sigma),
+        suffix=".npz",
+    )
+    return z_mean, z_log_sigma
+
+
+def _train_second_stage(run, z_mean, z_log_sigma, grids):
+    """Fits (or resumes, or loads) stage 2 on the latent codes."""
+    config = run.config
+    second_stage, logs = fit_stage(
+        run,
+        _second_stage_spec(config),
+        lambda epoch, start: stream.latent_epoch(
+            z_mean, z_log_sigma, config.batch_size, config.seed, epoch, start
+        ),
+        len(z_mean) // config.batch_size,
+        [
+            TrackModel(grids.use_second_stage),
+            ImageGrids("stage2", grids.write, run.grid_every, last_epoch=None),
+        ],
+    )
+    grids.use_second_stage(second_stage)
+    return second_stage, logs
+
+
+def _export(run, stages, first_logs, second_logs):
+    """Exports the sampler SavedModel; prints where everything is."""
+    sampler_path = run.workdir.sampler_dir
+    export_sampler(stages, sampler_path, overwrite=True, config=run.config)
+    seconds = time.time() - run.start
+    print(
+        f"[done] {seconds:.0f} s. Sampler: {sampler_path}; images: "
+        f"{run.workdir.images_dir}; curves: {run.workdir.curves_path}"
+    )
+    return RunResult(run.workdir.root, sampler_path, first_logs, second_logs, seconds)
+
+
+# ------------------------------------------------------- data, loaded stage
+def recalibrate_loaded_stage1(
+    vae, config, data_dir=None, num_batches=batchnorm.DEFAULT_NUM_BATCHES
+):
+    """Recomputes a loaded stage 1's BatchNorm statistics from its training data.
+
+    For a stage-1 model read from a checkpoint (an interrupted run) or from
+    an older version's run, before it is exported: the first
+    ``num_batches * batch_size`` training images of ``config.dataset``,
+    shuffled. Nothing in the work directory is changed.
+
+    Returns:
+        ``(val_mse_before, val_mse_after, info)`` on the test split's first
+        1,000 images (inference mode), or None values when it has none.
+    """
+    train, test = _load_data(
+        config, None, None, data_dir, num_batches * config.batch_size
+    )
+    batches = recalibration_batches(train, config)
+    return recalibrate_and_measure(vae, batches, test, config, num_batches)
+
+
+def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
+    """(unbatched train dataset, NumPy test images) from arguments or files."""
+    if train_data is None:
+        train_data = pipeline.load_split(
+            config, "train", data_dir, limit=limit, dtype="uint8", skip_bad=skip_bad
+        )
+    elif isinstance(train_data, np.ndarray):
+        train_data = pipeline.from_arrays(train_data, image_shape=config.image_shape)
+    if limit is not None:
+        train_data = train_data.take(limit)
+    if test_images is None:
+        test_limit = min(limit or NUM_TEST_IMAGES, NUM_TEST_IMAGES)
+        test_images = pipeline.load_split(
+            config, "test", data_dir, limit=test_limit, skip_bad=skip_bad
+        )
+    if not isinstance(test_images, np.ndarray):
+        test_images = np.stack(
+            list(test_images.take(NUM_TEST_IMAGES).as_numpy_iterator())
+        )
+    elif test_images.dtype == np.uint8:
+        test_images = test_images.astype("float32") / 255.0
+    return train_data, test_images[:NUM_TEST_IMAGES].astype("float32")
