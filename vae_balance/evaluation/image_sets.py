@@ -129,3 +129,25 @@ def fid_from_sources(real, fake, feature_extractor=None, batch_size=50, verbose=
             )
         )
     return metrics.fid_from_features(*sets)
+
+
+def minmax_stretch(images):
+    """Dai & Wipf's per-image min-max stretch of generated images.
+
+    Their ``fid_score.py`` maps every generated image to the full range
+    before FID (``(x - min) / (max - min)``, per image, all channels
+    together), which raises the contrast of blurry samples: FIDs measured
+    with it are comparable with their Table 1, not with the standard
+    protocol. A constant image stays as it is.
+
+    Args:
+        images: (n, h, w, c) floats in [0, 1] (or uint8).
+
+    Returns:
+        (n, h, w, c) float32 in [0, 1].
+    """
+    x = np.asarray(images)
+    x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+    low = x.min(axis=(1, 2, 3), keepdims=True)
+    span = x.max(axis=(1, 2, 3), keepdims=True) - low
+    return np.where(span > 0, (x - low) / np.maximum(span, 1e-12), x)

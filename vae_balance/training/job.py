@@ -63,6 +63,7 @@ from vae_balance.training.stages import (
     recalibrate_and_measure,
     recalibration_batches,
 )
+from vae_balance.training.validation import FreshStatisticsForValidation
 from vae_balance.workdir import (
     RESUMABLE_FIELDS,
     STAGES,
@@ -421,6 +422,12 @@ def _train_first_stage(run, train_images, test_images, grids):
         steps,
         [
             TrackModel(grids.use_first_stage),
+            FreshStatisticsForValidation(
+                lambda epoch: stream.image_epoch(
+                    train_images, config.batch_size, config.seed + 1, epoch, 0
+                ),
+                seed=config.seed,
+            ),
             # The last epoch's grids follow the BatchNorm recalibration.
             ImageGrids("stage1", grids.write, run.grid_every, last_epoch=None),
         ],
