@@ -14,6 +14,7 @@ from fid_helpers import needs_wheel
 from test_metrics import tiny_extractor
 
 import vae_balance
+from vae_balance.cli import evaluate as evaluate_commands
 from vae_balance.evaluation import protocol as evaluation
 from vae_balance.fid.feature_cache import FeatureCache, images_sha256, weights_sha256
 from vae_balance.fid.inception import get_feature_extractor
@@ -211,7 +212,7 @@ def test_cli_flags_of_evaluate_and_their_defaults():
     import argparse
 
     parser = argparse.ArgumentParser()
-    evaluation.add_subcommands(parser.add_subparsers(dest="command"))
+    evaluate_commands.add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["evaluate", "runs/x"])
     assert (args.gmm_components, args.nll_images, args.nll_samples) == (10, 1000, 100)
     assert (args.no_nll, args.feature_cache, args.interpolation_pairs) == (

@@ -11,8 +11,8 @@ import pytest
 
 from vae_balance import files
 from vae_balance.training import checkpoints
-from vae_balance.training.checkpoints import CheckpointWarning, Position
-from vae_balance.workdir import Workdir, WorkdirError
+from vae_balance.training.checkpoints import CheckpointWarning
+from vae_balance.workdir import Position, Workdir, WorkdirError, list_checkpoints
 
 
 def _trained(make_vae, images, steps):
@@ -93,7 +93,7 @@ def test_truncated_and_flipped_checkpoints_are_set_aside_for_the_previous(
     kept = sorted(os.listdir(run.checkpoint_dir))
     assert sum(".keras.corrupt-" in n for n in kept) == 2
     assert sum(".corrupt-" in n for n in kept) == 4  # models and records
-    assert checkpoints.list_checkpoints(run.checkpoint_dir, "stage1") == [oldest]
+    assert list_checkpoints(run.checkpoint_dir, "stage1") == [oldest]
 
 
 def test_a_checkpoint_that_does_not_load_is_set_aside_and_none_left_stops(

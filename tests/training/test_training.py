@@ -19,6 +19,7 @@ import pytest
 
 from vae_balance.config import get_preset
 from vae_balance.training import job as training
+from vae_balance.workdir import Workdir, list_checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -127,7 +128,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
         test_images=x[:8],
         verbose=0,
     )
-    good = training.latest_checkpoint(workdir, "stage1")
+    good = _latest_checkpoint(workdir, "stage1")
     assert good[1] == 1
     # An absurd learning rate makes the loss overflow during epoch 2.
     with pytest.raises(training.TrainingDiverged, match=r"non-finite loss at step"):
@@ -138,7 +139,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
             test_images=x[:8],
             verbose=0,
         )
-    assert training.latest_checkpoint(workdir, "stage1") == good
+    assert _latest_checkpoint(workdir, "stage1") == good
     # A gentler rerun resumes from the kept checkpoint and finishes.
     result = training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
     assert np.isfinite(result.stage1_logs["loss"])
@@ -165,13 +166,13 @@ def test_sigkill_after_an_epoch_resumes_from_the_next_epoch(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen([sys.executable, str(script), workdir], env=env)
     deadline = time.time() + 300
-    while training.latest_checkpoint(workdir, "stage1") is None:
+    while _latest_checkpoint(workdir, "stage1") is None:
         assert process.poll() is None, "training ended before its first epoch"
         assert time.time() < deadline
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    path, epochs_done = training.latest_checkpoint(workdir, "stage1")
+    path, epochs_done = _latest_checkpoint(workdir, "stage1")
     assert epochs_done < 3
     killed = keras.saving.load_model(path)
     steps_per_epoch = 4000 // 8
@@ -232,7 +233,7 @@ def test_the_job_records_its_batchnorm_recalibration(finished_run):
         record = json.load(f)["stage1"]
     assert record["images"] == 64 and record["batches"] == 8  # one pass, batch 8
     assert training.is_recalibrated(workdir, os.path.join(workdir, "stage1.keras"))
-    checkpoint = training.latest_checkpoint(workdir, "stage1")[0]
+    checkpoint = _latest_checkpoint(workdir, "stage1")[0]
     assert not training.is_recalibrated(workdir, checkpoint)
 
 
@@ -285,3 +286,9 @@ def test_export_recalibrates_a_checkpoint_or_says_what_it_needs(
         )
         == 0
     )
+
+
+def _latest_checkpoint(workdir, stage):
+    """``(path, epochs_done)`` of a stage's newest checkpoint, or None."""
+    found = list_checkpoints(Workdir(workdir).checkpoint_dir, stage)
+    return (found[-1].path, found[-1].position.epoch) if found else None

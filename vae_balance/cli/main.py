@@ -3,8 +3,7 @@
 This module holds the parser, ``train`` and its flags (shared with the
 top-level scripts); ``sample`` and ``export`` are in
 `vae_balance.cli.sample`, ``fid`` and ``evaluate`` in
-`vae_balance.evaluation.protocol` (``run_sample`` and ``run_export`` stay importable
-from here).
+`vae_balance.cli.evaluate`.
 """
 
 import argparse
@@ -14,11 +13,10 @@ import os
 import shlex
 import sys
 
+from vae_balance.cli import evaluate as evaluation_commands
 from vae_balance.cli import sample as sampler_commands
-from vae_balance.cli.sample import run_export, run_sample  # noqa: F401
 from vae_balance.config import PRESETS, get_preset
 from vae_balance.datasets import registry
-from vae_balance.evaluation import protocol as evaluation
 from vae_balance.model.distribute import PRECISIONS, STRATEGIES
 from vae_balance.model.vae import BALANCES
 from vae_balance.training import job as training
@@ -294,7 +292,7 @@ def build_parser():
     add_train_arguments(train)
     train.set_defaults(func=run_train)
     sampler_commands.add_subcommands(subparsers)
-    evaluation.add_subcommands(subparsers)
+    evaluation_commands.add_subcommands(subparsers)
     return parser
 
 

@@ -38,10 +38,8 @@ its single file in place. The `Checkpointer` callback below keeps its idea
 (a callback writing every N batches and at epoch ends) and adds the rest.
 """
 
-import dataclasses
 import datetime
 import glob
-import json
 import math
 import os
 import shutil
@@ -57,11 +55,13 @@ from vae_balance.files import sha256, write_json
 from vae_balance.model import _keras_compat
 from vae_balance.training.preemption import TrainingInterrupted
 from vae_balance.workdir import (
+    Checkpoint,
+    Position,
     SaveError,
     Workdir,
     WorkdirError,
     describe_os_error,
-    find_checkpoints,
+    list_checkpoints,
     load_checkpoint,
     truncate_csv,
 )
@@ -71,59 +71,6 @@ RECORD_FORMAT = 1
 
 class CheckpointWarning(UserWarning):
     """A checkpoint failed its checksum or did not load and was set aside."""
-
-
-@dataclasses.dataclass(frozen=True, order=True)
-class Position:
-    """Where a stage is: ``epoch`` epochs done, then ``step`` steps of the next."""
-
-    epoch: int
-    step: int = 0
-
-    def global_step(self, steps_per_epoch):
-        """Optimizer steps done: ``epoch * steps_per_epoch + step``."""
-        return self.epoch * steps_per_epoch + self.step
-
-    def name(self, stage):
-        """The checkpoint's file name without extension."""
-        name = f"{stage}-epoch{self.epoch:04d}"
-        return f"{name}-step{self.step:06d}" if self.step else name
-
-    def describe(self, steps_per_epoch=None):
-        if not self.step:
-            return f"epoch {self.epoch}"
-        of = f"/{steps_per_epoch}" if steps_per_epoch else ""
-        return f"epoch {self.epoch} + step {self.step}{of}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """One checkpoint on disk: its model file, record file and position."""
-
-    path: str
-    position: Position
-
-    @property
-    def record_path(self):
-        return self.path[: -len(".keras")] + ".json"
-
-    def read_record(self):
-        """The record dict, or None for a checkpoint of an earlier version."""
-        if not os.path.exists(self.record_path):
-            return None
-        with open(self.record_path) as f:
-            return json.load(f)
-
-
-def list_checkpoints(checkpoint_dir, stage):
-    """The complete checkpoints of a stage, oldest first.
-
-    Temporary files, set-aside files and records without a model never count.
-    """
-    return [
-        Checkpoint(path, Position(epoch, step))
-        for epoch, step, path in find_checkpoints(checkpoint_dir, stage)
-    ]
 
 
 # ------------------------------------------------------------------ write
@@ -583,14 +530,11 @@ class RestoreMetrics(keras.callbacks.Callback):
 
 
 __all__ = [
-    "Checkpoint",
     "CheckpointWarning",
     "Checkpointer",
     "EpochCheckpoint",
-    "Position",
     "RestoreMetrics",
     "clear_logs",
-    "list_checkpoints",
     "restore_logs",
     "restore_newest",
     "set_aside",

@@ -22,7 +22,7 @@ and keeps the last complete checkpoint; a NaN or Inf loss raises
 `TrainingDiverged`, also keeping it; a second run on a busy work directory,
 or one made with another configuration, raises `WorkdirError`.
 
-`latest_checkpoint`, `load_checkpoint`, `save_model_atomic`, `is_recalibrated`,
+`load_checkpoint`, `save_model_atomic`, `is_recalibrated`,
 `WorkdirLock`, `WorkdirError`, `SaveError` (from `vae_balance.workdir`) and
 `EpochCheckpoint`, `StepHistory`, `ImageGrids`, `staircase` (from
 `vae_balance.training.callbacks`) stay importable from here.
@@ -54,14 +54,13 @@ from vae_balance.training.callbacks import (
     TrackModel,
     staircase,
 )
+from vae_balance.training.options import DEFAULT_CHECKPOINT_MINUTES, RunOptions
 from vae_balance.training.preemption import StopRequests, TrainingInterrupted
 from vae_balance.training.stages import (
     StageSpec,
     TrainingDiverged,
     finish_first_stage,
     fit_stage,
-    recalibrate_and_measure,
-    recalibration_batches,
 )
 from vae_balance.workdir import (
     RESUMABLE_FIELDS,
@@ -74,7 +73,7 @@ from vae_balance.workdir import (
     describe_os_error,
     is_disk_full,
     is_recalibrated,
-    latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     save_model_atomic,
 )
@@ -95,16 +94,13 @@ __all__ = [
     "WorkdirError",
     "WorkdirLock",
     "is_recalibrated",
-    "latest_checkpoint",
     "load_checkpoint",
-    "recalibrate_loaded_stage1",
     "save_model_atomic",
     "staircase",
     "train",
 ]
 
 NUM_TEST_IMAGES = 1000  # test images for the validation loss and grids
-DEFAULT_CHECKPOINT_MINUTES = 10.0  # a killed run loses at most this much
 
 
 @dataclasses.dataclass
@@ -116,35 +112,6 @@ class RunResult:
     stage1_logs: dict
     stage2_logs: dict
     seconds: float
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class RunOptions:
-    """The options of one `train` call, resolved (see `train` for each).
-
-    ``strategy`` is a `tf.distribute.Strategy` (never None or a name) and
-    ``start`` the ``time.time()`` at which the job started.
-    """
-
-    config: VAEConfig
-    workdir: Workdir
-    strategy: tf.distribute.Strategy
-    start: float
-    train_data: object = None
-    test_images: object = None
-    data_dir: str | None = None
-    limit: int | None = None
-    verbose: object = "auto"
-    grid_every: int = 5
-    jit_compile: bool = False
-    num_grid_images: int = 64
-    skip_bad: bool = False
-    recalibrate_bn: bool = True
-    recalibrate_batches: int = batchnorm.DEFAULT_NUM_BATCHES
-    checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES
-    checkpoint_steps: int | None = None
-    snapshot_every: int | None = None
-    stops: StopRequests | None = None
 
 
 def _first_stage_spec(config):
@@ -446,7 +413,7 @@ def _latent_codes(run, encoder, train_images):
     Read back from ``latents.npz`` while stage 2 has checkpoints made on them.
     """
     path = run.workdir.latents_path
-    if os.path.exists(path) and run.workdir.latest_checkpoint("stage2"):
+    if os.path.exists(path) and list_checkpoints(run.workdir.checkpoint_dir, "stage2"):
         with np.load(path) as f:
             return f["z_mean"], f["z_log_sigma"]
     print("[latents] encoding the training set with the frozen encoder")
@@ -494,28 +461,7 @@ def _export(run, stages, first_logs, second_logs):
     return RunResult(run.workdir.root, sampler_path, first_logs, second_logs, seconds)
 
 
-# ------------------------------------------------------- data, loaded stage
-def recalibrate_loaded_stage1(
-    vae, config, data_dir=None, num_batches=batchnorm.DEFAULT_NUM_BATCHES
-):
-    """Recomputes a loaded stage 1's BatchNorm statistics from its training data.
-
-    For a stage-1 model read from a checkpoint (an interrupted run) or from
-    an older version's run, before it is exported: the first
-    ``num_batches * batch_size`` training images of ``config.dataset``,
-    shuffled. Nothing in the work directory is changed.
-
-    Returns:
-        ``(val_mse_before, val_mse_after, info)`` on the test split's first
-        1,000 images (inference mode), or None values when it has none.
-    """
-    train, test = _load_data(
-        config, None, None, data_dir, num_batches * config.batch_size
-    )
-    batches = recalibration_batches(train, config)
-    return recalibrate_and_measure(vae, batches, test, config, num_batches)
-
-
+# ------------------------------------------------------------------ data
 def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
     """(unbatched train dataset, NumPy test images) from arguments or files."""
     if train_data is None:

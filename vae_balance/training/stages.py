@@ -7,7 +7,7 @@ fits it one epoch at a time with the job's callbacks (`vae_balance.training.call
 loss, and saves ``<stage>.keras``. `finish_first_stage` then recomputes
 stage 1's BatchNorm statistics (once, recorded in ``batchnorm.json``). What
 differs between the two stages is a `StageSpec`; the job's options are a
-`vae_balance.training.job.RunOptions`.
+`vae_balance.training.options.RunOptions`.
 """
 
 import contextlib
@@ -17,11 +17,15 @@ from collections.abc import Callable
 
 import keras
 
-from vae_balance.datasets import pipeline
 from vae_balance.model import batchnorm
 from vae_balance.training import checkpoints
 from vae_balance.training.callbacks import StepHistory, TensorBoardScalars, staircase
-from vae_balance.workdir import load_checkpoint, save_model_atomic
+from vae_balance.workdir import (
+    Position,
+    list_checkpoints,
+    load_checkpoint,
+    save_model_atomic,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,7 +63,7 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
     uninterrupted run would. Checkpoints: `vae_balance.training.checkpoints`.
 
     Args:
-        run: the job's `vae_balance.training.job.RunOptions` (its config,
+        run: the job's `vae_balance.training.options.RunOptions` (its config,
             workdir, strategy, verbose, jit_compile, stops and checkpoint
             interval are read).
         spec: the `StageSpec` of the stage.
@@ -82,7 +86,7 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
     model, checkpoint, finished = _resume_or_build(run, spec, steps_per_epoch)
     if finished:
         return model, {}
-    position = checkpoint.position if checkpoint else checkpoints.Position(0)
+    position = checkpoint.position if checkpoint else Position(0)
     if position.epoch >= spec.epochs:  # a rerun with fewer --epochs
         save_model_atomic(model, workdir.stage_path(stage))
         return model, {}
@@ -136,8 +140,8 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
         guard.flush()
         scalars.close()
     if guard.diverged:
-        found = workdir.latest_checkpoint(stage)
-        where = found[0] if found else "none yet (the run restarts from scratch)"
+        found = list_checkpoints(workdir.checkpoint_dir, stage)
+        where = found[-1].path if found else "none yet (the run restarts from scratch)"
         raise TrainingDiverged(
             f"{guard.diverged}. The last good checkpoint is kept: {where}. "
             "Run the same command again to resume from it, e.g. with a lower "
@@ -181,8 +185,8 @@ def _resume_or_build(run, spec, steps_per_epoch):
     model (None), inside the strategy's scope."""
     workdir, stage = run.workdir, spec.name
     final_path = workdir.stage_path(stage)
-    found = checkpoints.list_checkpoints(workdir.checkpoint_dir, stage)
-    done = checkpoints.Position(spec.epochs)
+    found = list_checkpoints(workdir.checkpoint_dir, stage)
+    done = Position(spec.epochs)
     with run.strategy.scope():
         if found and found[-1].position >= done and os.path.exists(final_path):
             # The finished stage (its BatchNorm statistics recomputed).
@@ -219,7 +223,7 @@ def finish_first_stage(run, first_stage, train_images, test_images):
         True when the statistics were recomputed (stage 1 changed).
     """
     config = run.config
-    batches = recalibration_batches(train_images, config)
+    batches = batchnorm.recalibration_batches(train_images, config)
     layers = batchnorm.batchnorm_layers(first_stage.encoder)
     if not layers + batchnorm.batchnorm_layers(first_stage.decoder):
         return False
@@ -239,33 +243,9 @@ def finish_first_stage(run, first_stage, train_images, test_images):
     return recalibrated
 
 
-def recalibrate_and_measure(first_stage, batches, images, config, num_batches):
-    """`batchnorm.recalibrate_batchnorm` between two validation measurements.
-
-    The one recipe of the job and of ``export``: ``batches`` from
-    `recalibration_batches`, the inference-mode reconstruction MSE of
-    ``images`` before and after.
-
-    Returns:
-        ``(val_mse_before, val_mse_after, info)``.
-    """
-    batch_size = config.batch_size
-    before = batchnorm.reconstruction_mse(first_stage, images, False, batch_size)
-    info = batchnorm.recalibrate_batchnorm(
-        first_stage, batches, num_batches, batch_size, seed=config.seed
-    )
-    after = batchnorm.reconstruction_mse(first_stage, images, False, batch_size)
-    return before, after, info
-
-
-def recalibration_batches(train_images, config):
-    """Shuffled training batches for the recalibration (their own seed)."""
-    return pipeline.make_train_dataset(train_images, config.batch_size, config.seed + 1)
-
-
 def _recalibrate_first_stage(run, first_stage, batches, images):
     """Recomputes the statistics, saves ``stage1.keras`` and records it."""
-    before, after, info = recalibrate_and_measure(
+    before, after, info = batchnorm.recalibrate_and_measure(
         first_stage, batches, images, run.config, run.recalibrate_batches
     )
     print(
