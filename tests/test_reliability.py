@@ -41,7 +41,13 @@ from vae_balance.export import savedmodel
 from vae_balance.model import distribute
 from vae_balance.model.vae import BALANCES, BalancedVAE
 from vae_balance.training import job as training
-from vae_balance.workdir import Workdir, list_checkpoints
+from vae_balance.workdir import (
+    SaveError,
+    Workdir,
+    WorkdirError,
+    list_checkpoints,
+    load_checkpoint,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
@@ -287,7 +293,7 @@ def test_a_learning_rate_rerun_resumes_from_the_kept_checkpoint(kill_scenario):
         assert json.load(f)["learning_rate"] == 5e-4
     rows = list_checkpoints(Workdir(workdir).checkpoint_dir, "stage1")
     assert [checkpoint.position.epoch for checkpoint in rows] == [1, 2]
-    final = training.load_checkpoint(os.path.join(workdir, "stage1.keras"))
+    final = load_checkpoint(os.path.join(workdir, "stage1.keras"))
     assert int(final.optimizer.iterations) == 2 * steps
     with open(os.path.join(workdir, "steps_stage1.csv")) as f:
         logged = [int(line.split(",")[0]) for line in f.readlines()[1:]]
@@ -346,7 +352,7 @@ def test_a_full_disk_elsewhere_in_a_run_is_a_save_error(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "x/curves.png")
 
     monkeypatch.setattr(training, "_run", full)
-    with pytest.raises(training.SaveError, match="x/curves.png.*no space left"):
+    with pytest.raises(SaveError, match="x/curves.png.*no space left"):
         training.train("tiny", str(tmp_path))
 
 
@@ -415,7 +421,7 @@ def test_a_checkpoint_with_a_lambda_layer_is_refused_on_resume(tmp_path):
     vae.save(path)
     marker.unlink()
     images = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
-    with pytest.raises(training.WorkdirError) as error:
+    with pytest.raises(WorkdirError) as error:
         training.train("tiny", str(workdir), train_data=images, test_images=images)
     message = str(error.value)
     assert f"Cannot load {path}" in message
@@ -533,7 +539,7 @@ def test_cli_passes_strategy_precision_and_skip_bad_to_train(monkeypatch):
 
     def train(config, workdir, **kwargs):
         seen.update(kwargs, config=config)
-        raise training.WorkdirError("stop here")
+        raise WorkdirError("stop here")
 
     monkeypatch.setattr(training, "train", train)
     code, _ = _cli(

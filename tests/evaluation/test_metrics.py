@@ -11,6 +11,7 @@ import vae_balance
 from vae_balance.cli import evaluate as evaluate_commands
 from vae_balance.evaluation import image_sets, metrics
 from vae_balance.evaluation import protocol as evaluation
+from vae_balance.workdir import save_model_atomic
 
 
 def random_covariance(rng, d):
@@ -220,8 +221,6 @@ def test_fid_from_sources_rejects_out_of_range_floats(tmp_path):
 def tiny_workdir(tmp_path_factory):
     """A trained "tiny" two-stage run laid out like a training work directory
     (without the sampler SavedModel, which evaluation does not read)."""
-    from vae_balance.training import job as training
-
     workdir = tmp_path_factory.mktemp("run")
     rng = np.random.default_rng(10)
     train_images = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
@@ -239,8 +238,8 @@ def tiny_workdir(tmp_path_factory):
         shuffle=False,  # the dataset reshuffles itself
         verbose=0,
     )
-    training.save_model_atomic(vae, os.path.join(workdir, "stage1.keras"))
-    training.save_model_atomic(vae2, os.path.join(workdir, "stage2.keras"))
+    save_model_atomic(vae, os.path.join(workdir, "stage1.keras"))
+    save_model_atomic(vae2, os.path.join(workdir, "stage2.keras"))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config.to_dict(), f)
     return workdir

@@ -19,7 +19,13 @@ import pytest
 
 from vae_balance.config import get_preset
 from vae_balance.training import job as training
-from vae_balance.workdir import Workdir, list_checkpoints
+from vae_balance.training.stages import TrainingDiverged
+from vae_balance.workdir import (
+    Workdir,
+    WorkdirError,
+    is_recalibrated,
+    list_checkpoints,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -108,7 +114,7 @@ def test_a_finished_run_resumes_to_a_no_op(finished_run):
 def test_other_preset_workdir_is_refused(finished_run, tmp_path):
     config, workdir, _ = finished_run
     other = get_preset("tiny", latent_dim=3)
-    with pytest.raises(training.WorkdirError, match="latent_dim: 4 -> 3"):
+    with pytest.raises(WorkdirError, match="latent_dim: 4 -> 3"):
         training.train(
             other, workdir, train_data=_images(64), test_images=_images(16), verbose=0
         )
@@ -131,7 +137,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
     good = _latest_checkpoint(workdir, "stage1")
     assert good[1] == 1
     # An absurd learning rate makes the loss overflow during epoch 2.
-    with pytest.raises(training.TrainingDiverged, match=r"non-finite loss at step"):
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step"):
         training.train(
             get_preset(config, learning_rate=1e30),
             workdir,
@@ -232,9 +238,9 @@ def test_the_job_records_its_batchnorm_recalibration(finished_run):
     with open(os.path.join(workdir, "batchnorm.json")) as f:
         record = json.load(f)["stage1"]
     assert record["images"] == 64 and record["batches"] == 8  # one pass, batch 8
-    assert training.is_recalibrated(workdir, os.path.join(workdir, "stage1.keras"))
+    assert is_recalibrated(workdir, os.path.join(workdir, "stage1.keras"))
     checkpoint = _latest_checkpoint(workdir, "stage1")[0]
-    assert not training.is_recalibrated(workdir, checkpoint)
+    assert not is_recalibrated(workdir, checkpoint)
 
 
 def test_a_resumed_run_recalibrates_only_a_stage_1_that_was_not(tmp_path):
@@ -252,7 +258,7 @@ def test_a_resumed_run_recalibrates_only_a_stage_1_that_was_not(tmp_path):
     # A run of an older version (no record): recalibrated, stage 2 retrained.
     os.remove(os.path.join(workdir, "batchnorm.json"))
     training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
-    assert training.is_recalibrated(workdir, stage1)
+    assert is_recalibrated(workdir, stage1)
     assert os.path.getmtime(os.path.join(workdir, "stage2.keras")) > stage2_time
 
 

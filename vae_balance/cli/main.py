@@ -20,6 +20,9 @@ from vae_balance.datasets import registry
 from vae_balance.model.distribute import PRECISIONS, STRATEGIES
 from vae_balance.model.vae import BALANCES
 from vae_balance.training import job as training
+from vae_balance.training.options import DEFAULT_CHECKPOINT_MINUTES
+from vae_balance.training.preemption import TrainingInterrupted
+from vae_balance.training.stages import TrainingDiverged
 from vae_balance.workdir import WorkdirError
 
 # --smoke: the same preset's data and image size, narrow networks, one epoch
@@ -107,7 +110,7 @@ def _add_job_arguments(parser):
     parser.add_argument(
         "--checkpoint-minutes",
         type=float,
-        default=training.DEFAULT_CHECKPOINT_MINUTES,
+        default=DEFAULT_CHECKPOINT_MINUTES,
         help="write a step checkpoint inside an epoch every M minutes (default "
         "%(default)g; 0 = only at epoch ends): a killed run loses at most this",
     )
@@ -249,13 +252,13 @@ def run_train(args):
             checkpoint_steps=args.checkpoint_steps,
             snapshot_every=args.snapshot_every,
         )
-    except training.TrainingInterrupted as stop:
+    except TrainingInterrupted as stop:
         print(f"\n[stop] {stop}", flush=True)
         print(f"[stop] to resume, run the same command:\n  {resume_command()}")
         sys.stdout.flush()
         raise SystemExit(stop.exit_status) from None
     except (
-        training.TrainingDiverged,
+        TrainingDiverged,
         WorkdirError,  # and SaveError (disk full)
         registry.DataError,
         registry.DatasetNotFoundError,

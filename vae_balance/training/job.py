@@ -21,11 +21,6 @@ deletes the temporaries. A write that fails (a full disk) raises `SaveError`
 and keeps the last complete checkpoint; a NaN or Inf loss raises
 `TrainingDiverged`, also keeping it; a second run on a busy work directory,
 or one made with another configuration, raises `WorkdirError`.
-
-`load_checkpoint`, `save_model_atomic`, `is_recalibrated`,
-`WorkdirLock`, `WorkdirError`, `SaveError` (from `vae_balance.workdir`) and
-`EpochCheckpoint`, `StepHistory`, `ImageGrids`, `staircase` (from
-`vae_balance.training.callbacks`) stay importable from here.
 """
 
 import contextlib
@@ -47,58 +42,28 @@ from vae_balance.model import batchnorm, distribute
 from vae_balance.model.builders import build_second_stage, build_vae
 from vae_balance.sampling.two_stage import encode_dataset
 from vae_balance.training.callbacks import (
-    EpochCheckpoint,
     GridWriter,
     ImageGrids,
-    StepHistory,
     TrackModel,
-    staircase,
 )
 from vae_balance.training.options import DEFAULT_CHECKPOINT_MINUTES, RunOptions
-from vae_balance.training.preemption import StopRequests, TrainingInterrupted
+from vae_balance.training.preemption import StopRequests
 from vae_balance.training.stages import (
     StageSpec,
-    TrainingDiverged,
     finish_first_stage,
     fit_stage,
 )
 from vae_balance.workdir import (
-    RESUMABLE_FIELDS,
-    STAGES,
     SaveError,
     Workdir,
-    WorkdirError,
     WorkdirLock,
     atomic_write,
     describe_os_error,
     is_disk_full,
-    is_recalibrated,
     list_checkpoints,
-    load_checkpoint,
-    save_model_atomic,
 )
 
-__all__ = [
-    "NUM_TEST_IMAGES",
-    "RESUMABLE_FIELDS",
-    "STAGES",
-    "EpochCheckpoint",
-    "ImageGrids",
-    "RunOptions",
-    "RunResult",
-    "SaveError",
-    "StageSpec",
-    "StepHistory",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "WorkdirError",
-    "WorkdirLock",
-    "is_recalibrated",
-    "load_checkpoint",
-    "save_model_atomic",
-    "staircase",
-    "train",
-]
+__all__ = ["NUM_TEST_IMAGES", "RunResult", "reproducible_graphs", "train"]
 
 NUM_TEST_IMAGES = 1000  # test images for the validation loss and grids
 

@@ -3,7 +3,7 @@
 `fit_stage` resumes a stage from its newest verified checkpoint, at the
 step it was written (or loads the finished stage, or builds a new model),
 fits it one epoch at a time with the job's callbacks (`vae_balance.training.callbacks`,
-`vae_balance.training.checkpoints`), stops with `TrainingDiverged` on a NaN or Inf
+`vae_balance.training.checkpointer`), stops with `TrainingDiverged` on a NaN or Inf
 loss, and saves ``<stage>.keras``. `finish_first_stage` then recomputes
 stage 1's BatchNorm statistics (once, recorded in ``batchnorm.json``). What
 differs between the two stages is a `StageSpec`; the job's options are a
@@ -20,6 +20,7 @@ import keras
 from vae_balance.model import batchnorm
 from vae_balance.training import checkpoints
 from vae_balance.training.callbacks import StepHistory, TensorBoardScalars, staircase
+from vae_balance.training.checkpointer import Checkpointer, RestoreMetrics
 from vae_balance.workdir import (
     Position,
     list_checkpoints,
@@ -91,9 +92,9 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
         save_model_atomic(model, workdir.stage_path(stage))
         return model, {}
     guard = StepHistory(workdir.steps_csv(stage), stage, steps_per_epoch)
-    restore = checkpoints.RestoreMetrics()
+    restore = RestoreMetrics()
     restore.checkpoint = checkpoint if position.step else None
-    checkpointer = checkpoints.Checkpointer(
+    checkpointer = Checkpointer(
         workdir,
         stage,
         steps_per_epoch,
