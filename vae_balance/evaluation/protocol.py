@@ -56,7 +56,7 @@ INTERPOLATION_STEPS = 10
 
 
 # -------------------------------------------------------------- workdir
-# Long only by its documented arguments; the body is a sequence of named steps.
+# Long only by its documented arguments; the body reads as named steps.
 def evaluate_workdir(
     workdir,
     test_images=None,
@@ -112,13 +112,8 @@ def evaluate_workdir(
     """
     start = time.time()
     run = load_run(workdir)
-    workdir, config, pad = run.workdir, run.config, run.pad
-    first_stage, second_stage = run.stages
-    image_shape = tuple(int(d) for d in first_stage.encoder.inputs[0].shape[1:])
-    if test_images is None:
-        wanted = max(num_images, nll_images or 0)
-        test_images = _load_test_images(config, wanted, data_dir)
-    test_images = _fit_test_images(test_images, image_shape, pad)
+    wanted = max(num_images, nll_images or 0)
+    test_images = _test_images(run, test_images, wanted, data_dir)
     real = test_images[:num_images]
     if len(real) < 2:
         raise ValueError(f"Need at least 2 test images, got {len(real)}.")
@@ -128,43 +123,75 @@ def evaluate_workdir(
     # The job recomputes stage 1's BatchNorm statistics; a run that skipped
     # it (--no-recalibrate-bn, an older version) is flagged here.
     bn_check = batchnorm.check_batchnorm(
-        first_stage, x[:1000], batch_size, what=workdir.stage_path("stage1")
+        run.first_stage, x[:1000], batch_size, what=run.paths[0]
     )
-    gmm, gmm_report = _mixture(workdir, gmm_components, seed, verbose)
-    samplers = build_samplers(first_stage, second_stage, gmm)
-    sets = _generate_sets(
-        first_stage, second_stage, samplers, x, batch_size, np.random.default_rng(seed)
-    )
+    gmm, gmm_report = _mixture(run.workdir, gmm_components, seed, verbose)
+    samplers = build_samplers(run.first_stage, run.second_stage, gmm)
+    rng = np.random.default_rng(seed)
+    sets = _generate_sets(*run.stages, samplers, x, batch_size, rng)
     features = FeatureCache(
-        workdir.features_dir if cache else None,
+        run.workdir.features_dir if cache else None,
         feature_extractor,
         shared_feature_cache,
     )
     labels = {**LABELS, **{name: s.label for name, s in samplers.items()}}
     scores = score_image_sets(
-        real, sets, labels, features, pad, batch_size, seed, verbose
+        real, sets, labels, features, run.pad, batch_size, seed, verbose
     )
     nll = _likelihood(
-        workdir,
-        first_stage,
+        run.workdir,
+        run.first_stage,
         test_images[:nll_images],
         nll_samples,
         seed,
-        pad,
+        run.pad,
         features,
         verbose,
     )
     grid = _interpolations(
-        workdir, first_stage, test_images, interpolation_pairs, pad, batch_size
+        run.workdir,
+        run.first_stage,
+        test_images,
+        interpolation_pairs,
+        run.pad,
+        batch_size,
     )
     results = {
-        **_description(workdir, config, real, seed, feature_extractor, pad),
-        "protocol": _protocol(real, pad, features, seed, nll),
+        **_description(run.workdir, run.config, real, seed, feature_extractor, run.pad),
+        "protocol": _protocol(real, run.pad, features, seed, nll),
+        **_score_entries(scores, labels, gmm_report),
+        **_likelihood_entries(nll),
+        **_set_entries(sets, bn_check),
+        "interpolations": grid,
+        "cache": {"computed": features.computed, "reused": features.reused},
+        "seconds": round(time.time() - start, 1),
+    }
+    _write_reports(run.workdir, results)
+    return results
+
+
+def _test_images(run, test_images, num_images, data_dir):
+    """The test images at the network's shape: ``test_images`` (padded when
+    given at the native size), else the first ``num_images`` of the split."""
+    if test_images is None:
+        test_images = _load_test_images(run.config, num_images, data_dir)
+    image_shape = tuple(int(d) for d in run.first_stage.encoder.inputs[0].shape[1:])
+    return _fit_test_images(test_images, image_shape, run.pad)
+
+
+def _score_entries(scores, labels, gmm_report):
+    """The FID summary, each set's scores, their labels and the GMM's fit."""
+    return {
         "fid": {name: score["fid"] for name, score in scores.items()},
         **{name: scores.get(name) for name in SETS},
         "labels": {name: labels[name] for name in scores},
         "gmm_fit": gmm_report,
-        **_likelihood_entries(nll),
+    }
+
+
+def _set_entries(sets, bn_check):
+    """The reconstruction MSE, BatchNorm check and latent-space reports."""
+    return {
         # gen2_adjusted: latent.adjust_latents, each latent rescaled to
         # variance 1 over the generated set.
         "adjust_target_variance": 1.0,
@@ -174,12 +201,7 @@ def evaluate_workdir(
         # moving statistics match the weights.
         "batchnorm_check": dict(zip(("inference_mse", "training_mse"), bn_check)),
         **_latent_reports(sets),
-        "interpolations": grid,
-        "cache": {"computed": features.computed, "reused": features.reused},
-        "seconds": round(time.time() - start, 1),
     }
-    _write_reports(workdir, results)
-    return results
 
 
 def _load_test_images(config, num_images, data_dir):

@@ -186,11 +186,7 @@ def train(
     start = time.time()
     config = get_preset(config) if not isinstance(config, VAEConfig) else config
     _check_interval(checkpoint_minutes, checkpoint_steps)
-    if isinstance(strategy, str):
-        strategy = distribute.get_strategy(strategy)
-    strategy = strategy or tf.distribute.get_strategy()
-    if precision is not None:
-        distribute.set_precision(precision)  # before any model is built
+    strategy = _strategy_and_precision(strategy, precision)
     is_chief, task = distribute.worker_role(strategy)
     # The chief writes the run; the other workers write to a scratch copy.
     root = workdir if is_chief else _worker_scratch(workdir, task)
@@ -216,32 +212,49 @@ def train(
         snapshot_every=snapshot_every,
         stops=stops if handle_signals else None,
     )
-    os.makedirs(root, exist_ok=True)
     try:
-        with WorkdirLock(root), stops, reproducible_graphs():
-            run.workdir.check_and_write_config(
-                config,
-                allow_config_change,
-                settings={
-                    "precision": keras.config.dtype_policy().name,
-                    "limit": limit,
-                },
-            )
-            run.workdir.remove_stale_temporaries()
-            try:
-                return _run(run)
-            except OSError as error:
-                if not is_disk_full(error):
-                    raise
-                raise SaveError(
-                    f"Could not write {error.filename or 'a file'} in {root}: "
-                    f"{describe_os_error(error)}. Complete files and checkpoints "
-                    "are kept; free some space and run the same command again to "
-                    "resume."
-                ) from error
+        return _run_locked(run, stops, allow_config_change)
     finally:
         if not is_chief:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _strategy_and_precision(strategy, precision):
+    """The `tf.distribute.Strategy` of a name, an instance or None; sets the
+    global precision policy first (before any model is built)."""
+    if isinstance(strategy, str):
+        strategy = distribute.get_strategy(strategy)
+    if precision is not None:
+        distribute.set_precision(precision)
+    return strategy or tf.distribute.get_strategy()
+
+
+def _run_locked(run, stops, allow_config_change):
+    """`_run` with the work directory locked and checked, signals handled and
+    graphs reproducible; a full disk becomes a `SaveError`."""
+    root = run.workdir.root
+    os.makedirs(root, exist_ok=True)
+    with WorkdirLock(root), stops, reproducible_graphs():
+        run.workdir.check_and_write_config(
+            run.config,
+            allow_config_change,
+            settings={
+                "precision": keras.config.dtype_policy().name,
+                "limit": run.limit,
+            },
+        )
+        run.workdir.remove_stale_temporaries()
+        try:
+            return _run(run)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise SaveError(
+                f"Could not write {error.filename or 'a file'} in {root}: "
+                f"{describe_os_error(error)}. Complete files and checkpoints "
+                "are kept; free some space and run the same command again to "
+                "resume."
+            ) from error
 
 
 @contextlib.contextmanager

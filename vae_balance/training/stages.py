@@ -91,65 +91,98 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
     if position.epoch >= spec.epochs:  # a rerun with fewer --epochs
         save_model_atomic(model, workdir.stage_path(stage))
         return model, {}
-    guard = StepHistory(workdir.steps_csv(stage), stage, steps_per_epoch)
-    restore = RestoreMetrics()
-    restore.checkpoint = checkpoint if position.step else None
-    checkpointer = Checkpointer(
-        workdir,
-        stage,
-        steps_per_epoch,
-        guard,
-        stops=run.stops,
-        minutes=run.checkpoint_minutes,
-        steps=run.checkpoint_steps,
-        snapshot_every=run.snapshot_every if stage == "stage1" else None,
-        cpu_seconds=_cpu_seconds(checkpoint),
-    )
-    scalars = TensorBoardScalars(workdir.tensorboard_dir(stage))
-    job_callbacks = [
-        restore,  # first: the others see the restored epoch sums
-        keras.callbacks.LearningRateScheduler(
-            staircase(spec.learning_rate, spec.lr_epochs)
-        ),
-        guard,
-        keras.callbacks.CSVLogger(workdir.history_csv(stage), append=True),
-        scalars,
-        *callbacks,
-        checkpointer,  # last: after everything the epoch logs
-        _StopAfterEpoch(),
-    ]
-    logs = {}
+    fit = _StageCallbacks(run, spec, steps_per_epoch, checkpoint, callbacks)
     try:
         with _deferred_stops(run):
-            for epoch in range(position.epoch, spec.epochs):
-                start = position.step if epoch == position.epoch else 0
-                guard.begin_epoch(epoch, start)
-                checkpointer.begin_epoch(epoch, start)
-                history = model.fit(
-                    make_epoch(epoch, start),
-                    epochs=spec.epochs,
-                    initial_epoch=epoch,
-                    callbacks=job_callbacks,
-                    validation_data=validation_data,
-                    verbose=run.verbose,
-                    shuffle=False,  # each epoch's order is its dataset's
-                )
-                if guard.diverged:
-                    break
-                logs = {k: float(v[-1]) for k, v in history.history.items()}
+            logs = _fit_epochs(
+                run, spec, model, fit, position, make_epoch, validation_data
+            )
     finally:
-        guard.flush()
-        scalars.close()
-    if guard.diverged:
-        found = list_checkpoints(workdir.checkpoint_dir, stage)
-        where = found[-1].path if found else "none yet (the run restarts from scratch)"
-        raise TrainingDiverged(
-            f"{guard.diverged}. The last good checkpoint is kept: {where}. "
-            "Run the same command again to resume from it, e.g. with a lower "
-            "--learning-rate."
-        )
+        fit.close()
+    if fit.guard.diverged:
+        _raise_diverged(workdir, stage, fit.guard.diverged)
     save_model_atomic(model, workdir.stage_path(stage))
     return model, logs
+
+
+class _StageCallbacks:
+    """The job's callbacks of one stage around the caller's ``extra`` ones.
+
+    In order: the restored metric sums (first: the others see them), the
+    learning rate, the step history (and NaN guard), the CSV log, the
+    TensorBoard scalars, ``extra``, the checkpointer (last: after everything
+    the epoch logs) and the one-epoch stop.
+    """
+
+    def __init__(self, run, spec, steps_per_epoch, checkpoint, extra):
+        workdir, stage = run.workdir, spec.name
+        position = checkpoint.position if checkpoint else Position(0)
+        self.guard = StepHistory(workdir.steps_csv(stage), stage, steps_per_epoch)
+        restore = RestoreMetrics()
+        restore.checkpoint = checkpoint if position.step else None
+        self.checkpointer = Checkpointer(
+            workdir,
+            stage,
+            steps_per_epoch,
+            self.guard,
+            stops=run.stops,
+            minutes=run.checkpoint_minutes,
+            steps=run.checkpoint_steps,
+            snapshot_every=run.snapshot_every if stage == "stage1" else None,
+            cpu_seconds=_cpu_seconds(checkpoint),
+        )
+        self.scalars = TensorBoardScalars(workdir.tensorboard_dir(stage))
+        self.callbacks = [
+            restore,
+            keras.callbacks.LearningRateScheduler(
+                staircase(spec.learning_rate, spec.lr_epochs)
+            ),
+            self.guard,
+            keras.callbacks.CSVLogger(workdir.history_csv(stage), append=True),
+            self.scalars,
+            *extra,
+            self.checkpointer,
+            _StopAfterEpoch(),
+        ]
+
+    def begin_epoch(self, epoch, start_step):
+        self.guard.begin_epoch(epoch, start_step)
+        self.checkpointer.begin_epoch(epoch, start_step)
+
+    def close(self):
+        self.guard.flush()
+        self.scalars.close()
+
+
+def _fit_epochs(run, spec, model, fit, position, make_epoch, validation_data):
+    """One ``model.fit`` per epoch from ``position``; the last epoch's logs
+    (``{}`` when the guard stopped the first)."""
+    logs = {}
+    for epoch in range(position.epoch, spec.epochs):
+        start = position.step if epoch == position.epoch else 0
+        fit.begin_epoch(epoch, start)
+        history = model.fit(
+            make_epoch(epoch, start),
+            epochs=spec.epochs,
+            initial_epoch=epoch,
+            callbacks=fit.callbacks,
+            validation_data=validation_data,
+            verbose=run.verbose,
+            shuffle=False,  # each epoch's order is its dataset's
+        )
+        if fit.guard.diverged:
+            break
+        logs = {k: float(v[-1]) for k, v in history.history.items()}
+    return logs
+
+
+def _raise_diverged(workdir, stage, reason):
+    found = list_checkpoints(workdir.checkpoint_dir, stage)
+    where = found[-1].path if found else "none yet (the run restarts from scratch)"
+    raise TrainingDiverged(
+        f"{reason}. The last good checkpoint is kept: {where}. Run the same "
+        "command again to resume from it, e.g. with a lower --learning-rate."
+    )
 
 
 def _cpu_seconds(checkpoint):
