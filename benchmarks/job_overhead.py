@@ -32,7 +32,8 @@ import tensorflow as tf
 from vae_balance import build_vae
 from vae_balance.config import get_preset
 from vae_balance.datasets.pipeline import make_train_dataset
-from vae_balance.training import job as training
+from vae_balance.training.callbacks import StepHistory, staircase
+from vae_balance.training.checkpointer import EpochCheckpoint
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -89,10 +90,10 @@ def main():
 
     workdir = tempfile.mkdtemp()
     callbacks = [
-        keras.callbacks.LearningRateScheduler(training.staircase(1e-3, 2)),
-        training.StepHistory(os.path.join(workdir, "steps.csv"), "stage1", steps),
+        keras.callbacks.LearningRateScheduler(staircase(1e-3, 2)),
+        StepHistory(os.path.join(workdir, "steps.csv"), "stage1", steps),
         keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv")),
-        training.EpochCheckpoint(workdir, "stage1"),
+        EpochCheckpoint(workdir, "stage1"),
         keras.callbacks.TensorBoard(os.path.join(workdir, "tb"), write_graph=False),
     ]
     cases = {

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import vae_balance  # noqa: E402
+import vae_balance.fid.convert  # noqa: E402
 import vae_balance.fid.inception  # noqa: E402
 
 pytest_plugins = ["datasets_fixtures"]
@@ -71,4 +72,4 @@ def converted(tmp_path_factory):
 @pytest.fixture(scope="module")
 def keras_model(converted):
     """The Keras FID network with those weights."""
-    return vae_balance.fid.inception.load_fid_inception(converted)
+    return vae_balance.fid.convert.load_fid_inception(converted)

@@ -41,7 +41,13 @@ from vae_balance.export import savedmodel
 from vae_balance.model import distribute
 from vae_balance.model.vae import BALANCES, BalancedVAE
 from vae_balance.training import job as training
-from vae_balance.workdir import Workdir
+from vae_balance.workdir import (
+    SaveError,
+    Workdir,
+    WorkdirError,
+    list_checkpoints,
+    load_checkpoint,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
@@ -218,11 +224,11 @@ def kill_scenario(tmp_path_factory):
         seen["after_kill_files"] = sorted(
             os.listdir(os.path.join(workdir, "checkpoints"))
         )
-        seen["after_kill_latest"] = training.latest_checkpoint(workdir, "stage1")
+        seen["after_kill_latest"] = _latest_checkpoint(workdir, "stage1")
 
         # 2. divergence, then a gentler learning rate
         seen["diverged"] = _cli(*train, "--learning-rate", "1e30")
-        seen["after_divergence_latest"] = training.latest_checkpoint(workdir, "stage1")
+        seen["after_divergence_latest"] = _latest_checkpoint(workdir, "stage1")
         seen["rerun"] = _cli(*train, "--learning-rate", "5e-4")
         sampler_path = os.path.join(workdir, "sampler")
         seen["samples"] = _sample(sampler_path)
@@ -285,9 +291,9 @@ def test_a_learning_rate_rerun_resumes_from_the_kept_checkpoint(kill_scenario):
     assert "stage1-epoch0001.keras (epoch 1/2)" in output
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["learning_rate"] == 5e-4
-    rows = Workdir(workdir).checkpoints("stage1")
-    assert [epochs for epochs, _ in rows] == [1, 2]
-    final = training.load_checkpoint(os.path.join(workdir, "stage1.keras"))
+    rows = list_checkpoints(Workdir(workdir).checkpoint_dir, "stage1")
+    assert [checkpoint.position.epoch for checkpoint in rows] == [1, 2]
+    final = load_checkpoint(os.path.join(workdir, "stage1.keras"))
     assert int(final.optimizer.iterations) == 2 * steps
     with open(os.path.join(workdir, "steps_stage1.csv")) as f:
         logged = [int(line.split(",")[0]) for line in f.readlines()[1:]]
@@ -346,7 +352,7 @@ def test_a_full_disk_elsewhere_in_a_run_is_a_save_error(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "x/curves.png")
 
     monkeypatch.setattr(training, "_run", full)
-    with pytest.raises(training.SaveError, match="x/curves.png.*no space left"):
+    with pytest.raises(SaveError, match="x/curves.png.*no space left"):
         training.train("tiny", str(tmp_path))
 
 
@@ -415,7 +421,7 @@ def test_a_checkpoint_with_a_lambda_layer_is_refused_on_resume(tmp_path):
     vae.save(path)
     marker.unlink()
     images = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
-    with pytest.raises(training.WorkdirError) as error:
+    with pytest.raises(WorkdirError) as error:
         training.train("tiny", str(workdir), train_data=images, test_images=images)
     message = str(error.value)
     assert f"Cannot load {path}" in message
@@ -533,7 +539,7 @@ def test_cli_passes_strategy_precision_and_skip_bad_to_train(monkeypatch):
 
     def train(config, workdir, **kwargs):
         seen.update(kwargs, config=config)
-        raise training.WorkdirError("stop here")
+        raise WorkdirError("stop here")
 
     monkeypatch.setattr(training, "train", train)
     code, _ = _cli(
@@ -712,3 +718,9 @@ def test_fuzzed_train_arguments_give_a_valid_config_or_a_usage_error(tokens, cap
     assert math.isfinite(config.resolved_kl_weight())
     assert config.resolved_kl_weight() >= 0 and 0 <= config.seed < 2**32
     assert args.limit is None or args.limit > 0
+
+
+def _latest_checkpoint(workdir, stage):
+    """``(path, epochs_done)`` of a stage's newest checkpoint, or None."""
+    found = list_checkpoints(Workdir(workdir).checkpoint_dir, stage)
+    return (found[-1].path, found[-1].position.epoch) if found else None

@@ -29,10 +29,11 @@ def test_stale_temporaries_never_count_as_checkpoints_and_are_removed(tmp_path):
         (checkpoints / name).write_bytes(b"x")
     (tmp_path / "config.json.tmp-77").write_text("{")
     (tmp_path / "latents.npz.tmp.npz").write_bytes(b"")
-    assert workdir_module.latest_checkpoint(str(tmp_path), "stage1") == (
-        str(checkpoints / "stage1-epoch0002.keras"),
-        2,
-    )
+    found = workdir_module.list_checkpoints(str(checkpoints), "stage1")
+    assert [(c.path, c.position.epoch) for c in found] == [
+        (str(checkpoints / "stage1-epoch0001.keras"), 1),
+        (str(checkpoints / "stage1-epoch0002.keras"), 2),
+    ]
     removed = Workdir(tmp_path).remove_stale_temporaries()
     assert sorted(removed) == [
         "config.json.tmp-77",

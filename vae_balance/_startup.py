@@ -38,6 +38,8 @@ def quiet_tensorflow_start():
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 2)
     try:
+        # Imported here, with stderr silenced: TensorFlow's import is what
+        # prints the log lines this module hides.
         import tensorflow as tf
 
         tf.config.list_physical_devices()

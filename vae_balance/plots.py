@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from vae_balance.datasets.pipeline import remove_padding  # noqa: E402
 from vae_balance.files import atomic_write  # noqa: E402
@@ -63,8 +64,6 @@ def write_grids(grids, directory, tag, config, writer=None, step=0):
             images, os.path.join(directory, f"{name}-{tag}.png"), pad=config.pad
         )
         if writer is not None:
-            import tensorflow as tf
-
             with writer.as_default():
                 tf.summary.image(name, grid[None], step=step)
             writer.flush()

@@ -33,6 +33,7 @@ which the next run deletes with the directory locked.
 """
 
 import csv
+import dataclasses
 import errno
 import fcntl
 import glob
@@ -91,7 +92,6 @@ def describe_os_error(error):
     return str(error)
 
 
-# ---------------------------------------------------------- atomic writes
 _CHECKPOINT_NAME = re.compile(
     r"(?P<stage>stage\d)-epoch(?P<epoch>\d+)(?:-step(?P<step>\d+))?\.keras"
 )
@@ -105,18 +105,64 @@ def parse_checkpoint_name(basename):
     return match["stage"], int(match["epoch"]), int(match["step"] or 0)
 
 
-def find_checkpoints(checkpoint_dir, stage):
-    """Sorted ``[(epochs_done, step, path)]`` of a stage's checkpoint files.
+# ------------------------------------------------------------ checkpoints
+@dataclasses.dataclass(frozen=True, order=True)
+class Position:
+    """Where a stage is: ``epoch`` epochs done, then ``step`` steps of the next."""
 
-    Only exact checkpoint names count: the temporary files of a killed writer
-    (``...keras.tmp-<pid>.keras``) and set-aside files never do.
+    epoch: int
+    step: int = 0
+
+    def global_step(self, steps_per_epoch):
+        """Optimizer steps done: ``epoch * steps_per_epoch + step``."""
+        return self.epoch * steps_per_epoch + self.step
+
+    def name(self, stage):
+        """The checkpoint's file name without extension."""
+        name = f"{stage}-epoch{self.epoch:04d}"
+        return f"{name}-step{self.step:06d}" if self.step else name
+
+    def describe(self, steps_per_epoch=None):
+        if not self.step:
+            return f"epoch {self.epoch}"
+        of = f"/{steps_per_epoch}" if steps_per_epoch else ""
+        return f"epoch {self.epoch} + step {self.step}{of}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint on disk: its model file, record file and position."""
+
+    path: str
+    position: Position
+
+    @property
+    def record_path(self):
+        return self.path[: -len(".keras")] + ".json"
+
+    def read_record(self):
+        """The record dict, or None for a checkpoint of an earlier version."""
+        if not os.path.exists(self.record_path):
+            return None
+        with open(self.record_path) as f:
+            return json.load(f)
+
+
+def list_checkpoints(checkpoint_dir, stage):
+    """The complete checkpoints of a stage, oldest first.
+
+    Epoch-boundary checkpoints (``{stage}-epochNNNN.keras``) and step
+    checkpoints (``{stage}-epochNNNN-stepSSSSSS.keras``); see
+    `vae_balance.training.checkpoints`. Only exact checkpoint names count:
+    the temporary files of a killed writer (``...keras.tmp-<pid>.keras``),
+    set-aside files and records without a model never do.
     """
     found = []
     for path in glob.glob(os.path.join(checkpoint_dir, f"{stage}-epoch*.keras")):
         parsed = parse_checkpoint_name(os.path.basename(path))
         if parsed and parsed[0] == stage:
-            found.append((parsed[1], parsed[2], path))
-    return sorted(found)
+            found.append(Checkpoint(path, Position(parsed[1], parsed[2])))
+    return sorted(found, key=lambda checkpoint: checkpoint.position)
 
 
 def truncate_csv(path, keep_rows_where):
@@ -285,29 +331,9 @@ class Workdir:
         write_json(self.config_path, current)
 
     # ------------------------------------------------------- checkpoints
-    def checkpoints(self, stage):
-        """Sorted ``[(epochs_done, path)]`` of the complete checkpoints of a stage.
-
-        Epoch-boundary checkpoints (``{stage}-epochNNNN.keras``) and step
-        checkpoints (``{stage}-epochNNNN-stepSSSSSS.keras``, ``epochs_done``
-        complete epochs and S steps), oldest first; see
-        `vae_balance.training.checkpoints`. Temporary files of a killed writer
-        (``...keras.tmp-<pid>.keras``) and set-aside files never count.
-        """
-        found = find_checkpoints(self.checkpoint_dir, stage)
-        return [(epoch, path) for epoch, _, path in found]
-
-    def latest_checkpoint(self, stage):
-        """``(path, epochs_done)`` of the newest complete checkpoint, or None."""
-        found = self.checkpoints(stage)
-        if not found:
-            return None
-        epochs_done, path = found[-1]
-        return path, epochs_done
-
     def discard_stage(self, stage):
         """Removes a stage's checkpoints, model and logs; True if any existed."""
-        paths = [path for _, path in self.checkpoints(stage)]
+        paths = [c.path for c in list_checkpoints(self.checkpoint_dir, stage)]
         paths += [path[: -len(".keras")] + ".json" for path in paths]
         paths += [
             self.stage_path(stage),
@@ -372,11 +398,6 @@ class Workdir:
 
 
 # ------------------------------------------------ the functions of a path
-def latest_checkpoint(workdir, stage):
-    """``(path, epochs_done)`` of the newest complete checkpoint, or None."""
-    return Workdir(workdir).latest_checkpoint(stage)
-
-
 def is_recalibrated(workdir, path):
     """True when ``path`` is the stage-1 file whose BatchNorm statistics the
     job recomputed (its sha256 is recorded in ``workdir/batchnorm.json``)."""
@@ -399,17 +420,18 @@ def save_model_atomic(model, path):
         ) from error
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, compile=True):
     """Loads a checkpoint or finished stage with Keras's ``safe_mode`` on.
 
     ``safe_mode`` refuses to deserialise Python code (``Lambda`` layers and
     the like), so a tampered file cannot run anything when a run resumes.
+    ``compile=False`` skips the optimizer (for inference).
 
     Raises:
         WorkdirError: the file is unreadable, corrupt or refused, naming it.
     """
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:  # zipfile, h5py, JSON and Keras errors alike
         raise WorkdirError(
             f"Cannot load {path}: {type(error).__name__}: {str(error).rstrip('.')}. "

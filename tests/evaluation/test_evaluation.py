@@ -14,10 +14,11 @@ from fid_helpers import needs_wheel
 from test_metrics import tiny_extractor
 
 import vae_balance
+from vae_balance.cli import evaluate as evaluate_commands
 from vae_balance.evaluation import protocol as evaluation
 from vae_balance.fid.feature_cache import FeatureCache, images_sha256, weights_sha256
 from vae_balance.fid.inception import get_feature_extractor
-from vae_balance.training import job as training
+from vae_balance.workdir import save_model_atomic
 
 SETS = ("rec", "gen1", "gen2", "gen2_adjusted", "gmm")
 SCORES = {"fid", "kid", "kid_std", "precision", "recall"}
@@ -51,8 +52,8 @@ def run(tmp_path_factory):
     z_mean, z_log_sigma = vae_balance.encode_dataset(vae, train_images, verbose=0)
     np.savez(workdir / "latents.npz", z_mean=z_mean, z_log_sigma=z_log_sigma)
     vae2 = vae_balance.build_second_stage(config)
-    training.save_model_atomic(vae, str(workdir / "stage1.keras"))
-    training.save_model_atomic(vae2, str(workdir / "stage2.keras"))
+    save_model_atomic(vae, str(workdir / "stage1.keras"))
+    save_model_atomic(vae2, str(workdir / "stage2.keras"))
     (workdir / "config.json").write_text(json.dumps(config.to_dict()))
     return workdir
 
@@ -211,7 +212,7 @@ def test_cli_flags_of_evaluate_and_their_defaults():
     import argparse
 
     parser = argparse.ArgumentParser()
-    evaluation.add_subcommands(parser.add_subparsers(dest="command"))
+    evaluate_commands.add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["evaluate", "runs/x"])
     assert (args.gmm_components, args.nll_images, args.nll_samples) == (10, 1000, 100)
     assert (args.no_nll, args.feature_cache, args.interpolation_pairs) == (

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import vae_balance
-from vae_balance.evaluation import metrics
+from vae_balance.cli import evaluate as evaluate_commands
+from vae_balance.evaluation import image_sets, metrics
 from vae_balance.evaluation import protocol as evaluation
+from vae_balance.workdir import save_model_atomic
 
 
 def random_covariance(rng, d):
@@ -155,18 +157,6 @@ def test_inactive_latents_by_both_definitions(codes):
         metrics.inactive_latents(*codes, "sigma")
 
 
-def test_adjust_restores_the_target_variance_and_keeps_the_mean():
-    rng = np.random.default_rng(7)
-    z = 0.5 * rng.standard_normal((1000, 3)) + np.array([0.0, 1.0, -2.0])
-    adjusted = metrics.adjust_latents(z)
-    np.testing.assert_allclose(adjusted.var(axis=0), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(adjusted.mean(axis=0), z.mean(axis=0), atol=1e-5)
-    # Rescaling only: each dimension is an increasing affine map of the input.
-    np.testing.assert_allclose(np.corrcoef(z[:, 0], adjusted[:, 0])[0, 1], 1.0)
-    per_dim = metrics.adjust_latents(z, target_variance=[1.0, 4.0, 0.25])
-    np.testing.assert_allclose(per_dim.var(axis=0), [1.0, 4.0, 0.25], rtol=1e-5)
-
-
 # ------------------------------------------------- feature extraction
 def tiny_extractor(seed=0, dim=8):
     """A tiny random-weight stand-in for the Inception network."""
@@ -204,26 +194,26 @@ def test_fid_from_sources_reads_npz_and_image_folders(tmp_path):
     folder.mkdir()
     for i, image in enumerate(real):
         Image.fromarray(image[..., 0]).save(folder / f"{i:03d}.png")
-    np.testing.assert_array_equal(evaluation.load_images(folder), real)
+    np.testing.assert_array_equal(image_sets.load_images(folder), real)
 
     extractor = tiny_extractor()
     kwargs = {"feature_extractor": extractor, "verbose": 0}
-    from_npz = evaluation.fid_from_sources(
+    from_npz = image_sets.fid_from_sources(
         tmp_path / "real.npz", tmp_path / "fake.npz", **kwargs
     )
-    from_folder = evaluation.fid_from_sources(folder, tmp_path / "fake.npz", **kwargs)
-    from_arrays = evaluation.fid_from_sources(real, fake, **kwargs)
+    from_folder = image_sets.fid_from_sources(folder, tmp_path / "fake.npz", **kwargs)
+    from_arrays = image_sets.fid_from_sources(real, fake, **kwargs)
     assert from_npz > 0
     assert from_folder == pytest.approx(from_npz, rel=1e-9)
     assert from_arrays == pytest.approx(from_npz, rel=1e-9)
-    same = evaluation.fid_from_sources(folder, tmp_path / "real.npz", **kwargs)
+    same = image_sets.fid_from_sources(folder, tmp_path / "real.npz", **kwargs)
     assert same == pytest.approx(0, abs=1e-9)
 
 
 def test_fid_from_sources_rejects_out_of_range_floats(tmp_path):
     np.save(tmp_path / "bad.npy", np.full((4, 8, 8, 1), 255.0, np.float32))
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        evaluation.load_images(tmp_path / "bad.npy")
+        image_sets.load_images(tmp_path / "bad.npy")
 
 
 # ----------------------------------------------------------- evaluation
@@ -231,8 +221,6 @@ def test_fid_from_sources_rejects_out_of_range_floats(tmp_path):
 def tiny_workdir(tmp_path_factory):
     """A trained "tiny" two-stage run laid out like a training work directory
     (without the sampler SavedModel, which evaluation does not read)."""
-    from vae_balance.training import job as training
-
     workdir = tmp_path_factory.mktemp("run")
     rng = np.random.default_rng(10)
     train_images = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
@@ -250,8 +238,8 @@ def tiny_workdir(tmp_path_factory):
         shuffle=False,  # the dataset reshuffles itself
         verbose=0,
     )
-    training.save_model_atomic(vae, os.path.join(workdir, "stage1.keras"))
-    training.save_model_atomic(vae2, os.path.join(workdir, "stage2.keras"))
+    save_model_atomic(vae, os.path.join(workdir, "stage1.keras"))
+    save_model_atomic(vae2, os.path.join(workdir, "stage2.keras"))
     with open(os.path.join(workdir, "config.json"), "w") as f:
         json.dump(config.to_dict(), f)
     return workdir
@@ -333,9 +321,9 @@ def test_cli_subcommands_are_registered():
     import argparse
 
     parser = argparse.ArgumentParser()
-    evaluation.add_subcommands(parser.add_subparsers(dest="command"))
+    evaluate_commands.add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["fid", "a.npz", "b"])
     assert (args.real, args.fake, args.network) == ("a.npz", "b", "fid_inception")
     args = parser.parse_args(["evaluate", "runs/x", "--num-images", "500"])
     assert (args.workdir, args.num_images, args.data_dir) == ("runs/x", 500, None)
-    assert args.func is evaluation.run_evaluate
+    assert args.func is evaluate_commands.run_evaluate

@@ -24,7 +24,6 @@ from fid_helpers import (
 
 from vae_balance.fid import convert as fid_convert
 from vae_balance.fid import inception
-from vae_balance.fid import network as fid_network
 from vae_balance.fid import weights as fid_weights
 
 
@@ -353,13 +352,3 @@ def test_a_pytorch_file_given_as_weights_is_converted_once_to_the_default_place(
     # Converted before: the cache is used (and said so), no second conversion.
     assert_same_weights(fid_convert.load_fid_inception(REFERENCE), keras_model)
     assert "converted before" in capsys.readouterr().err
-
-
-def test_the_inception_module_re_exports_the_weight_names():
-    for module in (fid_weights, fid_convert, fid_network):
-        for name in dir(module):
-            if name in inception.__all__:
-                assert getattr(inception, name) is getattr(module, name), name
-    assert {"read_weight_file", "convert", "load_fid_inception"} <= set(
-        inception.__all__
-    )

@@ -17,6 +17,8 @@ from fid_helpers import REFERENCE, needs_torch, torch
 
 from vae_balance.evaluation import metrics
 from vae_balance.fid import inception
+from vae_balance.fid.convert import nvidia_name
+from vae_balance.fid.network import build_fid_inception, conv_units
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -37,10 +39,10 @@ def read_images(split, count):
 
 # ------------------------------------------------- without torch
 def test_network_has_the_graph_units_and_2048_pool3_features():
-    model = inception.build_fid_inception()
+    model = build_fid_inception()
     assert model.input_shape == (None, 299, 299, 3)
     assert model.output_shape == (None, 2048)
-    units = inception.conv_units(model)
+    units = conv_units(model)
     assert len(units) == 94
     assert units[:3] == ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"]
     assert units[-1] == "Mixed_7c.branch_pool"
@@ -48,7 +50,7 @@ def test_network_has_the_graph_units_and_2048_pool3_features():
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert trainable == 21_785_568
     # Every unit has its own place in NVIDIA's layout.
-    assert len({inception.nvidia_name(unit) for unit in units}) == 94
+    assert len({nvidia_name(unit) for unit in units}) == 94
 
 
 def test_preprocessing_replicates_gray_quantizes_and_maps_to_the_graph_range():

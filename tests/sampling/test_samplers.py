@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 
-from vae_balance.evaluation import metrics
 from vae_balance.sampling import latent as samplers
 from vae_balance.sampling.gmm import LatentGMM, fit_gmm
 
@@ -148,7 +147,7 @@ def test_samplers_draw_what_the_evaluation_drew_before_them(two_stages):
         "gen1": vae.decoder.predict(noise, batch_size=5, verbose=0),
         "gen2": vae.decoder.predict(z_generated, batch_size=5, verbose=0),
         "gen2_adjusted": vae.decoder.predict(
-            metrics.adjust_latents(z_generated), batch_size=5, verbose=0
+            samplers.adjust_latents(z_generated), batch_size=5, verbose=0
         ),
     }
     found = samplers.build_samplers(vae, vae2)
@@ -168,3 +167,15 @@ def test_samplers_draw_what_the_evaluation_drew_before_them(two_stages):
         found["gen1"].sample_latents(n, seed),
         np.random.default_rng(seed).standard_normal((n, 4)).astype(np.float32),
     )
+
+
+def test_adjust_restores_the_target_variance_and_keeps_the_mean():
+    rng = np.random.default_rng(7)
+    z = 0.5 * rng.standard_normal((1000, 3)) + np.array([0.0, 1.0, -2.0])
+    adjusted = samplers.adjust_latents(z)
+    np.testing.assert_allclose(adjusted.var(axis=0), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(adjusted.mean(axis=0), z.mean(axis=0), atol=1e-5)
+    # Rescaling only: each dimension is an increasing affine map of the input.
+    np.testing.assert_allclose(np.corrcoef(z[:, 0], adjusted[:, 0])[0, 1], 1.0)
+    per_dim = samplers.adjust_latents(z, target_variance=[1.0, 4.0, 0.25])
+    np.testing.assert_allclose(per_dim.var(axis=0), [1.0, 4.0, 0.25], rtol=1e-5)

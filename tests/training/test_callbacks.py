@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vae_balance import workdir
-from vae_balance.training import callbacks
+from vae_balance.training import callbacks, checkpointer
 
 
 def test_learning_rate_is_halved_as_a_staircase():
@@ -22,7 +22,7 @@ def test_learning_rate_is_halved_as_a_staircase():
 def _tiny_fit_with_checkpoints(workdir, epochs, make_vae):
     vae = make_vae(run_eagerly=True)
     images = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
-    callback = callbacks.EpochCheckpoint(workdir, "stage1")
+    callback = checkpointer.EpochCheckpoint(workdir, "stage1")
     vae.fit(images, batch_size=8, epochs=epochs, callbacks=[callback], verbose=0)
     return vae
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from vae_balance import files
-from vae_balance.training import checkpoints
-from vae_balance.training.checkpoints import CheckpointWarning, Position
-from vae_balance.workdir import Workdir, WorkdirError
+from vae_balance.training import checkpointer, checkpoints
+from vae_balance.training.checkpoints import CheckpointWarning
+from vae_balance.workdir import Position, Workdir, WorkdirError, list_checkpoints
 
 
 def _trained(make_vae, images, steps):
@@ -93,7 +93,7 @@ def test_truncated_and_flipped_checkpoints_are_set_aside_for_the_previous(
     kept = sorted(os.listdir(run.checkpoint_dir))
     assert sum(".keras.corrupt-" in n for n in kept) == 2
     assert sum(".corrupt-" in n for n in kept) == 4  # models and records
-    assert checkpoints.list_checkpoints(run.checkpoint_dir, "stage1") == [oldest]
+    assert list_checkpoints(run.checkpoint_dir, "stage1") == [oldest]
 
 
 def test_a_checkpoint_that_does_not_load_is_set_aside_and_none_left_stops(
@@ -181,7 +181,7 @@ def test_epoch_checkpoint_callback_writes_records_and_keeps_two(
     tmp_path, make_vae, images
 ):
     vae = make_vae(run_eagerly=True)
-    callback = checkpoints.EpochCheckpoint(str(tmp_path), "stage1")
+    callback = checkpointer.EpochCheckpoint(str(tmp_path), "stage1")
     vae.fit(images, batch_size=8, epochs=3, callbacks=[callback], verbose=0)
     names = sorted(os.listdir(tmp_path / "checkpoints"))
     assert names == [
@@ -197,7 +197,7 @@ def test_epoch_checkpoint_callback_writes_records_and_keeps_two(
 
 def test_snapshots_are_kept_with_their_cpu_seconds(tmp_path, make_vae, images):
     vae = make_vae(run_eagerly=True)
-    callback = checkpoints.Checkpointer(
+    callback = checkpointer.Checkpointer(
         Workdir(tmp_path),
         "stage1",
         None,

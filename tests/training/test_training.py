@@ -19,6 +19,13 @@ import pytest
 
 from vae_balance.config import get_preset
 from vae_balance.training import job as training
+from vae_balance.training.stages import TrainingDiverged
+from vae_balance.workdir import (
+    Workdir,
+    WorkdirError,
+    is_recalibrated,
+    list_checkpoints,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -107,7 +114,7 @@ def test_a_finished_run_resumes_to_a_no_op(finished_run):
 def test_other_preset_workdir_is_refused(finished_run, tmp_path):
     config, workdir, _ = finished_run
     other = get_preset("tiny", latent_dim=3)
-    with pytest.raises(training.WorkdirError, match="latent_dim: 4 -> 3"):
+    with pytest.raises(WorkdirError, match="latent_dim: 4 -> 3"):
         training.train(
             other, workdir, train_data=_images(64), test_images=_images(16), verbose=0
         )
@@ -127,10 +134,10 @@ def test_divergence_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
         test_images=x[:8],
         verbose=0,
     )
-    good = training.latest_checkpoint(workdir, "stage1")
+    good = _latest_checkpoint(workdir, "stage1")
     assert good[1] == 1
     # An absurd learning rate makes the loss overflow during epoch 2.
-    with pytest.raises(training.TrainingDiverged, match=r"non-finite loss at step"):
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step"):
         training.train(
             get_preset(config, learning_rate=1e30),
             workdir,
@@ -138,7 +145,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
             test_images=x[:8],
             verbose=0,
         )
-    assert training.latest_checkpoint(workdir, "stage1") == good
+    assert _latest_checkpoint(workdir, "stage1") == good
     # A gentler rerun resumes from the kept checkpoint and finishes.
     result = training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
     assert np.isfinite(result.stage1_logs["loss"])
@@ -165,13 +172,13 @@ def test_sigkill_after_an_epoch_resumes_from_the_next_epoch(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen([sys.executable, str(script), workdir], env=env)
     deadline = time.time() + 300
-    while training.latest_checkpoint(workdir, "stage1") is None:
+    while _latest_checkpoint(workdir, "stage1") is None:
         assert process.poll() is None, "training ended before its first epoch"
         assert time.time() < deadline
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    path, epochs_done = training.latest_checkpoint(workdir, "stage1")
+    path, epochs_done = _latest_checkpoint(workdir, "stage1")
     assert epochs_done < 3
     killed = keras.saving.load_model(path)
     steps_per_epoch = 4000 // 8
@@ -231,9 +238,9 @@ def test_the_job_records_its_batchnorm_recalibration(finished_run):
     with open(os.path.join(workdir, "batchnorm.json")) as f:
         record = json.load(f)["stage1"]
     assert record["images"] == 64 and record["batches"] == 8  # one pass, batch 8
-    assert training.is_recalibrated(workdir, os.path.join(workdir, "stage1.keras"))
-    checkpoint = training.latest_checkpoint(workdir, "stage1")[0]
-    assert not training.is_recalibrated(workdir, checkpoint)
+    assert is_recalibrated(workdir, os.path.join(workdir, "stage1.keras"))
+    checkpoint = _latest_checkpoint(workdir, "stage1")[0]
+    assert not is_recalibrated(workdir, checkpoint)
 
 
 def test_a_resumed_run_recalibrates_only_a_stage_1_that_was_not(tmp_path):
@@ -251,7 +258,7 @@ def test_a_resumed_run_recalibrates_only_a_stage_1_that_was_not(tmp_path):
     # A run of an older version (no record): recalibrated, stage 2 retrained.
     os.remove(os.path.join(workdir, "batchnorm.json"))
     training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
-    assert training.is_recalibrated(workdir, stage1)
+    assert is_recalibrated(workdir, stage1)
     assert os.path.getmtime(os.path.join(workdir, "stage2.keras")) > stage2_time
 
 
@@ -285,3 +292,9 @@ def test_export_recalibrates_a_checkpoint_or_says_what_it_needs(
         )
         == 0
     )
+
+
+def _latest_checkpoint(workdir, stage):
+    """``(path, epochs_done)`` of a stage's newest checkpoint, or None."""
+    found = list_checkpoints(Workdir(workdir).checkpoint_dir, stage)
+    return (found[-1].path, found[-1].position.epoch) if found else None

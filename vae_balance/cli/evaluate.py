@@ -2,8 +2,7 @@
 
 ``fid REAL FAKE`` measures the FID between two image sets;
 ``evaluate WORKDIR`` runs `vae_balance.evaluation.protocol.evaluate_workdir` on a
-trained run and prints its ``evaluation.md``. Both are also importable from
-`vae_balance.evaluation.protocol`.
+trained run and prints its ``evaluation.md``.
 """
 
 import argparse
@@ -11,10 +10,10 @@ import os
 
 from vae_balance.evaluation import likelihood
 from vae_balance.evaluation.image_sets import fid_from_sources
+from vae_balance.evaluation.protocol import INTERPOLATION_PAIRS, evaluate_workdir
+from vae_balance.fid.inception import get_feature_extractor
 from vae_balance.sampling.gmm import DEFAULT_COMPONENTS
 from vae_balance.workdir import Workdir, WorkdirError
-
-INTERPOLATION_PAIRS = 8
 
 
 def _at_least_two(text):
@@ -40,8 +39,6 @@ def _positive(text):
 
 def run_fid(args):
     """``fid REAL FAKE``: prints the FID."""
-    from vae_balance.fid.inception import get_feature_extractor
-
     try:
         extractor = get_feature_extractor(args.network, weights=args.weights)
         value = fid_from_sources(
@@ -55,9 +52,6 @@ def run_fid(args):
 
 def run_evaluate(args):
     """``evaluate WORKDIR``: writes and prints the run's reports."""
-    from vae_balance.evaluation.protocol import evaluate_workdir
-    from vae_balance.fid.inception import get_feature_extractor
-
     try:
         extractor = get_feature_extractor(args.network, weights=args.weights)
         results = evaluate_workdir(

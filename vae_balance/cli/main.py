@@ -3,8 +3,7 @@
 This module holds the parser, ``train`` and its flags (shared with the
 top-level scripts); ``sample`` and ``export`` are in
 `vae_balance.cli.sample`, ``fid`` and ``evaluate`` in
-`vae_balance.evaluation.protocol` (``run_sample`` and ``run_export`` stay importable
-from here).
+`vae_balance.cli.evaluate`.
 """
 
 import argparse
@@ -14,14 +13,16 @@ import os
 import shlex
 import sys
 
+from vae_balance.cli import evaluate as evaluation_commands
 from vae_balance.cli import sample as sampler_commands
-from vae_balance.cli.sample import run_export, run_sample  # noqa: F401
 from vae_balance.config import PRESETS, get_preset
 from vae_balance.datasets import registry
-from vae_balance.evaluation import protocol as evaluation
 from vae_balance.model.distribute import PRECISIONS, STRATEGIES
 from vae_balance.model.vae import BALANCES
 from vae_balance.training import job as training
+from vae_balance.training.options import DEFAULT_CHECKPOINT_MINUTES
+from vae_balance.training.preemption import TrainingInterrupted
+from vae_balance.training.stages import TrainingDiverged
 from vae_balance.workdir import WorkdirError
 
 # --smoke: the same preset's data and image size, narrow networks, one epoch
@@ -109,7 +110,7 @@ def _add_job_arguments(parser):
     parser.add_argument(
         "--checkpoint-minutes",
         type=float,
-        default=training.DEFAULT_CHECKPOINT_MINUTES,
+        default=DEFAULT_CHECKPOINT_MINUTES,
         help="write a step checkpoint inside an epoch every M minutes (default "
         "%(default)g; 0 = only at epoch ends): a killed run loses at most this",
     )
@@ -251,13 +252,13 @@ def run_train(args):
             checkpoint_steps=args.checkpoint_steps,
             snapshot_every=args.snapshot_every,
         )
-    except training.TrainingInterrupted as stop:
+    except TrainingInterrupted as stop:
         print(f"\n[stop] {stop}", flush=True)
         print(f"[stop] to resume, run the same command:\n  {resume_command()}")
         sys.stdout.flush()
         raise SystemExit(stop.exit_status) from None
     except (
-        training.TrainingDiverged,
+        TrainingDiverged,
         WorkdirError,  # and SaveError (disk full)
         registry.DataError,
         registry.DatasetNotFoundError,
@@ -294,7 +295,7 @@ def build_parser():
     add_train_arguments(train)
     train.set_defaults(func=run_train)
     sampler_commands.add_subcommands(subparsers)
-    evaluation.add_subcommands(subparsers)
+    evaluation_commands.add_subcommands(subparsers)
     return parser
 
 

@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from vae_balance.config import VAEConfig
 from vae_balance.datasets import registry
 from vae_balance.export.savedmodel import (
     describe_signatures,
@@ -22,16 +21,10 @@ from vae_balance.export.savedmodel import (
     read_sampler_metadata,
     restore_interrupted_export,
 )
+from vae_balance.model import batchnorm
 from vae_balance.plots import save_grid
-from vae_balance.sampling.gmm import LatentGMM, gmm_path
-from vae_balance.training import job as training
-from vae_balance.workdir import (
-    STAGES,
-    Workdir,
-    WorkdirError,
-    is_recalibrated,
-    load_checkpoint,
-)
+from vae_balance.sampling.run import load_run
+from vae_balance.workdir import Workdir, WorkdirError, is_recalibrated
 
 
 # ---------------------------------------------------------------- sample
@@ -160,70 +153,29 @@ def _pad_of_an_old_export(args):
 def run_export(args):
     """``export WORKDIR``: the sampler SavedModel of a trained work directory,
     with ``generate_gmm`` when the run has a ``gmm.npz``."""
-    workdir = Workdir(args.workdir)
-    models, paths = [], []
-    for stage in STAGES:
-        path = _stage_file(workdir, stage)
-        paths.append(path)
-        try:
-            models.append(load_checkpoint(path))  # safe_mode on
-        except WorkdirError as error:
-            raise SystemExit(f"error: {error}") from None
-    config = _read_config(workdir)
-    _recalibrate_for_export(args, models[0], paths[0], config)
-    out = args.out or workdir.sampler_dir
-    gmm = _run_gmm(workdir)
+    try:
+        run = load_run(args.workdir, require_config=False, unfinished=True)
+    except (FileNotFoundError, WorkdirError) as error:
+        raise SystemExit(f"error: {error}") from None
+    except ValueError as error:  # gmm.npz
+        raise SystemExit(f"error: {error} Delete it or run `evaluate` again.") from None
+    if run.config is None:
+        print(
+            f"warning: no config.json in {run.workdir.root}: the sampler's "
+            "metadata has no configuration (null) and its images are not cropped",
+            file=sys.stderr,
+        )
+    _recalibrate_for_export(args, run.first_stage, run.paths[0], run.config)
+    out = args.out or run.workdir.sampler_dir
     try:
         export_sampler(
-            tuple(models), out, overwrite=args.overwrite, config=config, gmm=gmm
+            run.stages, out, overwrite=args.overwrite, config=run.config, gmm=run.gmm
         )
     except (FileExistsError, OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
+    gmm = run.gmm
     extra = f" (with generate_gmm, {gmm.num_components} components)" if gmm else ""
     print(f"Exported sampler to {out}{extra}")
-
-
-def _run_gmm(workdir):
-    """The run's ``gmm.npz`` (fitted by ``evaluate``), or None."""
-    path = gmm_path(workdir)
-    if not os.path.isfile(path):
-        return None
-    try:
-        return LatentGMM.load(path)
-    except ValueError as error:
-        raise SystemExit(f"error: {error} Delete it or run `evaluate` again.") from None
-
-
-def _stage_file(workdir, stage):
-    """The finished ``<stage>.keras``, else its latest checkpoint."""
-    path = workdir.stage_path(stage)
-    if os.path.exists(path):
-        return path
-    found = workdir.latest_checkpoint(stage)
-    if found is None:
-        raise SystemExit(
-            f"error: no {stage}.keras and no {stage} checkpoint in "
-            f"{workdir.root!r}; train first."
-        )
-    return found[0]
-
-
-def _read_config(workdir):
-    """The `VAEConfig` of ``config.json``, or None (with a warning)."""
-    try:
-        config = workdir.read_config()
-        if config is not None:
-            return VAEConfig.from_dict(config)
-    except WorkdirError as error:  # not JSON
-        raise SystemExit(f"error: {error}") from None
-    except (ValueError, KeyError, TypeError) as error:
-        raise SystemExit(f"error: cannot read {workdir.config_path}: {error}") from None
-    print(
-        f"warning: no config.json in {workdir.root}: the sampler's metadata "
-        "has no configuration (null) and its images are not cropped",
-        file=sys.stderr,
-    )
-    return None
 
 
 def _recalibrate_for_export(args, vae, path, config):
@@ -243,7 +195,7 @@ def _recalibrate_for_export(args, vae, path, config):
         return
     print(f"{path}: BatchNorm statistics not recomputed by the job; recomputing")
     try:
-        before, after, info = training.recalibrate_loaded_stage1(
+        before, after, info = batchnorm.recalibrate_loaded_stage1(
             vae, config, args.data_dir, args.recalibrate_batches
         )
     except (registry.DataError, registry.DatasetNotFoundError, ValueError) as error:

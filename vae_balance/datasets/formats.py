@@ -26,6 +26,7 @@ import zlib
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from vae_balance.datasets.registry import DataError, DatasetNotFoundError
 
@@ -72,6 +73,8 @@ def _safe_dtype(*args):
 def _safe_scalar(dtype, data=None):
     # NumPy pickles a scalar (np.int64(3), a label re-pickled by a user) as
     # multiarray.scalar(dtype, raw bytes); only non-object dtypes are rebuilt.
+    # Imported here: numpy._core is NumPy 2's private name, needed only when
+    # a pickled CIFAR batch is read.
     from numpy._core import multiarray
 
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
@@ -89,6 +92,7 @@ def _latin1_encode(text, encoding="latin1"):
 
 
 def _allowed_pickle_globals():
+    # Imported here: NumPy 2's private module, needed only to read pickles.
     from numpy._core import multiarray, numeric
 
     allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _safe_dtype}
@@ -224,8 +228,6 @@ def jpeg_roundtrip_images(images, quality=75):
 
     The reference code's CIFAR-10 preprocessing (imageio's default quality 75).
     """
-    from PIL import Image
-
     out = np.empty_like(images)
     for index, image in enumerate(images):
         buffer = io.BytesIO()
@@ -283,8 +285,6 @@ def read_image_folder(root, image_shape, limit, skip_bad):
 
 def decode_image(path, shape):
     """One image as uint8 (H, W, C); DataError naming the file if bad."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             image.load()

@@ -175,7 +175,7 @@ def _network_reachable(host, port=443, timeout=3.0):
 def _tfds_builder(request, looked):
     """The prepared tfds builder (downloading it if allowed and reachable)."""
     try:
-        import tensorflow_datasets as tfds  # optional dependency
+        import tensorflow_datasets as tfds  # slow to import; only without local data
     except ImportError:
         looked += (
             "tensorflow-datasets: not installed (pip install tensorflow-datasets)",

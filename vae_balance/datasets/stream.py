@@ -14,7 +14,23 @@ import numpy as np
 import tensorflow as tf
 
 from vae_balance.datasets import pipeline
-from vae_balance.sampling.two_stage import check_latent_codes
+
+
+def check_latent_codes(z_mean, z_log_sigma, batch_size):
+    """The codes as float32 arrays, checked: one (n, latent_dim) shape, at
+    least one batch. Raises a ValueError naming the problem."""
+    z_mean = np.asarray(z_mean, "float32")
+    z_log_sigma = np.asarray(z_log_sigma, "float32")
+    if z_mean.shape != z_log_sigma.shape or z_mean.ndim != 2:
+        raise ValueError(
+            f"z_mean {z_mean.shape} and z_log_sigma {z_log_sigma.shape} must be "
+            "two arrays of the same (n, latent_dim) shape."
+        )
+    if len(z_mean) < batch_size:
+        raise ValueError(
+            f"{len(z_mean)} latent codes are fewer than one batch of {batch_size}."
+        )
+    return z_mean, z_log_sigma
 
 
 def epoch_seed(seed, epoch):

@@ -8,8 +8,10 @@ floats in [0, 1]) and `fid_from_sources` computes the FID between two sets
 import os
 
 import numpy as np
+from PIL import Image
 
 from vae_balance.evaluation import metrics
+from vae_balance.fid.inception import get_feature_extractor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -44,8 +46,6 @@ def load_images(source):
 
 
 def _load_folder(folder):
-    from PIL import Image
-
     paths = sorted(
         os.path.join(root, name)
         for root, _, names in os.walk(folder)
@@ -114,8 +114,6 @@ def fid_from_sources(real, fake, feature_extractor=None, batch_size=50, verbose=
         The FID, a Python float.
     """
     if feature_extractor is None:
-        from vae_balance.fid.inception import get_feature_extractor
-
         feature_extractor = get_feature_extractor()
     sets = []
     for name, source in (("real", real), ("fake", fake)):

@@ -9,6 +9,8 @@ encoder's ``z_mean`` and ``z_log_sigma`` (log standard deviation) arrays.
 import keras
 import numpy as np
 
+from vae_balance.fid.inception import get_feature_extractor
+
 
 # ------------------------------------------------------------- features
 def _batches(images, batch_size):
@@ -38,8 +40,6 @@ def extract_features(images, feature_extractor=None, batch_size=50, verbose=1):
         (n, d) float64 array.
     """
     if feature_extractor is None:
-        from vae_balance.fid.inception import get_feature_extractor
-
         feature_extractor = get_feature_extractor()
     # An iterable's length (a batched dataset's) counts batches, not images.
     progbar_total = len(images) if isinstance(images, np.ndarray) else None
@@ -250,34 +250,3 @@ def inactive_latents(z_mean, z_log_sigma, rule="mean_sigma", threshold=None):
     if rule == "mean_sigma":
         return np.exp(z_log_sigma).mean(axis=0) > threshold
     return z_mean.var(axis=0) < threshold
-
-
-def adjust_latents(z, target_variance=1.0):
-    """Variance renormalisation ("adjust") of generated latent codes.
-
-    VAE outputs have less variance than the data they imitate; in a two-stage
-    VAE the latents produced by the second stage are too concentrated for
-    the first decoder. This rescales each dimension of ``z`` around its mean
-    so that its variance over the batch equals ``target_variance``: by
-    default 1, the N(0, I) distribution that the first stage's latents
-    follow (the variance law), as in Asperti's companion paper. The statistics
-    are over all of ``z`` (the reference code used batches of 100).
-
-    Args:
-        z: (n, latent_dim) generated latents, n >= 2.
-        target_variance: scalar or (latent_dim,) array of variances.
-
-    Returns:
-        float32 array like ``z``.
-
-    Reference:
-        A. Asperti, "Variance Loss in Variational Autoencoders",
-        arXiv:2002.09860, 2020.
-    """
-    z = np.asarray(z, np.float64)
-    if z.ndim != 2 or len(z) < 2:
-        raise ValueError(f"z must be (n >= 2, latent_dim), got shape {z.shape}.")
-    mean = z.mean(axis=0)
-    std = z.std(axis=0)
-    scale = np.sqrt(np.asarray(target_variance, np.float64)) / np.maximum(std, 1e-12)
-    return (mean + (z - mean) * scale).astype(np.float32)

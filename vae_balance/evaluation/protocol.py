@@ -19,32 +19,19 @@ Results go to ``evaluation.json`` and ``evaluation.md`` in the work
 directory (docs/evaluation.md describes every number). Features are cached
 per image set under ``WORKDIR/features/`` (`vae_balance.fid.feature_cache`): a
 second evaluation only computes what changed. CLI: ``python -m vae_balance
-evaluate WORKDIR`` and ``python -m vae_balance fid REAL FAKE``. Reading image
-sets and their FID (`load_images`, `fid_from_sources`) is in
-`vae_balance.evaluation.image_sets`, still importable from here.
+evaluate WORKDIR`` and ``python -m vae_balance fid REAL FAKE``
+(`vae_balance.cli.evaluate`). Reading image sets and their FID
+(`load_images`, `fid_from_sources`) is in `vae_balance.evaluation.image_sets`.
 """
 
 import os
 import time
 
-import keras
 import numpy as np
 
-from vae_balance.cli.evaluate import (  # noqa: F401  (the CLI, also here)
-    INTERPOLATION_PAIRS,
-    add_subcommands,
-    run_evaluate,
-    run_fid,
-)
-from vae_balance.config import VAEConfig
 from vae_balance.datasets import pipeline
 from vae_balance.evaluation import likelihood, metrics
-from vae_balance.evaluation.image_sets import (  # noqa: F401  (also importable from here)
-    IMAGE_EXTENSIONS,
-    check_images,
-    fid_from_sources,
-    load_images,
-)
+from vae_balance.evaluation.image_sets import check_images
 from vae_balance.evaluation.interpolation import save_interpolations
 from vae_balance.evaluation.precision_recall import DEFAULT_K
 from vae_balance.evaluation.report import markdown
@@ -55,18 +42,21 @@ from vae_balance.evaluation.scores import (
     score_image_sets,
 )
 from vae_balance.fid.feature_cache import FeatureCache, images_sha256
+from vae_balance.fid.inception import get_feature_extractor
 from vae_balance.files import sha256
 from vae_balance.model import batchnorm
 from vae_balance.sampling.gmm import DEFAULT_COMPONENTS, fit_gmm
 from vae_balance.sampling.latent import build_samplers
-from vae_balance.workdir import STAGES, Workdir, atomic_write, write_json
+from vae_balance.sampling.run import load_run
+from vae_balance.workdir import atomic_write, write_json
 
 LABELS = {"rec": "REC", "gen1": "GEN-1", "gen2": "GEN-2"}
+INTERPOLATION_PAIRS = 8  # rows of images/interpolations.png
 INTERPOLATION_STEPS = 10
 
 
 # -------------------------------------------------------------- workdir
-# Long only by its documented arguments; the body is a sequence of named steps.
+# Long only by its documented arguments; the body reads as named steps.
 def evaluate_workdir(
     workdir,
     test_images=None,
@@ -121,63 +111,88 @@ def evaluate_workdir(
         The results dict, as written to ``evaluation.json``.
     """
     start = time.time()
-    workdir = Workdir(workdir)
-    config, first_stage, second_stage = _load_workdir(workdir)
-    pad = int(config.get("pad", 0) or 0)
-    image_shape = tuple(int(d) for d in first_stage.encoder.inputs[0].shape[1:])
-    if test_images is None:
-        wanted = max(num_images, nll_images or 0)
-        test_images = _load_test_images(config, wanted, data_dir)
-    test_images = _fit_test_images(test_images, image_shape, pad)
+    run = load_run(workdir)
+    wanted = max(num_images, nll_images or 0)
+    test_images = _test_images(run, test_images, wanted, data_dir)
     real = test_images[:num_images]
     if len(real) < 2:
         raise ValueError(f"Need at least 2 test images, got {len(real)}.")
     x = _as_floats(real)
     if feature_extractor is None:
-        from vae_balance.fid.inception import get_feature_extractor
-
         feature_extractor = get_feature_extractor()
     # The job recomputes stage 1's BatchNorm statistics; a run that skipped
     # it (--no-recalibrate-bn, an older version) is flagged here.
     bn_check = batchnorm.check_batchnorm(
-        first_stage, x[:1000], batch_size, what=workdir.stage_path("stage1")
+        run.first_stage, x[:1000], batch_size, what=run.paths[0]
     )
-    gmm, gmm_report = _mixture(workdir, gmm_components, seed, verbose)
-    samplers = build_samplers(first_stage, second_stage, gmm)
-    sets = _generate_sets(
-        first_stage, second_stage, samplers, x, batch_size, np.random.default_rng(seed)
-    )
+    gmm, gmm_report = _mixture(run.workdir, gmm_components, seed, verbose)
+    samplers = build_samplers(run.first_stage, run.second_stage, gmm)
+    rng = np.random.default_rng(seed)
+    sets = _generate_sets(*run.stages, samplers, x, batch_size, rng)
     features = FeatureCache(
-        workdir.features_dir if cache else None,
+        run.workdir.features_dir if cache else None,
         feature_extractor,
         shared_feature_cache,
     )
     labels = {**LABELS, **{name: s.label for name, s in samplers.items()}}
     scores = score_image_sets(
-        real, sets, labels, features, pad, batch_size, seed, verbose
+        real, sets, labels, features, run.pad, batch_size, seed, verbose
     )
     nll = _likelihood(
-        workdir,
-        first_stage,
+        run.workdir,
+        run.first_stage,
         test_images[:nll_images],
         nll_samples,
         seed,
-        pad,
+        run.pad,
         features,
         verbose,
     )
     grid = _interpolations(
-        workdir, first_stage, test_images, interpolation_pairs, pad, batch_size
+        run.workdir,
+        run.first_stage,
+        test_images,
+        interpolation_pairs,
+        run.pad,
+        batch_size,
     )
     results = {
-        **_description(workdir, config, real, seed, feature_extractor, pad),
-        "protocol": _protocol(real, pad, features, seed, nll),
+        **_description(run.workdir, run.config, real, seed, feature_extractor, run.pad),
+        "protocol": _protocol(real, run.pad, features, seed, nll),
+        **_score_entries(scores, labels, gmm_report),
+        **_likelihood_entries(nll),
+        **_set_entries(sets, bn_check),
+        "interpolations": grid,
+        "cache": {"computed": features.computed, "reused": features.reused},
+        "seconds": round(time.time() - start, 1),
+    }
+    _write_reports(run.workdir, results)
+    return results
+
+
+def _test_images(run, test_images, num_images, data_dir):
+    """The test images at the network's shape: ``test_images`` (padded when
+    given at the native size), else the first ``num_images`` of the split."""
+    if test_images is None:
+        test_images = _load_test_images(run.config, num_images, data_dir)
+    image_shape = tuple(int(d) for d in run.first_stage.encoder.inputs[0].shape[1:])
+    return _fit_test_images(test_images, image_shape, run.pad)
+
+
+def _score_entries(scores, labels, gmm_report):
+    """The FID summary, each set's scores, their labels and the GMM's fit."""
+    return {
         "fid": {name: score["fid"] for name, score in scores.items()},
         **{name: scores.get(name) for name in SETS},
         "labels": {name: labels[name] for name in scores},
         "gmm_fit": gmm_report,
-        **_likelihood_entries(nll),
-        # gen2_adjusted: metrics.adjust_latents, each latent rescaled to
+    }
+
+
+def _set_entries(sets, bn_check):
+    """The reconstruction MSE, BatchNorm check and latent-space reports."""
+    return {
+        # gen2_adjusted: latent.adjust_latents, each latent rescaled to
         # variance 1 over the generated set.
         "adjust_target_variance": 1.0,
         "reconstruction_mse": sets["mse"],
@@ -186,42 +201,12 @@ def evaluate_workdir(
         # moving statistics match the weights.
         "batchnorm_check": dict(zip(("inference_mse", "training_mse"), bn_check)),
         **_latent_reports(sets),
-        "interpolations": grid,
-        "cache": {"computed": features.computed, "reused": features.reused},
-        "seconds": round(time.time() - start, 1),
     }
-    _write_reports(workdir, results)
-    return results
-
-
-def _load_workdir(workdir):
-    """``(config dict, stage 1, stage 2)`` of a `Workdir`.
-
-    Raises:
-        FileNotFoundError: no config.json, or a stage not finished.
-        WorkdirError: config.json is not valid JSON.
-    """
-    config = workdir.read_config()
-    if config is None:
-        raise FileNotFoundError(
-            f"{workdir.config_path} not found: is {workdir.root!r} a training "
-            "work directory?"
-        )
-    models = []
-    for stage in STAGES:
-        path = workdir.stage_path(stage)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"{path} not found: the run has not finished {stage} (train "
-                "again with the same --workdir to resume)."
-            )
-        models.append(keras.saving.load_model(path, compile=False))
-    return config, models[0], models[1]
 
 
 def _load_test_images(config, num_images, data_dir):
     dataset = pipeline.load_split(
-        VAEConfig.from_dict(config),
+        config,
         "test",
         data_dir=data_dir,
         dtype="uint8",
@@ -390,8 +375,8 @@ def _description(workdir, config, real, seed, feature_extractor, pad):
     """What was evaluated, on what, how: the first entries of the results."""
     return {
         "workdir": os.path.abspath(workdir.root),
-        "name": config.get("name"),
-        "dataset": config.get("dataset"),
+        "name": config.name,
+        "dataset": config.dataset,
         "num_images": len(real),
         "seed": seed,
         "feature_extractor": getattr(

@@ -47,68 +47,91 @@ def score_image_sets(
         precision and recall are None for sets of at most k = 3 images.
     """
 
-    def extract(images):
-        return metrics.extract_features(images, features.extractor, batch_size, verbose)
+    scorer = _Scorer(features, pad, batch_size, seed, verbose)
+    scorer.read_real(real)
+    return {
+        name: scorer.score_set(name, sets[name], labels[name])
+        for name in SETS
+        if name in sets
+    }
 
-    def features_of(name, images, label, share=False):
-        images = pipeline.remove_padding(images, pad)
-        before = len(features.reused)
-        if verbose:
-            print(f"Features of {label} ({len(images)} images):")
-        found, key = features.features(name, images, extract, share=share)
-        if verbose and len(features.reused) > before:
-            print("  cached (same images, network and preprocessing)")
-        return found, key
 
-    real_features, real_key = features_of("real", real, "the test images", True)
-    real_radii = []  # computed once, when a set's scores are not cached
+class _Scorer:
+    """The steps of `score_image_sets`: the real set's features (and its
+    manifold radii, computed once) against which each set is scored."""
 
-    def manifolds(fake_features):
-        if min(len(real_features), len(fake_features)) <= DEFAULT_K:
-            # k-th neighbours need more than k vectors (a toy evaluation).
-            return {"precision": None, "recall": None}
-        if not real_radii:
-            real_radii.append(manifold_radii(real_features, DEFAULT_K))
-        return precision_recall(
-            real_features, fake_features, DEFAULT_K, real_radii=real_radii[0]
+    def __init__(self, features, pad, batch_size, seed, verbose):
+        self.features = features
+        self.pad = pad
+        self.batch_size = batch_size
+        self.seed = seed
+        self.verbose = verbose
+        self.real_features = self.real_key = self._real_radii = None
+
+    def read_real(self, real):
+        """The real set's features (shared between runs when allowed)."""
+        self.real_features, self.real_key = self._features_of(
+            "real", real, "the test images", share=True
         )
 
-    def score(fake_features):
-        kid, kid_std = metrics.kernel_inception_distance(
-            real_features, fake_features, KID_SUBSETS, KID_SUBSET_SIZE, seed
-        )
-        return {
-            "fid": metrics.fid_from_features(real_features, fake_features),
-            "kid": kid,
-            "kid_std": kid_std,
-            **manifolds(fake_features),
-        }
-
-    scores = {}
-    for name in SETS:
-        if name not in sets:
-            continue
-        fake_features, fake_key = features_of(name, sets[name], labels[name])
+    def score_set(self, name, images, label):
+        """One set's scores, from the cache when its inputs are the same."""
+        fake_features, fake_key = self._features_of(name, images, label)
         inputs = {
-            "real": real_key,
+            "real": self.real_key,
             "fake": fake_key,
-            "kid": [KID_SUBSETS, KID_SUBSET_SIZE, seed],
+            "kid": [KID_SUBSETS, KID_SUBSET_SIZE, self.seed],
             "precision_recall_k": DEFAULT_K,
         }
-        if real_key is None:
-            scores[name] = score(fake_features)
+        if self.real_key is None:
+            found = self._score(fake_features)
         else:
-            scores[name] = features.result(
-                f"scores_{name}", inputs, lambda: score(fake_features)
+            found = self.features.result(
+                f"scores_{name}", inputs, lambda: self._score(fake_features)
             )
-        if verbose:
-            found = scores[name]
+        if self.verbose:
             print(
-                f"  {labels[name]}: FID {found['fid']:.2f}, KID "
+                f"  {label}: FID {found['fid']:.2f}, KID "
                 f"{found['kid']:.4f}, precision {_fraction(found['precision'])}, "
                 f"recall {_fraction(found['recall'])}"
             )
-    return scores
+        return found
+
+    def _extract(self, images):
+        return metrics.extract_features(
+            images, self.features.extractor, self.batch_size, self.verbose
+        )
+
+    def _features_of(self, name, images, label, share=False):
+        images = pipeline.remove_padding(images, self.pad)
+        before = len(self.features.reused)
+        if self.verbose:
+            print(f"Features of {label} ({len(images)} images):")
+        found, key = self.features.features(name, images, self._extract, share=share)
+        if self.verbose and len(self.features.reused) > before:
+            print("  cached (same images, network and preprocessing)")
+        return found, key
+
+    def _score(self, fake_features):
+        kid, kid_std = metrics.kernel_inception_distance(
+            self.real_features, fake_features, KID_SUBSETS, KID_SUBSET_SIZE, self.seed
+        )
+        return {
+            "fid": metrics.fid_from_features(self.real_features, fake_features),
+            "kid": kid,
+            "kid_std": kid_std,
+            **self._manifolds(fake_features),
+        }
+
+    def _manifolds(self, fake_features):
+        if min(len(self.real_features), len(fake_features)) <= DEFAULT_K:
+            # k-th neighbours need more than k vectors (a toy evaluation).
+            return {"precision": None, "recall": None}
+        if self._real_radii is None:
+            self._real_radii = manifold_radii(self.real_features, DEFAULT_K)
+        return precision_recall(
+            self.real_features, fake_features, DEFAULT_K, real_radii=self._real_radii
+        )
 
 
 def _fraction(value):

@@ -32,8 +32,7 @@ export emulates exactly this), then ``(x - 128) / 128``.
 
 The modules behind it: `vae_balance.fid.network` (the network),
 `vae_balance.fid.weights` (reading PyTorch files), `vae_balance.fid.convert`
-(conversion, cache, loading). Their public names are re-exported here, the
-import path of earlier releases, for one release.
+(conversion, cache, loading).
 """
 
 import argparse
@@ -44,59 +43,18 @@ import tensorflow as tf
 
 from vae_balance.fid.convert import (
     DEFAULT_WEIGHTS,
-    GET_WEIGHTS,
     WEIGHTS_ENV,
     convert,
-    default_weights_path,
     load_fid_inception,
-    nvidia_name,
-    pytorch_fid_state_dict_from_nvidia,
-    set_weights_from_tensors,
 )
-from vae_balance.fid.network import (
-    BN_EPSILON,
-    FEATURE_DIM,
-    IMAGE_SIZE,
-    build_fid_inception,
-    conv_units,
-)
-from vae_balance.fid.weights import (
-    KNOWN_WEIGHT_FILES,
-    LEGACY_MAGIC,
-    ScriptObject,
-    WeightFileError,
-    fid_helper_default_model,
-    read_weight_file,
-    verify_weight_file,
-)
+from vae_balance.fid.network import IMAGE_SIZE
 
 __all__ = [
-    "BN_EPSILON",
-    "DEFAULT_WEIGHTS",
-    "FEATURE_DIM",
     "FeatureExtractor",
-    "GET_WEIGHTS",
-    "IMAGE_SIZE",
-    "KNOWN_WEIGHT_FILES",
-    "LEGACY_MAGIC",
     "NETWORKS",
-    "ScriptObject",
-    "WEIGHTS_ENV",
-    "WeightFileError",
-    "build_fid_inception",
-    "conv_units",
-    "convert",
-    "default_weights_path",
-    "fid_helper_default_model",
     "get_feature_extractor",
-    "load_fid_inception",
     "main",
-    "nvidia_name",
     "preprocess_images",
-    "pytorch_fid_state_dict_from_nvidia",
-    "read_weight_file",
-    "set_weights_from_tensors",
-    "verify_weight_file",
 ]
 
 NETWORKS = ("fid_inception", "keras_inception_v3")

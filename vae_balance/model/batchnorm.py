@@ -21,6 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vae_balance.datasets import pipeline
+
 # recalibrate_batchnorm's default bound: 100 batches (10,000 images at the
 # paper's batch of 100), or one pass when the training set is smaller.
 DEFAULT_NUM_BATCHES = 100
@@ -28,6 +30,9 @@ DEFAULT_NUM_BATCHES = 100
 # check_batchnorm warns when the inference-mode reconstruction MSE exceeds
 # the training-mode MSE on the same images by more than this factor.
 MSE_RATIO_WARNING = 1.5
+
+# Test images of the validation MSE measured around a recalibration.
+NUM_VALIDATION_IMAGES = 1000
 
 
 class StaleBatchNormWarning(UserWarning):
@@ -329,3 +334,52 @@ def check_batchnorm(model, images, batch_size=100, factor=MSE_RATIO_WARNING, wha
             stacklevel=2,
         )
     return inference, training
+
+
+# ------------------------------------- the recipe of the job and of export
+def recalibration_batches(train_images, config):
+    """Shuffled training batches for the recalibration (their own seed)."""
+    return pipeline.make_train_dataset(train_images, config.batch_size, config.seed + 1)
+
+
+def recalibrate_and_measure(first_stage, batches, images, config, num_batches):
+    """`recalibrate_batchnorm` between two validation measurements.
+
+    The one recipe of the training job and of ``export``: ``batches`` from
+    `recalibration_batches`, the inference-mode reconstruction MSE of
+    ``images`` before and after.
+
+    Returns:
+        ``(val_mse_before, val_mse_after, info)``.
+    """
+    batch_size = config.batch_size
+    before = reconstruction_mse(first_stage, images, False, batch_size)
+    info = recalibrate_batchnorm(
+        first_stage, batches, num_batches, batch_size, seed=config.seed
+    )
+    after = reconstruction_mse(first_stage, images, False, batch_size)
+    return before, after, info
+
+
+def recalibrate_loaded_stage1(
+    vae, config, data_dir=None, num_batches=DEFAULT_NUM_BATCHES
+):
+    """Recomputes a loaded stage 1's BatchNorm statistics from its training data.
+
+    For a stage-1 model read from a checkpoint (an interrupted run) or from
+    an older version's run, before it is exported: the first
+    ``num_batches * batch_size`` training images of ``config.dataset``,
+    shuffled. Nothing in the work directory is changed.
+
+    Returns:
+        ``(val_mse_before, val_mse_after, info)`` on the test split's first
+        1,000 images (inference mode).
+    """
+    limit = num_batches * config.batch_size
+    train = pipeline.load_split(config, "train", data_dir, limit=limit, dtype="uint8")
+    test = pipeline.load_split(
+        config, "test", data_dir, limit=min(limit, NUM_VALIDATION_IMAGES)
+    )
+    test = np.stack(list(test.as_numpy_iterator())).astype("float32")
+    batches = recalibration_batches(train, config)
+    return recalibrate_and_measure(vae, batches, test, config, num_batches)

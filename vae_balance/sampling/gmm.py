@@ -17,6 +17,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from vae_balance.files import atomic_write, sha256
 from vae_balance.workdir import Workdir
@@ -116,6 +117,8 @@ class LatentGMM:
         Raises:
             ValueError: fewer codes than components, or non-finite codes.
         """
+        # Imported here: scikit-learn takes seconds to import and only the
+        # fit needs it (loading, sampling and export do not).
         from sklearn.mixture import GaussianMixture
 
         z_mean = np.asarray(z_mean, np.float64)
@@ -179,8 +182,6 @@ class LatentGMM:
         Returns:
             (num_samples, d) float32 tensor.
         """
-        import tensorflow as tf
-
         num_samples = tf.cast(num_samples, tf.int64)
         seed = tf.cast(seed, tf.int64)
         cdf = tf.constant(np.cumsum(self.weights), tf.float64)

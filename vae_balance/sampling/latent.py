@@ -8,7 +8,7 @@ how it draws the stage-1 latents z, which the stage-1 decoder then decodes:
 ``gen2``            u ~ N(0, I) -> decoder 2 -> z (Dai & Wipf's two-stage VAE,
                     `SecondStageSampler`)
 ``gen2_adjusted``   gen2's z with each dimension rescaled to variance 1 over the
-                    set (Asperti's renormalisation, `metrics.adjust_latents`;
+                    set (Asperti's renormalisation, `adjust_latents`;
                     `AdjustedSecondStageSampler`)
 ``gmm``             z from a Gaussian mixture fitted on the training set's z_mean
                     (`GMMSampler`, `vae_balance.sampling.gmm`)
@@ -22,8 +22,6 @@ those of earlier versions.
 """
 
 import numpy as np
-
-from vae_balance.evaluation import metrics
 
 SAMPLER_NAMES = ("gen1", "gen2", "gen2_adjusted", "gmm")
 
@@ -118,7 +116,7 @@ class AdjustedSecondStageSampler(SecondStageSampler):
     """GEN-2 adjusted: GEN-2's latents renormalised to ``target_variance``.
 
     The renormalisation uses the statistics of the whole generated set
-    (`metrics.adjust_latents`), so a set's latents depend on ``num``.
+    (`adjust_latents`), so a set's latents depend on ``num``.
 
     Args:
         first_decoder, second_decoder: as `SecondStageSampler`.
@@ -135,7 +133,7 @@ class AdjustedSecondStageSampler(SecondStageSampler):
 
     def adjust(self, latents):
         """The renormalised copy of GEN-2 latents (float32)."""
-        return metrics.adjust_latents(latents, self.target_variance)
+        return adjust_latents(latents, self.target_variance)
 
     def sample_latents(self, num, seed=None, batch_size=100):
         return self.adjust(super().sample_latents(num, seed, batch_size))
@@ -186,3 +184,34 @@ def build_samplers(first_stage, second_stage, gmm=None, target_variance=1.0):
     if gmm is not None:
         samplers.append(GMMSampler(decoder, gmm))
     return {sampler.name: sampler for sampler in samplers}
+
+
+def adjust_latents(z, target_variance=1.0):
+    """Variance renormalisation ("adjust") of generated latent codes.
+
+    VAE outputs have less variance than the data they imitate; in a two-stage
+    VAE the latents produced by the second stage are too concentrated for
+    the first decoder. This rescales each dimension of ``z`` around its mean
+    so that its variance over the batch equals ``target_variance``: by
+    default 1, the N(0, I) distribution that the first stage's latents
+    follow (the variance law), as in Asperti's companion paper. The statistics
+    are over all of ``z`` (the reference code used batches of 100).
+
+    Args:
+        z: (n, latent_dim) generated latents, n >= 2.
+        target_variance: scalar or (latent_dim,) array of variances.
+
+    Returns:
+        float32 array like ``z``.
+
+    Reference:
+        A. Asperti, "Variance Loss in Variational Autoencoders",
+        arXiv:2002.09860, 2020.
+    """
+    z = np.asarray(z, np.float64)
+    if z.ndim != 2 or len(z) < 2:
+        raise ValueError(f"z must be (n >= 2, latent_dim), got shape {z.shape}.")
+    mean = z.mean(axis=0)
+    std = z.std(axis=0)
+    scale = np.sqrt(np.asarray(target_variance, np.float64)) / np.maximum(std, 1e-12)
+    return (mean + (z - mean) * scale).astype(np.float32)

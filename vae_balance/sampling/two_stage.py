@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from vae_balance.datasets.stream import check_latent_codes
 from vae_balance.model import _keras_compat
 from vae_balance.model.vae import BalancedVAE
 
@@ -39,23 +40,6 @@ def encode_dataset(encoder, data, batch_size=100, verbose="auto"):
         batch_size = None
     z_mean, z_log_sigma = encoder.predict(data, batch_size=batch_size, verbose=verbose)
     return z_mean.astype("float32"), z_log_sigma.astype("float32")
-
-
-def check_latent_codes(z_mean, z_log_sigma, batch_size):
-    """The codes as float32 arrays, checked: one (n, latent_dim) shape, at
-    least one batch. Raises a ValueError naming the problem."""
-    z_mean = np.asarray(z_mean, "float32")
-    z_log_sigma = np.asarray(z_log_sigma, "float32")
-    if z_mean.shape != z_log_sigma.shape or z_mean.ndim != 2:
-        raise ValueError(
-            f"z_mean {z_mean.shape} and z_log_sigma {z_log_sigma.shape} must be "
-            "two arrays of the same (n, latent_dim) shape."
-        )
-    if len(z_mean) < batch_size:
-        raise ValueError(
-            f"{len(z_mean)} latent codes are fewer than one batch of {batch_size}."
-        )
-    return z_mean, z_log_sigma
 
 
 def latent_dataset(z_mean, z_log_sigma, batch_size=100, seed=0):

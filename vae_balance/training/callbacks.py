@@ -7,7 +7,7 @@
 - `TrackModel`: hands the model being fitted to whoever needs it (the grids).
 
 The checkpoints' callbacks (`Checkpointer`, `EpochCheckpoint`) are in
-`vae_balance.training.checkpoints`, still importable from here.
+`vae_balance.training.checkpointer`.
 """
 
 import csv
@@ -20,7 +20,6 @@ import tensorflow as tf
 
 from vae_balance import plots
 from vae_balance.sampling.two_stage import TwoStageSampler
-from vae_balance.training.checkpoints import Checkpointer, EpochCheckpoint  # noqa: F401
 
 
 def all_finite(logs):
@@ -38,7 +37,7 @@ class StepHistory(keras.callbacks.Callback):
     Rows are buffered and appended at every epoch end and checkpoint
     (`flush`). An epoch resumed at step s (`begin_epoch`) numbers its rows
     from s + 1, and its first row uses the restored trackers' means at s
-    (`vae_balance.training.checkpoints.RestoreMetrics` runs before it).
+    (`vae_balance.training.checkpointer.RestoreMetrics` runs before it).
     """
 
     KEYS = ("loss", "reconstruction_loss", "kl_loss", "mse", "gamma")

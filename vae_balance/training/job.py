@@ -21,11 +21,6 @@ deletes the temporaries. A write that fails (a full disk) raises `SaveError`
 and keeps the last complete checkpoint; a NaN or Inf loss raises
 `TrainingDiverged`, also keeping it; a second run on a busy work directory,
 or one made with another configuration, raises `WorkdirError`.
-
-`latest_checkpoint`, `load_checkpoint`, `save_model_atomic`, `is_recalibrated`,
-`WorkdirLock`, `WorkdirError`, `SaveError` (from `vae_balance.workdir`) and
-`EpochCheckpoint`, `StepHistory`, `ImageGrids`, `staircase` (from
-`vae_balance.training.callbacks`) stay importable from here.
 """
 
 import contextlib
@@ -47,65 +42,31 @@ from vae_balance.model import batchnorm, distribute
 from vae_balance.model.builders import build_second_stage, build_vae
 from vae_balance.sampling.two_stage import encode_dataset
 from vae_balance.training.callbacks import (
-    EpochCheckpoint,
     GridWriter,
     ImageGrids,
-    StepHistory,
     TrackModel,
-    staircase,
 )
-from vae_balance.training.preemption import StopRequests, TrainingInterrupted
+from vae_balance.training.options import DEFAULT_CHECKPOINT_MINUTES, RunOptions
+from vae_balance.training.preemption import StopRequests
 from vae_balance.training.stages import (
     StageSpec,
-    TrainingDiverged,
     finish_first_stage,
     fit_stage,
-    recalibrate_and_measure,
-    recalibration_batches,
 )
 from vae_balance.training.validation import FreshStatisticsForValidation
 from vae_balance.workdir import (
-    RESUMABLE_FIELDS,
-    STAGES,
     SaveError,
     Workdir,
-    WorkdirError,
     WorkdirLock,
     atomic_write,
     describe_os_error,
     is_disk_full,
-    is_recalibrated,
-    latest_checkpoint,
-    load_checkpoint,
-    save_model_atomic,
+    list_checkpoints,
 )
 
-__all__ = [
-    "NUM_TEST_IMAGES",
-    "RESUMABLE_FIELDS",
-    "STAGES",
-    "EpochCheckpoint",
-    "ImageGrids",
-    "RunOptions",
-    "RunResult",
-    "SaveError",
-    "StageSpec",
-    "StepHistory",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "WorkdirError",
-    "WorkdirLock",
-    "is_recalibrated",
-    "latest_checkpoint",
-    "load_checkpoint",
-    "recalibrate_loaded_stage1",
-    "save_model_atomic",
-    "staircase",
-    "train",
-]
+__all__ = ["NUM_TEST_IMAGES", "RunResult", "reproducible_graphs", "train"]
 
 NUM_TEST_IMAGES = 1000  # test images for the validation loss and grids
-DEFAULT_CHECKPOINT_MINUTES = 10.0  # a killed run loses at most this much
 
 
 @dataclasses.dataclass
@@ -117,35 +78,6 @@ class RunResult:
     stage1_logs: dict
     stage2_logs: dict
     seconds: float
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class RunOptions:
-    """The options of one `train` call, resolved (see `train` for each).
-
-    ``strategy`` is a `tf.distribute.Strategy` (never None or a name) and
-    ``start`` the ``time.time()`` at which the job started.
-    """
-
-    config: VAEConfig
-    workdir: Workdir
-    strategy: tf.distribute.Strategy
-    start: float
-    train_data: object = None
-    test_images: object = None
-    data_dir: str | None = None
-    limit: int | None = None
-    verbose: object = "auto"
-    grid_every: int = 5
-    jit_compile: bool = False
-    num_grid_images: int = 64
-    skip_bad: bool = False
-    recalibrate_bn: bool = True
-    recalibrate_batches: int = batchnorm.DEFAULT_NUM_BATCHES
-    checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES
-    checkpoint_steps: int | None = None
-    snapshot_every: int | None = None
-    stops: StopRequests | None = None
 
 
 def _first_stage_spec(config):
@@ -255,11 +187,7 @@ def train(
     start = time.time()
     config = get_preset(config) if not isinstance(config, VAEConfig) else config
     _check_interval(checkpoint_minutes, checkpoint_steps)
-    if isinstance(strategy, str):
-        strategy = distribute.get_strategy(strategy)
-    strategy = strategy or tf.distribute.get_strategy()
-    if precision is not None:
-        distribute.set_precision(precision)  # before any model is built
+    strategy = _strategy_and_precision(strategy, precision)
     is_chief, task = distribute.worker_role(strategy)
     # The chief writes the run; the other workers write to a scratch copy.
     root = workdir if is_chief else _worker_scratch(workdir, task)
@@ -285,32 +213,49 @@ def train(
         snapshot_every=snapshot_every,
         stops=stops if handle_signals else None,
     )
-    os.makedirs(root, exist_ok=True)
     try:
-        with WorkdirLock(root), stops, reproducible_graphs():
-            run.workdir.check_and_write_config(
-                config,
-                allow_config_change,
-                settings={
-                    "precision": keras.config.dtype_policy().name,
-                    "limit": limit,
-                },
-            )
-            run.workdir.remove_stale_temporaries()
-            try:
-                return _run(run)
-            except OSError as error:
-                if not is_disk_full(error):
-                    raise
-                raise SaveError(
-                    f"Could not write {error.filename or 'a file'} in {root}: "
-                    f"{describe_os_error(error)}. Complete files and checkpoints "
-                    "are kept; free some space and run the same command again to "
-                    "resume."
-                ) from error
+        return _run_locked(run, stops, allow_config_change)
     finally:
         if not is_chief:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _strategy_and_precision(strategy, precision):
+    """The `tf.distribute.Strategy` of a name, an instance or None; sets the
+    global precision policy first (before any model is built)."""
+    if isinstance(strategy, str):
+        strategy = distribute.get_strategy(strategy)
+    if precision is not None:
+        distribute.set_precision(precision)
+    return strategy or tf.distribute.get_strategy()
+
+
+def _run_locked(run, stops, allow_config_change):
+    """`_run` with the work directory locked and checked, signals handled and
+    graphs reproducible; a full disk becomes a `SaveError`."""
+    root = run.workdir.root
+    os.makedirs(root, exist_ok=True)
+    with WorkdirLock(root), stops, reproducible_graphs():
+        run.workdir.check_and_write_config(
+            run.config,
+            allow_config_change,
+            settings={
+                "precision": keras.config.dtype_policy().name,
+                "limit": run.limit,
+            },
+        )
+        run.workdir.remove_stale_temporaries()
+        try:
+            return _run(run)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise SaveError(
+                f"Could not write {error.filename or 'a file'} in {root}: "
+                f"{describe_os_error(error)}. Complete files and checkpoints "
+                "are kept; free some space and run the same command again to "
+                "resume."
+            ) from error
 
 
 @contextlib.contextmanager
@@ -453,7 +398,7 @@ def _latent_codes(run, encoder, train_images):
     Read back from ``latents.npz`` while stage 2 has checkpoints made on them.
     """
     path = run.workdir.latents_path
-    if os.path.exists(path) and run.workdir.latest_checkpoint("stage2"):
+    if os.path.exists(path) and list_checkpoints(run.workdir.checkpoint_dir, "stage2"):
         with np.load(path) as f:
             return f["z_mean"], f["z_log_sigma"]
     print("[latents] encoding the training set with the frozen encoder")
@@ -501,28 +446,7 @@ def _export(run, stages, first_logs, second_logs):
     return RunResult(run.workdir.root, sampler_path, first_logs, second_logs, seconds)
 
 
-# ------------------------------------------------------- data, loaded stage
-def recalibrate_loaded_stage1(
-    vae, config, data_dir=None, num_batches=batchnorm.DEFAULT_NUM_BATCHES
-):
-    """Recomputes a loaded stage 1's BatchNorm statistics from its training data.
-
-    For a stage-1 model read from a checkpoint (an interrupted run) or from
-    an older version's run, before it is exported: the first
-    ``num_batches * batch_size`` training images of ``config.dataset``,
-    shuffled. Nothing in the work directory is changed.
-
-    Returns:
-        ``(val_mse_before, val_mse_after, info)`` on the test split's first
-        1,000 images (inference mode), or None values when it has none.
-    """
-    train, test = _load_data(
-        config, None, None, data_dir, num_batches * config.batch_size
-    )
-    batches = recalibration_batches(train, config)
-    return recalibrate_and_measure(vae, batches, test, config, num_batches)
-
-
+# ------------------------------------------------------------------ data
 def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
     """(unbatched train dataset, NumPy test images) from arguments or files."""
     if train_data is None:

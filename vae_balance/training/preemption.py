@@ -5,7 +5,7 @@ sends SIGINT. Inside `StopRequests`:
 
 - during a stage's fit (`StopRequests.deferred`), the first signal is
   recorded and the run goes on to the end of the current step; the
-  `vae_balance.training.checkpoints.Checkpointer` then writes a step checkpoint and
+  `vae_balance.training.checkpointer.Checkpointer` then writes a step checkpoint and
   raises `TrainingInterrupted`;
 - elsewhere (loading data, encoding the latents, the export), the first
   signal raises `TrainingInterrupted` at once: every file of the run is

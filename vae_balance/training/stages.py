@@ -3,11 +3,11 @@
 `fit_stage` resumes a stage from its newest verified checkpoint, at the
 step it was written (or loads the finished stage, or builds a new model),
 fits it one epoch at a time with the job's callbacks (`vae_balance.training.callbacks`,
-`vae_balance.training.checkpoints`), stops with `TrainingDiverged` on a NaN or Inf
+`vae_balance.training.checkpointer`), stops with `TrainingDiverged` on a NaN or Inf
 loss, and saves ``<stage>.keras``. `finish_first_stage` then recomputes
 stage 1's BatchNorm statistics (once, recorded in ``batchnorm.json``). What
 differs between the two stages is a `StageSpec`; the job's options are a
-`vae_balance.training.job.RunOptions`.
+`vae_balance.training.options.RunOptions`.
 """
 
 import contextlib
@@ -17,11 +17,16 @@ from collections.abc import Callable
 
 import keras
 
-from vae_balance.datasets import pipeline
 from vae_balance.model import batchnorm
 from vae_balance.training import checkpoints
 from vae_balance.training.callbacks import StepHistory, TensorBoardScalars, staircase
-from vae_balance.workdir import load_checkpoint, save_model_atomic
+from vae_balance.training.checkpointer import Checkpointer, RestoreMetrics
+from vae_balance.workdir import (
+    Position,
+    list_checkpoints,
+    load_checkpoint,
+    save_model_atomic,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,7 +64,7 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
     uninterrupted run would. Checkpoints: `vae_balance.training.checkpoints`.
 
     Args:
-        run: the job's `vae_balance.training.job.RunOptions` (its config,
+        run: the job's `vae_balance.training.options.RunOptions` (its config,
             workdir, strategy, verbose, jit_compile, stops and checkpoint
             interval are read).
         spec: the `StageSpec` of the stage.
@@ -82,69 +87,102 @@ def fit_stage(run, spec, make_epoch, steps_per_epoch, callbacks, validation_data
     model, checkpoint, finished = _resume_or_build(run, spec, steps_per_epoch)
     if finished:
         return model, {}
-    position = checkpoint.position if checkpoint else checkpoints.Position(0)
+    position = checkpoint.position if checkpoint else Position(0)
     if position.epoch >= spec.epochs:  # a rerun with fewer --epochs
         save_model_atomic(model, workdir.stage_path(stage))
         return model, {}
-    guard = StepHistory(workdir.steps_csv(stage), stage, steps_per_epoch)
-    restore = checkpoints.RestoreMetrics()
-    restore.checkpoint = checkpoint if position.step else None
-    checkpointer = checkpoints.Checkpointer(
-        workdir,
-        stage,
-        steps_per_epoch,
-        guard,
-        stops=run.stops,
-        minutes=run.checkpoint_minutes,
-        steps=run.checkpoint_steps,
-        snapshot_every=run.snapshot_every if stage == "stage1" else None,
-        cpu_seconds=_cpu_seconds(checkpoint),
-    )
-    scalars = TensorBoardScalars(workdir.tensorboard_dir(stage))
-    job_callbacks = [
-        restore,  # first: the others see the restored epoch sums
-        keras.callbacks.LearningRateScheduler(
-            staircase(spec.learning_rate, spec.lr_epochs)
-        ),
-        guard,
-        keras.callbacks.CSVLogger(workdir.history_csv(stage), append=True),
-        scalars,
-        *callbacks,
-        checkpointer,  # last: after everything the epoch logs
-        _StopAfterEpoch(),
-    ]
-    logs = {}
+    fit = _StageCallbacks(run, spec, steps_per_epoch, checkpoint, callbacks)
     try:
         with _deferred_stops(run):
-            for epoch in range(position.epoch, spec.epochs):
-                start = position.step if epoch == position.epoch else 0
-                guard.begin_epoch(epoch, start)
-                checkpointer.begin_epoch(epoch, start)
-                history = model.fit(
-                    make_epoch(epoch, start),
-                    epochs=spec.epochs,
-                    initial_epoch=epoch,
-                    callbacks=job_callbacks,
-                    validation_data=validation_data,
-                    verbose=run.verbose,
-                    shuffle=False,  # each epoch's order is its dataset's
-                )
-                if guard.diverged:
-                    break
-                logs = {k: float(v[-1]) for k, v in history.history.items()}
+            logs = _fit_epochs(
+                run, spec, model, fit, position, make_epoch, validation_data
+            )
     finally:
-        guard.flush()
-        scalars.close()
-    if guard.diverged:
-        found = workdir.latest_checkpoint(stage)
-        where = found[0] if found else "none yet (the run restarts from scratch)"
-        raise TrainingDiverged(
-            f"{guard.diverged}. The last good checkpoint is kept: {where}. "
-            "Run the same command again to resume from it, e.g. with a lower "
-            "--learning-rate."
-        )
+        fit.close()
+    if fit.guard.diverged:
+        _raise_diverged(workdir, stage, fit.guard.diverged)
     save_model_atomic(model, workdir.stage_path(stage))
     return model, logs
+
+
+class _StageCallbacks:
+    """The job's callbacks of one stage around the caller's ``extra`` ones.
+
+    In order: the restored metric sums (first: the others see them), the
+    learning rate, the step history (and NaN guard), the CSV log, the
+    TensorBoard scalars, ``extra``, the checkpointer (last: after everything
+    the epoch logs) and the one-epoch stop.
+    """
+
+    def __init__(self, run, spec, steps_per_epoch, checkpoint, extra):
+        workdir, stage = run.workdir, spec.name
+        position = checkpoint.position if checkpoint else Position(0)
+        self.guard = StepHistory(workdir.steps_csv(stage), stage, steps_per_epoch)
+        restore = RestoreMetrics()
+        restore.checkpoint = checkpoint if position.step else None
+        self.checkpointer = Checkpointer(
+            workdir,
+            stage,
+            steps_per_epoch,
+            self.guard,
+            stops=run.stops,
+            minutes=run.checkpoint_minutes,
+            steps=run.checkpoint_steps,
+            snapshot_every=run.snapshot_every if stage == "stage1" else None,
+            cpu_seconds=_cpu_seconds(checkpoint),
+        )
+        self.scalars = TensorBoardScalars(workdir.tensorboard_dir(stage))
+        self.callbacks = [
+            restore,
+            keras.callbacks.LearningRateScheduler(
+                staircase(spec.learning_rate, spec.lr_epochs)
+            ),
+            self.guard,
+            keras.callbacks.CSVLogger(workdir.history_csv(stage), append=True),
+            self.scalars,
+            *extra,
+            self.checkpointer,
+            _StopAfterEpoch(),
+        ]
+
+    def begin_epoch(self, epoch, start_step):
+        self.guard.begin_epoch(epoch, start_step)
+        self.checkpointer.begin_epoch(epoch, start_step)
+
+    def close(self):
+        self.guard.flush()
+        self.scalars.close()
+
+
+def _fit_epochs(run, spec, model, fit, position, make_epoch, validation_data):
+    """One ``model.fit`` per epoch from ``position``; the last epoch's logs
+    (``{}`` when the guard stopped the first)."""
+    logs = {}
+    for epoch in range(position.epoch, spec.epochs):
+        start = position.step if epoch == position.epoch else 0
+        fit.begin_epoch(epoch, start)
+        history = model.fit(
+            make_epoch(epoch, start),
+            epochs=spec.epochs,
+            initial_epoch=epoch,
+            callbacks=fit.callbacks,
+            validation_data=validation_data,
+            verbose=run.verbose,
+            shuffle=False,  # each epoch's order is its dataset's
+        )
+        if fit.guard.diverged:
+            break
+        logs = {k: float(v[-1]) for k, v in history.history.items()}
+    return logs
+
+
+def _raise_diverged(workdir, stage, reason):
+    found = list_checkpoints(workdir.checkpoint_dir, stage)
+    where = found[-1].path if found else "none yet (the run restarts from scratch)"
+    raise TrainingDiverged(
+        f"{reason}. The last good checkpoint is kept: {where}. Run the same "
+        "command again to resume from it, e.g. with a lower --learning-rate."
+    )
 
 
 def _cpu_seconds(checkpoint):
@@ -181,8 +219,8 @@ def _resume_or_build(run, spec, steps_per_epoch):
     model (None), inside the strategy's scope."""
     workdir, stage = run.workdir, spec.name
     final_path = workdir.stage_path(stage)
-    found = checkpoints.list_checkpoints(workdir.checkpoint_dir, stage)
-    done = checkpoints.Position(spec.epochs)
+    found = list_checkpoints(workdir.checkpoint_dir, stage)
+    done = Position(spec.epochs)
     with run.strategy.scope():
         if found and found[-1].position >= done and os.path.exists(final_path):
             # The finished stage (its BatchNorm statistics recomputed).
@@ -219,7 +257,7 @@ def finish_first_stage(run, first_stage, train_images, test_images):
         True when the statistics were recomputed (stage 1 changed).
     """
     config = run.config
-    batches = recalibration_batches(train_images, config)
+    batches = batchnorm.recalibration_batches(train_images, config)
     layers = batchnorm.batchnorm_layers(first_stage.encoder)
     if not layers + batchnorm.batchnorm_layers(first_stage.decoder):
         return False
@@ -239,33 +277,9 @@ def finish_first_stage(run, first_stage, train_images, test_images):
     return recalibrated
 
 
-def recalibrate_and_measure(first_stage, batches, images, config, num_batches):
-    """`batchnorm.recalibrate_batchnorm` between two validation measurements.
-
-    The one recipe of the job and of ``export``: ``batches`` from
-    `recalibration_batches`, the inference-mode reconstruction MSE of
-    ``images`` before and after.
-
-    Returns:
-        ``(val_mse_before, val_mse_after, info)``.
-    """
-    batch_size = config.batch_size
-    before = batchnorm.reconstruction_mse(first_stage, images, False, batch_size)
-    info = batchnorm.recalibrate_batchnorm(
-        first_stage, batches, num_batches, batch_size, seed=config.seed
-    )
-    after = batchnorm.reconstruction_mse(first_stage, images, False, batch_size)
-    return before, after, info
-
-
-def recalibration_batches(train_images, config):
-    """Shuffled training batches for the recalibration (their own seed)."""
-    return pipeline.make_train_dataset(train_images, config.batch_size, config.seed + 1)
-
-
 def _recalibrate_first_stage(run, first_stage, batches, images):
     """Recomputes the statistics, saves ``stage1.keras`` and records it."""
-    before, after, info = recalibrate_and_measure(
+    before, after, info = batchnorm.recalibrate_and_measure(
         first_stage, batches, images, run.config, run.recalibrate_batches
     )
     print(

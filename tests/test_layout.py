@@ -1,0 +1,171 @@
+"""The package's layout: wings import downwards only, with no cycles.
+
+The wings, from the top: cli -> training / evaluation / export -> sampling
+(and plots) -> model / datasets / fid -> config, files, workdir. The imports
+are read with `ast` from the source, so nothing is imported.
+"""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "vae_balance"
+
+# The rank of each wing (a subpackage or a top-level module): a module may
+# import from its own wing or from a wing of a lower rank only.
+RANKS = {
+    "_version": 0,
+    "_startup": 0,
+    "files": 0,
+    "workdir": 0,
+    "config": 0,
+    "datasets": 1,
+    "model": 1,
+    "fid": 1,
+    "sampling": 2,
+    "plots": 2,
+    "export": 3,
+    "training": 3,
+    "evaluation": 3,
+    "cli": 4,
+    "__main__": 4,
+    "": 4,  # vae_balance/__init__.py: the public API, above everything
+}
+# The dataset registry is TensorFlow-free facts (names, shapes, paddings)
+# that config.py derives its padding from: it belongs to the bottom rank.
+BOTTOM_MODULES = {"vae_balance.datasets", "vae_balance.datasets.registry"}
+
+
+def _module_name(path):
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _resolve(module, node):
+    """The vae_balance modules an import statement names."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] == "vae_balance"]
+    if node.level:
+        is_package = MODULES[module].name == "__init__.py"
+        base = module.split(".")
+        base = base[: len(base) - node.level + is_package]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    if target.split(".")[0] != "vae_balance":
+        return []
+    names = [f"{target}.{a.name}" for a in node.names]
+    submodules = [name for name in names if name in MODULES]
+    # `from package import submodule` depends on the submodule; any other
+    # name depends on the module (or package __init__) it comes from.
+    return submodules + ([target] if len(submodules) < len(names) else [])
+
+
+def _imports():
+    """``{module: [(target, lineno, nested)]}`` of every vae_balance import."""
+    found = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(), str(path))
+        entries = []
+
+        def visit(node, nested, module=module, entries=entries):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for target in _resolve(module, node):
+                    entries.append((target, node.lineno, nested))
+            inner = nested or isinstance(
+                node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+            )
+            for child in ast.iter_child_nodes(node):
+                visit(child, inner)
+
+        visit(tree, False)
+        found[module] = entries
+    return found
+
+
+IMPORTS = _imports()
+
+
+def _wing(module):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _rank(module):
+    return 0 if module in BOTTOM_MODULES else RANKS[_wing(module)]
+
+
+def test_every_module_belongs_to_a_ranked_wing():
+    assert {_wing(m) for m in MODULES} <= set(RANKS)
+    for module, entries in IMPORTS.items():
+        for target, line, _ in entries:
+            assert target in MODULES, f"{module}:{line} imports unknown {target}"
+
+
+def test_no_import_cycle_between_modules():
+    graph = {m: {t for t, _, _ in entries} for m, entries in IMPORTS.items()}
+    state = {}  # module -> "open" while on the path, "done" after
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycle = path[path.index(target) :] + [target]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_a_lower_wing_never_imports_a_higher_one():
+    upward = [
+        f"{module}:{line} ({_wing(module) or 'vae_balance'}, rank "
+        f"{_rank(module)}) imports {target} (rank {_rank(target)})"
+        for module, entries in IMPORTS.items()
+        for target, line, _ in entries
+        if _rank(target) > _rank(module)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_wings_of_one_rank_do_not_import_each_other_both_ways():
+    edges = {
+        (_wing(module), _wing(target))
+        for module, entries in IMPORTS.items()
+        for target, _, _ in entries
+        if _wing(module) != _wing(target)
+        and module not in BOTTOM_MODULES
+        and target not in BOTTOM_MODULES
+    }
+    assert not {(a, b) for a, b in edges if (b, a) in edges}
+
+
+def test_no_function_level_import_of_the_package():
+    nested = [
+        f"{module}:{line} imports {target} inside a function or class"
+        for module, entries in IMPORTS.items()
+        for target, line, is_nested in entries
+        if is_nested
+    ]
+    assert not nested, "\n".join(nested)
+
+
+def test_the_layout_checks_can_fail():
+    # The parser sees a nested, upward import (this is what the tests reject).
+    tree = ast.parse(
+        "def f():\n    from vae_balance.cli import main\n", "vae_balance/model/x.py"
+    )
+    (node,) = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    (target,) = _resolve("vae_balance.model.vae", node)
+    assert target == "vae_balance.cli.main"
+    assert _rank(target) > _rank("vae_balance.model.vae")
