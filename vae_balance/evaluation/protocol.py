@@ -38,6 +38,7 @@ from vae_balance.cli.evaluate import (  # noqa: F401  (the CLI, also here)
 )
 from vae_balance.config import VAEConfig
 from vae_balance.datasets import pipeline
+from vae_balance.datasets.registry import pad_box, pad_value
 from vae_balance.evaluation import likelihood, metrics
 from vae_balance.evaluation.image_sets import (  # noqa: F401  (also importable from here)
     IMAGE_EXTENSIONS,
@@ -123,7 +124,7 @@ def evaluate_workdir(
     start = time.time()
     workdir = Workdir(workdir)
     config, first_stage, second_stage = _load_workdir(workdir)
-    pad = int(config.get("pad", 0) or 0)
+    pad = pad_value(config.get("pad", 0) or 0)
     image_shape = tuple(int(d) for d in first_stage.encoder.inputs[0].shape[1:])
     if test_images is None:
         wanted = max(num_images, nll_images or 0)
@@ -220,6 +221,10 @@ def _load_workdir(workdir):
 
 
 def _load_test_images(config, num_images, data_dir):
+    if config.get("data"):  # your own images: the run's held-out split
+        from vae_balance.datasets import user_data
+
+        return user_data.held_out_images(VAEConfig.from_dict(config), num_images)
     dataset = pipeline.load_split(
         VAEConfig.from_dict(config),
         "test",
@@ -235,9 +240,14 @@ def _fit_test_images(images, image_shape, pad):
     images = check_images(images, "test_images")
     if images.shape[1:] == image_shape:
         return images
-    native = (image_shape[0] - 2 * pad, image_shape[1] - 2 * pad, image_shape[2])
+    top, bottom, left, right = pad_box(pad)
+    native = (
+        image_shape[0] - top - bottom,
+        image_shape[1] - left - right,
+        image_shape[2],
+    )
     if pad and images.shape[1:] == native:
-        return np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        return np.pad(images, ((0, 0), (top, bottom), (left, right), (0, 0)))
     raise ValueError(
         f"Test images of shape {images.shape[1:]} do not fit the model's input "
         f"{image_shape}" + (f" (or {native} before padding)." if pad else ".")

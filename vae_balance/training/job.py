@@ -518,6 +518,11 @@ def recalibrate_loaded_stage1(
 
 def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
     """(unbatched train dataset, NumPy test images) from arguments or files."""
+    if train_data is None and config.data:  # your own images, read again
+        from vae_balance.datasets import user_data
+
+        train_data, held_out = user_data.load_splits(config, skip_bad=skip_bad)
+        test_images = held_out if test_images is None else test_images
     if train_data is None:
         train_data = pipeline.load_split(
             config, "train", data_dir, limit=limit, dtype="uint8", skip_bad=skip_bad
