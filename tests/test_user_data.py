@@ -205,7 +205,9 @@ def test_the_export_of_a_folder_run_generates_40x48_images_from_a_copy(
     images = _generate_in_a_fresh_process(copied, tmp_path)
     assert images.shape == (4, 40, 48, 1)
     assert 0 <= images.min() and images.max() <= 1 and images.std() > 0
-    code, output = _cli(["sample", copied, "--num", "4", "--out", str(tmp_path / "s.png")], tmp_path)
+    code, output = _cli(
+        ["sample", copied, "--num", "4", "--out", str(tmp_path / "s.png")], tmp_path
+    )
     assert "Wrote 4 samples (40x48x1)" in output, output[-2000:]
 
 
