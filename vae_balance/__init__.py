@@ -21,6 +21,7 @@ from vae_balance.sampling.two_stage import (  # noqa: E402
     encode_dataset,
     latent_dataset,
 )
+from vae_balance.training.user_run import train  # noqa: E402
 
 __all__ = [
     "BALANCES",
@@ -36,4 +37,5 @@ __all__ = [
     "get_preset",
     "latent_dataset",
     "recalibrate_batchnorm",
+    "train",
 ]

@@ -10,7 +10,7 @@ padding); the data pipeline depends on this module, never the reverse.
 
 import dataclasses
 
-from vae_balance.datasets.registry import padding
+from vae_balance.datasets.registry import pad_value, padding
 
 NETWORKS = ("resnet", "infogan")
 
@@ -30,7 +30,8 @@ class VAEConfig:
     # The zero border the loader adds per side (28 -> 32: 2). None: derived
     # from the dataset registry (0 where unknown, e.g. folders). Kept as a
     # field for config.json; an explicit value must match the registry.
-    pad: int | None = None
+    # Your own images may be padded unevenly: (top, bottom, left, right).
+    pad: int | tuple | None = None
     # Stage-1 network family: "resnet" (Dai & Wipf's ResNet, the paper's) or
     # "infogan" (Dai & Wipf's InfoGAN-like net, the anchor of their Table 1:
     # base_filters and 2 base_filters convolution channels, fc_dim units).
@@ -68,6 +69,10 @@ class VAEConfig:
     learning_rate2: float = 1e-4
     lr_epochs2: int = 400
     seed: int = 0
+    # Your own images (`vae_balance.datasets.user_data`): where they are and
+    # which are held out (kind, path, files' sha256, counts, native shape);
+    # None for the presets' datasets.
+    data: dict | None = dataclasses.field(default=None, hash=False)
 
     def __post_init__(self):
         if self.network not in NETWORKS:
@@ -83,6 +88,8 @@ class VAEConfig:
         # The loader derives its padding from the dataset's native size; pad
         # (what plots, sample and evaluate crop off) must say the same.
         expected = padding(self.dataset, self.image_shape)
+        if self.pad is not None:
+            object.__setattr__(self, "pad", pad_value(self.pad))
         if self.pad is None:
             object.__setattr__(self, "pad", expected or 0)
         elif expected is not None and self.pad != expected:
@@ -108,13 +115,15 @@ class VAEConfig:
         ``resolved_kl_weight``."""
         config = dataclasses.asdict(self)
         config["image_shape"] = list(self.image_shape)
+        if isinstance(self.pad, tuple):
+            config["pad"] = list(self.pad)
         config["resolved_kl_weight"] = self.resolved_kl_weight()
         return config
 
     @classmethod
     def from_dict(cls, config):
         """A config from `to_dict`'s output (a run's ``config.json``); unknown
-        keys are ignored, a missing ``pad`` is derived."""
+        keys are ignored, a missing ``pad`` is derived, ``data`` is kept."""
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in config.items() if k in fields}
         values["image_shape"] = tuple(values["image_shape"])

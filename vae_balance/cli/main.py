@@ -20,6 +20,7 @@ from vae_balance.datasets import registry
 from vae_balance.model.distribute import PRECISIONS, STRATEGIES
 from vae_balance.model.vae import BALANCES
 from vae_balance.training import job as training
+from vae_balance.training import user_run
 from vae_balance.training.options import DEFAULT_CHECKPOINT_MINUTES
 from vae_balance.training.preemption import TrainingInterrupted
 from vae_balance.training.stages import TrainingDiverged
@@ -41,6 +42,7 @@ SMOKE_IMAGES = 64
 def add_train_arguments(parser, default_preset=None):
     """The training flags shared by the CLI and the top-level scripts."""
     _add_run_arguments(parser, default_preset)
+    _add_user_data_arguments(parser)
     _add_config_arguments(parser)
     _add_job_arguments(parser)
     _add_batchnorm_arguments(parser)
@@ -52,9 +54,9 @@ def _add_run_arguments(parser, default_preset):
     parser.add_argument(
         "--preset",
         default=default_preset,
-        required=default_preset is None,
         choices=sorted(PRESETS),
-        help="configuration to train (see vae_balance/config.py)",
+        help="configuration to train (see vae_balance/config.py); with --data "
+        f"its schedule and widths (default {user_run.DEFAULT_PRESET})",
     )
     parser.add_argument(
         "--data-dir",
@@ -63,6 +65,43 @@ def _add_run_arguments(parser, default_preset):
     )
     parser.add_argument(
         "--workdir", help="output directory; rerun to resume (default runs/PRESET)"
+    )
+
+
+def _add_user_data_arguments(parser):
+    """Your own images (`vae_balance.training.user_run`)."""
+    group = parser.add_argument_group("your own images (--data)")
+    group.add_argument(
+        "--data",
+        help="your images: a folder of PNG/JPEG/BMP/WebP files (recursive), an "
+        ".npz (key x) or .npy array (N, H, W[, C]), or tfds:NAME",
+    )
+    group.add_argument(
+        "--image-size",
+        help="resize every image to HxW (or N for NxN); default: the native "
+        "size, zero-padded to what the network needs and cropped back on export",
+    )
+    group.add_argument(
+        "--center-crop",
+        action="store_true",
+        help="with --image-size: crop the central region of that aspect "
+        "ratio before resizing",
+    )
+    group.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share of the images held out for validation and evaluate when "
+        "the data has no test split (default 0.1; a fixed seeded split)",
+    )
+    group.add_argument(
+        "--network",
+        choices=("resnet", "infogan"),
+        help="resnet: padded to a power-of-two square; infogan: sides padded "
+        "to multiples of 4 (default: the preset's)",
+    )
+    group.add_argument("--latent-dim", type=int, help="stage-1 latent size")
+    group.add_argument(
+        "--width", type=int, help="base_filters: the first convolutions' channels"
     )
 
 
@@ -218,7 +257,10 @@ def config_from_args(args):
     if args.seed is not None and not 0 <= args.seed < 2**32:
         # NumPy's and Keras's seeding take 0 <= seed < 2**32.
         raise SystemExit(f"error: --seed must be in [0, 2**32), got {args.seed}")
-    config = get_preset(args.preset)
+    if args.preset is None and not getattr(args, "data", None):
+        raise SystemExit("error: give --preset NAME or --data PATH (your images)")
+    network = getattr(args, "network", None)
+    config = get_preset(args.preset or user_run.default_preset(network))
     if args.smoke:
         config = dataclasses.replace(config, **SMOKE)
     try:
@@ -230,6 +272,9 @@ def config_from_args(args):
 def run_train(args):
     """``train``: the whole two-stage job (`vae_balance.training.job.train`)."""
     config = config_from_args(args)
+    data = {}
+    if getattr(args, "data", None):  # your own images: the config is fitted to them
+        config, data = user_run.for_command_line(args, config)
     workdir = args.workdir or os.path.join(
         "runs", config.name + ("-smoke" if args.smoke else "")
     )
@@ -251,6 +296,7 @@ def run_train(args):
             checkpoint_minutes=args.checkpoint_minutes or None,
             checkpoint_steps=args.checkpoint_steps,
             snapshot_every=args.snapshot_every,
+            **data,
         )
     except TrainingInterrupted as stop:
         print(f"\n[stop] {stop}", flush=True)
@@ -263,7 +309,7 @@ def run_train(args):
         registry.DataError,
         registry.DatasetNotFoundError,
     ) as error:
-        skippable = config.dataset in ("folder", "celeb_a")  # image files
+        skippable = config.dataset in ("folder", "celeb_a") and not data
         hint = " (--skip-bad skips bad image files)" * (
             isinstance(error, registry.DataError) and skippable and not args.skip_bad
         )

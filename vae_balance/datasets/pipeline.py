@@ -52,6 +52,7 @@ from vae_balance.datasets.registry import (
     SPLITS,
     DataError,
     canonical_name,
+    pad_box,
     padding,
 )
 
@@ -365,19 +366,24 @@ def remove_padding(images, config_or_padding):
 
     Args:
         images: ``(..., H, W, C)`` images as the network sees them.
-        config_or_padding: pixels per side (an int), or a `VAEConfig`, preset
-            name or dataset name (see `config_padding`).
+        config_or_padding: pixels per side (an int), ``(top, bottom, left,
+            right)``, or a `VAEConfig`, preset name or dataset name (see
+            `config_padding`).
 
     Returns:
         The images without the border (the same object when it is 0).
     """
-    if isinstance(config_or_padding, (int, np.integer)):
-        pixels = int(config_or_padding)
+    if isinstance(config_or_padding, (int, np.integer, tuple, list)):
+        box = pad_box(config_or_padding)
+    elif hasattr(config_or_padding, "pad"):  # a VAEConfig: its checked pad
+        box = pad_box(config_or_padding.pad)
     else:
-        pixels = config_padding(config_or_padding)
-    if pixels == 0:
+        box = pad_box(config_padding(config_or_padding))
+    if not any(box):
         return images
-    return images[..., pixels:-pixels, pixels:-pixels, :]
+    top, bottom, left, right = box
+    height, width = images.shape[-3], images.shape[-2]
+    return images[..., top : height - bottom, left : width - right, :]
 
 
 def _resolve(config_or_name):

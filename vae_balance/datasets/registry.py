@@ -137,6 +137,30 @@ def get_spec(dataset):
     return DATASETS.get(canonical_name(dataset))
 
 
+def pad_box(pad):
+    """``(top, bottom, left, right)`` of a padding: an int (the same on every
+    side, the presets' 28 -> 32) or four ints (a folder of 40x48 images padded
+    to 64x64: ``(12, 12, 8, 8)``); None is 0."""
+    if pad is None:
+        return (0, 0, 0, 0)
+    if isinstance(pad, (int,)) or hasattr(pad, "__index__"):
+        return (int(pad),) * 4
+    box = tuple(int(p) for p in pad)
+    if len(box) != 4 or min(box) < 0:
+        raise ValueError(
+            f"pad must be an int or (top, bottom, left, right) >= 0, got {pad!r}."
+        )
+    return box
+
+
+def pad_value(pad):
+    """The canonical form of a padding: an int when all four sides agree
+    (what the presets' and older runs' ``config.json`` hold), else a tuple
+    ``(top, bottom, left, right)``."""
+    box = pad_box(pad)
+    return box[0] if len(set(box)) == 1 else box
+
+
 def padding(dataset, image_shape):
     """Zero pixels the loader adds on each side of a dataset's native images.
 

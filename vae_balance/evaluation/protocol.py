@@ -29,7 +29,8 @@ import time
 
 import numpy as np
 
-from vae_balance.datasets import pipeline
+from vae_balance.datasets import pipeline, user_data
+from vae_balance.datasets.registry import pad_box
 from vae_balance.evaluation import likelihood, metrics
 from vae_balance.evaluation.image_sets import check_images
 from vae_balance.evaluation.interpolation import save_interpolations
@@ -205,12 +206,10 @@ def _set_entries(sets, bn_check):
 
 
 def _load_test_images(config, num_images, data_dir):
+    if config.data:  # your own images: the run's held-out split
+        return user_data.held_out_images(config, num_images)
     dataset = pipeline.load_split(
-        config,
-        "test",
-        data_dir=data_dir,
-        dtype="uint8",
-        limit=num_images,
+        config, "test", data_dir=data_dir, dtype="uint8", limit=num_images
     )
     return np.stack(list(dataset.as_numpy_iterator()))
 
@@ -220,9 +219,14 @@ def _fit_test_images(images, image_shape, pad):
     images = check_images(images, "test_images")
     if images.shape[1:] == image_shape:
         return images
-    native = (image_shape[0] - 2 * pad, image_shape[1] - 2 * pad, image_shape[2])
+    top, bottom, left, right = pad_box(pad)
+    native = (
+        image_shape[0] - top - bottom,
+        image_shape[1] - left - right,
+        image_shape[2],
+    )
     if pad and images.shape[1:] == native:
-        return np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        return np.pad(images, ((0, 0), (top, bottom), (left, right), (0, 0)))
     raise ValueError(
         f"Test images of shape {images.shape[1:]} do not fit the model's input "
         f"{image_shape}" + (f" (or {native} before padding)." if pad else ".")

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from vae_balance._version import __version__
 from vae_balance.config import VAEConfig
+from vae_balance.datasets.registry import pad_box, pad_value
 from vae_balance.model.vae import BalancedVAE
 from vae_balance.sampling.gmm import GMM_NOISE
 from vae_balance.sampling.two_stage import TwoStageSampler
@@ -89,17 +90,33 @@ def _resolve_pad(config, pad, sampler):
                 f"Config {config.name!r} does not describe these models: "
                 f"{'; '.join(wrong)}."
             )
-        if pad is not None and int(pad) != config.pad:
+        if pad is not None and pad_value(pad) != config.pad:
             raise ValueError(f"pad={pad} disagrees with the config's pad={config.pad}.")
     if pad is None:
         pad = 0 if config is None else config.pad
-    pad = int(pad)
+    top, bottom, left, right = pad_box(pad)
     height, width = sampler.image_shape[:2]
-    if pad < 0 or 2 * pad >= min(height, width):
+    if (
+        min(top, bottom, left, right) < 0
+        or top + bottom >= height
+        or (left + right >= width)
+    ):
         raise ValueError(
             f"pad={pad} must be >= 0 and leave pixels of the {height}x{width} images."
         )
-    return pad
+    return pad_value(pad)
+
+
+def native_shape(image_shape, pad):
+    """``[height, width, channels]`` of ``image_shape`` without ``pad``."""
+    top, bottom, left, right = pad_box(pad)
+    height, width, channels = image_shape
+    return [height - top - bottom, width - left - right, channels]
+
+
+def _json_pad(pad):
+    """``pad`` as JSON: an int, or ``[top, bottom, left, right]``."""
+    return list(pad) if isinstance(pad, tuple) else pad
 
 
 def _number(value):
@@ -130,8 +147,7 @@ def _spec(dtype, shape):
 
 def _signature_table(sampler, pad, gmm=None):
     """What each signature takes and returns, in the metadata's terms."""
-    height, width, channels = sampler.image_shape
-    native = [None, height - 2 * pad, width - 2 * pad, channels]
+    native = [None, *native_shape(sampler.image_shape, pad)]
     images = {"images": _spec("float32", native)}
     z_dim = first_latent_dim(sampler)
     table = {
@@ -166,7 +182,10 @@ def sampler_metadata(sampler_or_models, config=None, pad=None):
     and ``config`` (the full resolved `VAEConfig.to_dict`, null without a
     config), ``latent_dim`` (stage-1 z) and ``u_dim`` (stage-2 noise),
     ``image_shape`` (native: what the endpoints return and take),
-    ``network_image_shape``, ``pad``, ``pixel_range``, ``stages`` (per stage:
+    ``network_image_shape``, ``pad`` (an int, or ``[top, bottom, left,
+    right]``), ``data`` (your own images: ``kind``, ``path``,
+    ``native_shape`` of the files, ``image_size`` and ``center_crop``; null
+    for the presets' datasets), ``pixel_range``, ``stages`` (per stage:
     ``balance``, ``running_rule``, ``kl_weight``, the final ``gamma_squared``
     and ``running_mse``, ``steps`` = optimizer iterations; null for a
     `TwoStageSampler`), ``signatures`` (inputs and outputs of each),
@@ -177,6 +196,14 @@ def sampler_metadata(sampler_or_models, config=None, pad=None):
     """
     sampler, stages = sampler_and_stages(sampler_or_models)
     return build_metadata(sampler, stages, config, pad)
+
+
+def _data_metadata(config):
+    """Your own images: the source and the files' native size; else null."""
+    if config is None or not config.data:
+        return None
+    keys = ("kind", "path", "native_shape", "image_size", "center_crop")
+    return {key: config.data.get(key) for key in keys}
 
 
 def _gmm_metadata(gmm):
@@ -195,7 +222,6 @@ def build_metadata(sampler, stages, config, pad, gmm=None):
     """`sampler_metadata` of a resolved ``(sampler, stages)`` pair."""
     config = _as_config(config)
     pad = _resolve_pad(config, pad, sampler)
-    height, width, channels = sampler.image_shape
     return {
         "format": "vae_balance.sampler",
         "format_version": METADATA_FORMAT_VERSION,
@@ -203,9 +229,10 @@ def build_metadata(sampler, stages, config, pad, gmm=None):
         "config": None if config is None else config.to_dict(),
         "latent_dim": first_latent_dim(sampler),
         "u_dim": sampler.latent_dim,
-        "image_shape": [height - 2 * pad, width - 2 * pad, channels],
-        "network_image_shape": [height, width, channels],
-        "pad": pad,
+        "image_shape": native_shape(sampler.image_shape, pad),
+        "network_image_shape": list(sampler.image_shape),
+        "pad": _json_pad(pad),
+        "data": _data_metadata(config),
         "pixel_range": [0.0, 1.0],
         "stages": {
             name: None if stages is None else _stage_metadata(vae)

@@ -15,6 +15,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from vae_balance.datasets.registry import pad_box
 from vae_balance.export.metadata import (
     GENERATE_NOISE,
     METADATA_FILE,
@@ -143,17 +144,21 @@ def _check_destination(path, overwrite):
 
 
 def _crop(images, pad):
-    """float32 images without the network's ``pad`` border."""
+    """float32 images without the network's ``pad`` border (an int, or
+    ``(top, bottom, left, right)``)."""
     images = tf.cast(images, tf.float32)
-    if pad:
-        images = images[:, pad:-pad, pad:-pad, :]
+    top, bottom, left, right = pad_box(pad)
+    if top or bottom or left or right:
+        height, width = images.shape[1], images.shape[2]
+        images = images[:, top : height - bottom, left : width - right, :]
     return images
 
 
 def _uncrop(images, pad):
     """The loader's zero border added back, on images in [0, 1]."""
-    if pad:
-        images = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    top, bottom, left, right = pad_box(pad)
+    if top or bottom or left or right:
+        images = tf.pad(images, [[0, 0], [top, bottom], [left, right], [0, 0]])
     return images
 
 

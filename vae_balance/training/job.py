@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae_balance.config import VAEConfig, get_preset
-from vae_balance.datasets import pipeline, stream
+from vae_balance.datasets import pipeline, stream, user_data
 from vae_balance.export.savedmodel import export_sampler
 from vae_balance.model import batchnorm, distribute
 from vae_balance.model.builders import build_second_stage, build_vae
@@ -449,6 +449,9 @@ def _export(run, stages, first_logs, second_logs):
 # ------------------------------------------------------------------ data
 def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
     """(unbatched train dataset, NumPy test images) from arguments or files."""
+    if train_data is None and config.data:  # your own images, read again
+        train_data, held_out = user_data.load_splits(config, skip_bad=skip_bad)
+        test_images = held_out if test_images is None else test_images
     if train_data is None:
         train_data = pipeline.load_split(
             config, "train", data_dir, limit=limit, dtype="uint8", skip_bad=skip_bad
