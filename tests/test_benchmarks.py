@@ -24,14 +24,14 @@ def _load(name):
 
 
 def test_balance_dynamics_of_the_running_rule_with_a_constant_mse():
-    compare = _load("compare_balancing")
+    seeds_module = _load("balancing_seeds")
     steps = np.arange(1, 1001)
     m, gamma = 1.0, []
     for _ in steps:  # gamma of step t comes from m after step t - 1
         gamma.append(np.sqrt(m))
         m = min(m, 0.99 * m + 0.01 * 0.01)
     log = {"step": steps, "mse": np.full(1000, 0.01), "gamma": np.array(gamma)}
-    result = compare.balance_dynamics(log)
+    result = seeds_module.balance_dynamics(log)
     # At step k, gamma^2 = 0.01 + 0.99 ** k  <=  2 x 0.01  from k = 459 on.
     assert result["steps_to_balance"] == 459
     expected = np.median((0.01 + 0.99 ** np.arange(401, 1001)) / 0.01)
@@ -39,16 +39,16 @@ def test_balance_dynamics_of_the_running_rule_with_a_constant_mse():
 
 
 def test_balance_dynamics_of_a_gamma_that_never_balances():
-    compare = _load("compare_balancing")
+    seeds_module = _load("balancing_seeds")
     log = {
         "step": np.arange(1, 301),
         "mse": np.full(300, 0.01),
         "gamma": np.ones(300),
     }
-    result = compare.balance_dynamics(log)
+    result = seeds_module.balance_dynamics(log)
     assert result["steps_to_balance"] is None
     assert result["final_gamma2_over_mse"] == pytest.approx(100.0)
-    assert compare.balance_dynamics({**log, "mse": np.ones(50)}) is None
+    assert seeds_module.balance_dynamics({**log, "mse": np.ones(50)}) is None
 
 
 def _row(preset, label, speed, framework="tensorflow"):
@@ -290,7 +290,9 @@ def _fake_run(seed, fid_gen2, fid_images=500):
     step = np.arange(1, 301)
     mse = np.full(300, 0.02)
     gamma = np.sqrt(np.where(step < 50, 0.2, 0.02))  # balanced from step 50
-    return evaluation, timing, {"step": step, "gamma": gamma, "mse": mse}
+    steps = {"step": step, "gamma": gamma, "mse": mse, "running_mse": gamma**2}
+    dynamics = sys.modules["balancing_seeds"].balance_dynamics(steps)
+    return evaluation, timing, steps, dynamics
 
 
 ARGV = [
@@ -352,7 +354,7 @@ def test_a_rerun_with_every_run_recorded_trains_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(compare, "train_strategy", no_training)
     command = "python benchmarks/compare_balancing.py --seeds 0 1"
-    report = seeds_module.main(args, command)
+    report = compare.run_seeds(args, command)
     assert report["pairs"]["running-learned"]["fid_gen2"]["differences"] == [-5, -6]
     assert report["summaries"]["learned"]["fid_gen2"]["mean"] == 66.0
     results = tmp_path / "res"
@@ -362,7 +364,7 @@ def test_a_rerun_with_every_run_recorded_trains_nothing(tmp_path, monkeypatch):
     assert "`compare_balancing_seeds/<strategy>-seed<seed>/`" in text
     # Nothing new: the same report, byte for byte.
     before = {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
-    seeds_module.main(args, command)
+    compare.run_seeds(args, command)
     assert before == {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
 
     # Another budget: a clear error; records and report stay as they were.
@@ -375,7 +377,7 @@ def test_a_rerun_with_every_run_recorded_trains_nothing(tmp_path, monkeypatch):
     with pytest.raises(
         seeds_module.RecordError, match="fid_images: record 500, asked 5000"
     ):
-        seeds_module.main(other, command + " --fid-images 5000")
+        compare.run_seeds(other, command + " --fid-images 5000")
     assert record_json.read_bytes() == record_bytes
     assert before == {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
 
@@ -402,15 +404,15 @@ def test_only_the_runs_without_a_record_are_trained_and_evaluated(
 
     monkeypatch.setattr(compare, "train_strategy", train)
     monkeypatch.setattr(compare, "read_steps", lambda w: _fake_run(0, 0)[2])
-    monkeypatch.setattr(seeds_module, "evaluate_run", evaluate)
+    monkeypatch.setattr(compare, "evaluate_run", evaluate)
     inception = importlib.import_module("vae_balance.fid.inception")
     monkeypatch.setattr(inception, "get_feature_extractor", lambda: "inception")
     args.report_only = True
-    report = seeds_module.main(args, "python benchmarks/compare_balancing.py")
+    report = compare.run_seeds(args, "python benchmarks/compare_balancing.py")
     assert trained == evaluated == []
     assert report["cells"]["running"] == {0: report["cells"]["running"][0]}
     args.report_only = False
-    report = seeds_module.main(args, "python benchmarks/compare_balancing.py")
+    report = compare.run_seeds(args, "python benchmarks/compare_balancing.py")
     assert trained == evaluated == [("running", 1), ("learned", 1)]
     assert report["cells"]["running"][0]["fid_gen2"] == 60  # kept
     assert report["cells"]["running"][1]["fid_gen2"] == 161  # new
@@ -443,10 +445,10 @@ def test_a_stopped_run_keeps_its_time_and_the_report_says_it_was_resumed(
     assert timing["cpu_seconds"] == pytest.approx(160.0 + 40.0)
     assert (timing["epochs"], timing["epochs2"], timing["stops"]) == (2, 3, 1)
 
-    evaluation, _, steps = _fake_run(0, 60)
+    evaluation, _, steps, dynamics = _fake_run(0, 60)
     path = seeds_module.run_dir(args.records, "running", 0)
     record = seeds_module.write_record(
-        path, "running", 0, args, evaluation, timing, steps
+        path, "running", 0, args, evaluation, timing, steps, dynamics
     )
     assert record["cell"]["train_seconds"] == pytest.approx(130.0)
     assert record["cell"]["train_stops"] == 1
@@ -457,3 +459,38 @@ def test_a_stopped_run_keeps_its_time_and_the_report_says_it_was_resumed(
     seeds_module.write_report(args, "c")
     text = (tmp_path / "res" / "compare_balancing_seeds.md").read_text()
     assert "Stopped and resumed from their checkpoints: running, seed 0 (1x)." in text
+
+
+def test_the_one_seed_report_reads_the_evaluation_wings_results(tmp_path):
+    compare = _load("compare_balancing")
+    args = compare.parse_args(
+        ["--epochs", "1", "--epochs2", "2", "--fid-images", "300"]
+        + ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+    )
+    evaluation = {
+        "fid": {"rec": 40.04, "gen1": 80.0, "gen2": 60.55, "gen2_adjusted": 59.0},
+        "reconstruction_mse": 0.01234,
+        "stage1": {
+            "latent_dim": 64,
+            "kl": 25.25,
+            "inactive_var_mean": 4,
+            "inactive_mean_sigma": 6,
+            "variance_law": 0.9,
+        },
+        "seconds": 12.0,
+    }
+    steps = {"gamma": np.array([1.0, 0.125]), "running_mse": np.array([1.0, 0.0156])}
+    row = compare.strategy_row("running", evaluation, steps)
+    assert row["fid"] == {"rec": 40.04, "gen1": 80.0, "gen2": 60.55}
+    assert (row["active_var_mean"], row["active_mean_sigma"]) == (60, 58)
+    assert row["final_gamma"] == 0.125
+    timings = {"running": {"seconds": 100.0, "cpu_seconds": 150.0}}
+    command = "python benchmarks/compare_balancing.py"
+    report = compare.write_report(args, {"running": row}, timings, command, None, "s")
+    assert report["budget"] == "reduced"
+    text = (tmp_path / "res" / "compare_balancing.md").read_text()
+    assert (
+        "| running (paper) | 40.0 | 80.0 | 60.5 | 0.0123 | 25.2 | 60 / 58 of 64 | "
+        "0.125 | 100 s | 1.00 | 150 s | 1.50 |" in text
+    )
+    assert "**Reduced budget**: 1 stage-1 + 2 stage-2" in text
