@@ -20,7 +20,7 @@ rows are skipped, with a message. Then the sampling images/second of an
 exported SavedModel (a fresh ``fashion_mnist`` two-stage model, reloaded with
 ``tf.saved_model.load`` in a fresh process).
 
-    python benchmarks/throughput.py         # ~35-45 min on 2 idle cores
+    python benchmarks/throughput.py         # ~35-45 min on 2 idle cores (estimated)
     python benchmarks/throughput.py --quick --presets fashion_mnist  # smoke test
 
 Every configuration runs in its own subprocess (TensorFlow and PyTorch never

@@ -494,3 +494,18 @@ def test_the_one_seed_report_reads_the_evaluation_wings_results(tmp_path):
         "0.125 | 100 s | 1.00 | 150 s | 1.50 |" in text
     )
     assert "**Reduced budget**: 1 stage-1 + 2 stage-2" in text
+
+
+def test_multiply_adds_of_the_infogan_count_through_spectral_norm():
+    throughput = _load("throughput")
+    import vae_balance
+
+    vae = vae_balance.build_vae("fashion_mnist_infogan")
+    # conv1 14*14*4*4*1*64 + conv2 7*7*4*4*64*128 + fc3 6272*1024 + 1024*128
+    encoder = 200_704 + 6_422_528 + 6_422_528 + 131_072
+    # fc1 64*1024 + fc2 1024*6272 + deconv 7*7*4*4*128*64 + 14*14*4*4*64*1
+    decoder = 65_536 + 6_422_528 + 6_422_528 + 200_704
+    assert throughput.multiply_adds(vae.encoder) == encoder
+    assert throughput.multiply_adds(vae.decoder) == decoder
+    flops = throughput.gflop_per_image(vae)
+    assert flops["train_gflop_per_image"] == pytest.approx(6 * 26_288_128 / 1e9)
