@@ -19,7 +19,10 @@ directories are only needed for the run in progress), and split between
 machines by copying records. The report is rewritten after every new
 record, from the records alone.
 
-The report (``compare_balancing_seeds.{json,md,png}`` in ``--results``):
+This module holds the records, the balance dynamics and the report;
+`compare_balancing.run_seeds` trains and evaluates the runs (this module
+imports nothing of it). The report (``compare_balancing_seeds.{json,md,png}``
+in ``--results``):
 
 - every (strategy, seed) cell, with the training CPU time of the run;
 - per strategy, the mean and standard deviation over seeds;
@@ -42,9 +45,10 @@ import json
 import os
 import time
 
+import common
 import numpy as np
 import seed_statistics
-from common import describe_machine
+from common import markdown_table
 
 from vae_balance.files import write_json
 
@@ -63,6 +67,28 @@ METRICS = (
     ("steps_to_balance", "steps to balance", True, ".0f"),
     ("train_cpu_seconds", "train CPU time (s)", None, ".0f"),
 )
+
+
+def balance_dynamics(steps, factor=2.0, window=100, tail=600):
+    """How fast gamma^2 reaches the reconstruction error, from the step log.
+
+    The batch MSE is smoothed by a ``window``-step moving average; returns the
+    first step at which gamma^2 <= ``factor`` x that average (None: never),
+    and the median of gamma^2 / batch MSE over the last ``tail`` steps.
+    """
+    if steps is None or len(steps["mse"]) < window:
+        return None
+    average = np.convolve(steps["mse"], np.ones(window) / window, mode="valid")
+    gamma_squared = steps["gamma"][window - 1 :] ** 2
+    within = np.nonzero(gamma_squared <= factor * average)[0]
+    ratio = steps["gamma"] ** 2 / steps["mse"]
+    return {
+        "balance_factor": factor,
+        "steps_to_balance": (
+            int(steps["step"][window - 1 + within[0]]) if len(within) else None
+        ),
+        "final_gamma2_over_mse": float(np.median(ratio[-tail:])),
+    }
 
 
 def run_dir(out, strategy, seed):
@@ -134,17 +160,16 @@ def read_record(path, strategy, seed, args):
     return record
 
 
-def write_record(path, strategy, seed, args, evaluation, timing, steps):
+def write_record(path, strategy, seed, args, evaluation, timing, steps, dynamics):
     """Writes a finished run's record (see the module docstring); returns it.
 
+    ``dynamics``: `balance_dynamics` of ``steps`` (None for a fixed gamma).
     ``record.json`` is written last: a record without it is unfinished.
 
     Raises:
         RecordError: the evaluation or the training was not made with this
             comparison's budget (nothing is written).
     """
-    import compare_balancing as compare
-
     made = {
         "epochs": timing["epochs"],
         "epochs2": timing["epochs2"],
@@ -158,7 +183,6 @@ def write_record(path, strategy, seed, args, evaluation, timing, steps):
             "work directory (--out) to train it again."
         )
     os.makedirs(path, exist_ok=True)
-    dynamics = compare.strategy_dynamics(strategy, steps)
     dropped = ("cache", "interpolations", "workdir")  # no machine-specific paths
     kept = {k: v for k, v in evaluation.items() if k not in dropped}
     write_json(os.path.join(path, "evaluation.json"), kept)
@@ -173,7 +197,7 @@ def write_record(path, strategy, seed, args, evaluation, timing, steps):
         "seed": seed,
         "budget": budget(args),
         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        "machine": describe_machine(),
+        "machine": common.describe_machine(),
         "timing": timing,
         "dynamics": dynamics,
         "cell": cell(evaluation, timing, dynamics),
@@ -183,40 +207,20 @@ def write_record(path, strategy, seed, args, evaluation, timing, steps):
 
 
 def all_records(args):
-    """``{strategy: {seed: record}}`` of every record in ``--records``."""
-    import compare_balancing as compare
-
+    """``{strategy: {seed: record}}`` of every record in ``--records``: the
+    strategies of ``--strategies`` first, then any other recorded."""
     found = {}
     names = os.listdir(args.records) if os.path.isdir(args.records) else []
     for name in sorted(names):
         strategy, _, seed = name.rpartition("-seed")
-        if strategy not in compare.STRATEGIES or not seed.isdigit():
+        if not strategy or not seed.isdigit():
             continue
-        record = read_record(
-            os.path.join(args.records, name), strategy, int(seed), args
-        )
+        path = os.path.join(args.records, name)
+        record = read_record(path, strategy, int(seed), args)
         if record is not None:
             found.setdefault(strategy, {})[int(seed)] = record
-    order = list(compare.STRATEGIES)
-    return {s: found[s] for s in sorted(found, key=order.index)}
-
-
-def evaluate_run(workdir, args, seed, extractor):
-    """`evaluate_workdir` of one run, reused while its evaluation is current."""
-    from vae_balance.evaluation.protocol import evaluate_workdir
-
-    return evaluate_workdir(
-        workdir,
-        num_images=args.fid_images,
-        data_dir=args.data_dir,
-        feature_extractor=extractor,
-        seed=seed,
-        verbose=0,
-        gmm_components=0,
-        nll_images=0,
-        interpolation_pairs=0,
-        shared_feature_cache=os.path.join(args.out, "features"),
-    )
+    order = list(args.strategies) + sorted(set(found) - set(args.strategies))
+    return {s: found[s] for s in order if s in found}
 
 
 def cell(evaluation, timing, dynamics):
@@ -278,9 +282,25 @@ def _mean_std(summary, fmt):
     return f"{summary['mean']:{fmt}} +- {summary['std']:{fmt}}"
 
 
+def _pair_row(name, label, pair, fmt):
+    interval = pair["interval"]
+    if interval is not None:
+        interval = f"[{interval[0]:{fmt}}, {interval[1]:{fmt}}]"
+    return [
+        name,
+        label,
+        ", ".join(f"{d:{fmt}}" for d in pair["differences"]),
+        f"{pair['mean']:{fmt}}",
+        interval,
+        f"{pair['sign_test_p']:.2g}",
+        pair["verdict"],
+    ]
+
+
 def report_lines(report):
     """The Markdown report."""
     seeds = report["seeds"]
+    labels = [label for _, label, *_ in METRICS]
     made = "no runs recorded yet"
     if report["records_finished_utc"]:
         first, last = report["records_finished_utc"]
@@ -303,14 +323,14 @@ def report_lines(report):
         "",
         "## Mean +- standard deviation over seeds",
         "",
-        "| strategy | seeds | " + " | ".join(label for _, label, *_ in METRICS) + " |",
-        "|---|---|" + "---|" * len(METRICS),
-    ]
-    for strategy, summary in report["summaries"].items():
-        done = len(report["cells"].get(strategy, {}))
-        cells = [_mean_std(summary.get(key), fmt) for key, _, _, fmt in METRICS]
-        lines.append(f"| {strategy} | {done} | " + " | ".join(cells) + " |")
-    lines += [
+        markdown_table(
+            ["strategy", "seeds", *labels],
+            [
+                [strategy, len(report["cells"].get(strategy, {}))]
+                + [_mean_std(summary.get(key), fmt) for key, _, _, fmt in METRICS]
+                for strategy, summary in report["summaries"].items()
+            ],
+        ),
         "",
         "## Paired per-seed differences",
         "",
@@ -318,36 +338,32 @@ def report_lines(report):
         "mean and the exact two-sided sign test (with 3 seeds its smallest "
         "p-value is 0.25).",
         "",
-        "| pair | metric | per seed | mean | 95% interval | sign test p | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, by_metric in report["pairs"].items():
-        for key, label, _, fmt in METRICS:
-            pair = by_metric.get(key)
-            if pair is None or "verdict" not in pair:
-                continue
-            interval = (
-                "-"
-                if pair["interval"] is None
-                else f"[{pair['interval'][0]:{fmt}}, {pair['interval'][1]:{fmt}}]"
-            )
-            per_seed = ", ".join(f"{d:{fmt}}" for d in pair["differences"])
-            lines.append(
-                f"| {name} | {label} | {per_seed} | {pair['mean']:{fmt}} | "
-                f"{interval} | {pair['sign_test_p']:.2g} | {pair['verdict']} |"
-            )
-    lines += ["", "## Every run", ""]
-    lines.append(
-        "| strategy | seed | " + " | ".join(lab for _, lab, *_ in METRICS) + " |"
-    )
-    lines.append("|---|---|" + "---|" * len(METRICS))
-    for strategy, by_seed in report["cells"].items():
-        for seed, values in sorted(by_seed.items(), key=lambda item: int(item[0])):
-            cells = [
-                "-" if values.get(key) is None else f"{values[key]:{fmt}}"
-                for key, _, _, fmt in METRICS
-            ]
-            lines.append(f"| {strategy} | {seed} | " + " | ".join(cells) + " |")
+        markdown_table(
+            ["pair", "metric", "per seed", "mean", "95% interval", "sign test p",
+             "verdict"],
+            [
+                _pair_row(name, label, by_metric[key], fmt)
+                for name, by_metric in report["pairs"].items()
+                for key, label, _, fmt in METRICS
+                if "verdict" in by_metric.get(key, {})
+            ],
+        ),
+        "",
+        "## Every run",
+        "",
+        markdown_table(
+            ["strategy", "seed", *labels],
+            [
+                [strategy, seed]
+                + [
+                    None if values.get(key) is None else f"{values[key]:{fmt}}"
+                    for key, _, _, fmt in METRICS
+                ]
+                for strategy, by_seed in report["cells"].items()
+                for seed, values in sorted(by_seed.items(), key=lambda i: int(i[0]))
+            ],
+        ),
+    ]  # fmt: skip
     stopped = [
         f"{strategy}, seed {seed} ({values['train_stops']:.0f}x)"
         for strategy, by_seed in report["cells"].items()
@@ -383,7 +399,6 @@ def plot_ratio_bands(records, path, window=100):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from compare_balancing import save_figure
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     plotted = False
@@ -412,7 +427,7 @@ def plot_ratio_bands(records, path, window=100):
     ax.set_ylabel("gamma^2 / batch MSE")
     ax.set_title("fashion_mnist: balance over training, mean and min-max over seeds")
     ax.legend()
-    return save_figure(fig, path)
+    return common.save_figure(fig, path)
 
 
 def write_report(args, command):
@@ -447,67 +462,6 @@ def write_report(args, command):
         "pairs": pairs,
         "curve": curve,
     }
-    write_json(os.path.join(args.results, "compare_balancing_seeds.json"), report)
-    text = "\n".join(report_lines(report))
-    with open(os.path.join(args.results, "compare_balancing_seeds.md"), "w") as f:
-        f.write(text)
-    return report
-
-
-def main(args, command):
-    """Trains and evaluates the runs without a record, reports; returns it.
-
-    Seed by seed (a stopped comparison has whole pairs); the report is
-    rewritten after every new record. ``--report-only``: the report of the
-    records as they are, nothing trained.
-    """
-    import compare_balancing as compare
-
-    os.makedirs(args.out, exist_ok=True)
-    os.makedirs(args.results, exist_ok=True)
-    runs = [(strategy, seed) for seed in args.seeds for strategy in args.strategies]
-    missing = [
-        (strategy, seed)
-        for strategy, seed in runs
-        if read_record(run_dir(args.records, strategy, seed), strategy, seed, args)
-        is None
-    ]
-    print(
-        f"{len(runs) - len(missing)} of {len(runs)} runs recorded in "
-        f"{args.records}; to train and evaluate: "
-        + (", ".join(f"{s}-seed{seed}" for s, seed in missing) or "none"),
-        flush=True,
-    )
-    if args.report_only:
-        missing = []
-    extractor = None
-    for strategy, seed in missing:
-        workdir = run_dir(args.out, strategy, seed)
-        timing = compare.train_strategy(strategy, args, seed=seed, workdir=workdir)
-        steps = compare.read_steps(workdir)
-        if steps is None:
-            raise FileNotFoundError(
-                f"{workdir} has no stage-1 step log: delete the work directory "
-                "to train the run again."
-            )
-        if extractor is None:
-            from vae_balance.fid.inception import get_feature_extractor
-
-            extractor = get_feature_extractor()
-        print(f"[{strategy}, seed {seed}] evaluating {workdir}", flush=True)
-        evaluation = evaluate_run(workdir, args, seed, extractor)
-        write_record(
-            run_dir(args.records, strategy, seed),
-            strategy,
-            seed,
-            args,
-            evaluation,
-            timing,
-            steps,
-        )
-        report = write_report(args, command)
-        print(f"[{strategy}, seed {seed}] recorded", flush=True)
-    if not missing:
-        report = write_report(args, command)
-    print("\n".join(report_lines(report)))
+    stem = os.path.join(args.results, "compare_balancing_seeds")
+    common.write_report(stem, report, report_lines(report))
     return report

@@ -58,3 +58,56 @@ def run_worker(script, name, kwargs, env=None, label=None):
         tail = "\n".join(done.stderr.splitlines()[-15:])
         raise RuntimeError(f"worker {label or name} failed:\n{tail}")
     return json.loads(lines[-1])
+
+
+def markdown_table(headers, rows):
+    """A Markdown table: the header row, its rule, one line per row.
+
+    Cells are written with ``str``; None is written "-".
+
+    Example:
+        >>> print(markdown_table(["preset", "images/s"], [["tiny", 12.5]]))
+        | preset | images/s |
+        |---|---|
+        | tiny | 12.5 |
+    """
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = ("-" if cell is None else str(cell) for cell in row)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(path_stem, data, markdown):
+    """Writes ``<path_stem>.json`` (``data``) and ``<path_stem>.md``
+    (``markdown``, a string or a list of lines), each atomically; returns
+    the Markdown text."""
+    from vae_balance.files import atomic_write, write_json
+
+    if not isinstance(markdown, str):
+        markdown = "\n".join(markdown)
+    os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
+    write_json(path_stem + ".json", data)
+    atomic_write(path_stem + ".md", markdown)
+    return markdown
+
+
+def save_figure(fig, path):
+    """Lays out, writes (100 dpi) and closes a report figure; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def ratio(value):
+    """``"2.50x"``, or "-" for None."""
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def first_line(text, limit=160):
+    """The first line of an error message, cut at ``limit`` characters."""
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else "?"
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -2,12 +2,14 @@
 
 Trains the `fashion_mnist` preset (both stages) once per strategy with
 `vae_balance.training.job.train`, one work directory each under ``--out``
-(rerun the same command to resume), then measures on the first
-``--fid-images`` test images, with the standard FID Inception network:
-REC / GEN-1 / GEN-2 FID, reconstruction MSE, KL, active latent variables
-and wall time. Writes ``compare_balancing.{json,md}`` and the key curve
-``compare_balancing_gamma.png`` (gamma^2 and the batch MSE over stage-1
-steps, learned vs running) to ``--results``.
+(rerun the same command to resume), then evaluates each run with
+`vae_balance.evaluation.protocol.evaluate_workdir` on the first
+``--fid-images`` test images (standard FID Inception features, cached per
+run; the test images' once under ``--out/features``): REC / GEN-1 / GEN-2
+FID, reconstruction MSE, KL, active latent variables and wall time. Writes
+``compare_balancing.{json,md}`` and the curves ``compare_balancing_gamma.png``
+(gamma^2 and the batch MSE over stage-1 steps, learned vs running) and
+``compare_balancing_mse.png`` to ``--results``.
 
 Strategies (`BalancedVAE` ``balance=``):
 
@@ -20,13 +22,12 @@ Strategies (`BalancedVAE` ``balance=``):
 
 Full budget (the defaults: 12 + 24 epochs; on the project's 2-core CPU
 machine about 75 min of training for the five runs, then about 30 min of FID
-on 2,000 test images: under two hours in all)::
+on 2,000 test images)::
 
     python benchmarks/compare_balancing.py
 
-Several seeds, each (strategy, seed) run cached on its own, with means,
-standard deviations and paired per-seed differences
-(`balancing_seeds.py`)::
+Several seeds, each (strategy, seed) run recorded on its own, with means,
+standard deviations and paired per-seed differences (`balancing_seeds.py`)::
 
     python benchmarks/compare_balancing.py --seeds 0 1 2
 
@@ -49,11 +50,12 @@ import shlex
 import sys
 import time
 
-import balancing_seeds
+import balancing_seeds as seeds
+import common
 import numpy as np
-from common import describe_machine
+from common import markdown_table
 
-from vae_balance.files import atomic_write, write_json
+from vae_balance.files import write_json
 from vae_balance.workdir import Workdir
 
 PRESET = "fashion_mnist"
@@ -61,8 +63,9 @@ PRESET = "fashion_mnist"
 # the same objective as gamma^2 = beta with KL weight 1. beta = 0.01 is thus
 # the constant gamma^2 ~ the reconstruction MSE that the balanced runs reach
 # on Fashion-MNIST (0.01-0.02): the constant one would pick by hand (not
-# tuned further). The usual disentangling beta > 1 would only push further in the
-# direction in which the plain VAE (beta = 1) already over-weights the KL.
+# tuned further). The usual disentangling beta > 1 would only push further
+# in the direction in which the plain VAE (beta = 1) already over-weights
+# the KL.
 BETA = 0.01
 STRATEGIES = {
     "running": {"balance": "running"},
@@ -83,9 +86,8 @@ LABELS = {
 # BatchNorm): a stage-1 epoch takes 51-55 s (86-92 ms per step) when the
 # machine is not shared, a stage-2 epoch 6-11 s, and each job ~60 s of fixed
 # costs (tracing, latents, grids, export): 5 x (12 x 53 + 24 x 7 + 60) s
-# ~ 72 min. FID: 16 x 2,000 images through the Inception network at ~17
-# images/s ~ 31 min. The paper's 10,000 (--fid-images 10000) would take
-# ~2.6 h of FID here.
+# ~ 72 min. FID: 2,000 images per set through the Inception network at ~17
+# images/s. The paper's 10,000 (--fid-images 10000) would take ~2.6 h of FID.
 FULL_EPOCHS = 12
 FULL_EPOCHS2 = 24
 FULL_FID_IMAGES = 2000
@@ -100,17 +102,17 @@ def parse_args(argv=None):
         "--fid-images",
         type=int,
         help=f"test images N (default {FULL_FID_IMAGES}; with --seeds "
-        f"{balancing_seeds.DEFAULT_FID_IMAGES})",
+        f"{seeds.DEFAULT_FID_IMAGES})",
     )
     parser.add_argument(
         "--strategies",
         help=f"comma-separated subset of {','.join(STRATEGIES)} (default: all; "
-        f"with --seeds {','.join(balancing_seeds.DEFAULT_STRATEGIES)})",
+        f"with --seeds {','.join(seeds.DEFAULT_STRATEGIES)})",
     )
     parser.add_argument(
         "--out",
         default=os.path.join("runs", "compare_balancing"),
-        help="one work directory per strategy goes here (resumable)",
+        help="one work directory per run goes here (resumable)",
     )
     parser.add_argument(
         "--results",
@@ -143,12 +145,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.strategies is None:
         args.strategies = ",".join(
-            balancing_seeds.DEFAULT_STRATEGIES if args.seeds else STRATEGIES
+            seeds.DEFAULT_STRATEGIES if args.seeds else STRATEGIES
         )
     if args.fid_images is None:
-        args.fid_images = (
-            balancing_seeds.DEFAULT_FID_IMAGES if args.seeds else FULL_FID_IMAGES
-        )
+        args.fid_images = seeds.DEFAULT_FID_IMAGES if args.seeds else FULL_FID_IMAGES
     if args.records is None:
         args.records = os.path.join(args.results, "compare_balancing_seeds")
     if args.seeds and len(set(args.seeds)) != len(args.seeds):
@@ -180,7 +180,7 @@ def config_for(strategy, args, seed=None):
     )
 
 
-# --------------------------------------------------------------- training
+# ------------------------------------------------- training and evaluation
 def train_strategy(strategy, args, seed=None, workdir=None):
     """Trains (or resumes) one strategy; returns its cumulative wall time.
 
@@ -247,99 +247,33 @@ def _cpu_seconds():
     return usage.ru_utime + usage.ru_stime
 
 
-# ------------------------------------------------------------- evaluation
-def load_test_images(num_images, data_dir):
-    """(N, 32, 32, 1) float32 padded test images, as the network sees them."""
-    from vae_balance.config import get_preset
-    from vae_balance.datasets.pipeline import load_split
+def evaluate_run(workdir, args, seed, extractor):
+    """`evaluate_workdir` of one run on the first ``--fid-images`` test
+    images: REC, GEN-1, GEN-2 (and GEN-2 adjusted); features and scores
+    cached in the run, the test images' shared under ``--out/features``."""
+    from vae_balance.evaluation.protocol import evaluate_workdir
 
-    dataset = load_split(
-        get_preset(PRESET), "test", data_dir, limit=num_images, dtype="float32"
+    return evaluate_workdir(
+        workdir,
+        num_images=args.fid_images,
+        data_dir=args.data_dir,
+        feature_extractor=extractor,
+        seed=seed,
+        verbose=0,
+        gmm_components=0,
+        nll_images=0,
+        interpolation_pairs=0,
+        shared_feature_cache=os.path.join(args.out, "features"),
     )
-    return np.stack(list(dataset.as_numpy_iterator()))
 
 
-def real_features(x, pad, extractor, out):
-    """Features of the real test images, computed once per N and cached."""
-    from vae_balance.datasets.pipeline import remove_padding
-    from vae_balance.evaluation import metrics
+def _feature_extractor():
+    from vae_balance.fid.inception import get_feature_extractor
 
-    path = os.path.join(out, f"real_features_{len(x)}.npy")
-    if os.path.exists(path):
-        return np.load(path)
-    features = metrics.extract_features(
-        remove_padding(x, pad), extractor, 50, verbose=0
-    )
-    atomic_write(path, write=lambda tmp: np.save(tmp, features), suffix=".npy")
-    return features
+    return get_feature_extractor()
 
 
-def evaluate_strategy(strategy, args, x, real, extractor):
-    """The paper's measures on one trained work directory (cached per N)."""
-    import keras
-
-    import vae_balance  # noqa: F401  (registers the classes)
-    from vae_balance.datasets.pipeline import remove_padding
-    from vae_balance.evaluation import metrics
-    from vae_balance.model import losses
-
-    workdir = os.path.join(args.out, strategy)
-    path = os.path.join(workdir, f"benchmark_eval_{len(x)}.json")
-    run = Workdir(workdir)
-    stamp = os.path.getmtime(run.stage_path("stage2"))
-    if os.path.exists(path):
-        with open(path) as f:
-            cached = json.load(f)
-        if cached.get("stage2_mtime") == stamp:
-            return cached
-    start = time.time()
-    vae = keras.saving.load_model(run.stage_path("stage1"), compile=False)
-    vae2 = keras.saving.load_model(run.stage_path("stage2"), compile=False)
-    pad = config_for(strategy, args).pad
-    rng = np.random.default_rng(args.seed)
-
-    def predict(model, inputs):
-        return np.asarray(model.predict(inputs, batch_size=100, verbose=0))
-
-    z_mean, z_log_sigma = (np.asarray(a) for a in vae.encoder.predict(x, 100, 0))
-    z = (z_mean + np.exp(z_log_sigma) * rng.standard_normal(z_mean.shape)).astype(
-        "float32"
-    )
-    reconstructions = predict(vae.decoder, z)  # sampled z, BN in inference mode
-    latent_dim = z_mean.shape[1]
-    gen1 = predict(
-        vae.decoder,
-        rng.standard_normal((len(x), latent_dim)).astype("float32"),
-    )
-    u = rng.standard_normal((len(x), latent_dim)).astype("float32")
-    gen2 = predict(vae.decoder, predict(vae2.decoder, u))
-    fid = {}
-    for key, images in (("rec", reconstructions), ("gen1", gen1), ("gen2", gen2)):
-        features = metrics.extract_features(
-            remove_padding(images, pad), extractor, 50, verbose=0
-        )
-        fid[key] = metrics.fid_from_features(real, features)
-    inactive_sigma = metrics.inactive_latents(z_mean, z_log_sigma, "mean_sigma")
-    inactive_var = metrics.inactive_latents(z_mean, z_log_sigma, "var_mean")
-    result = {
-        "strategy": strategy,
-        "fid": fid,
-        "reconstruction_mse": float(np.mean((x - reconstructions) ** 2)),
-        "kl": float(np.mean(np.asarray(losses.kl_divergence(z_mean, z_log_sigma)))),
-        "latent_dim": int(latent_dim),
-        "active_var_mean": int(latent_dim - inactive_var.sum()),
-        "active_mean_sigma": int(latent_dim - inactive_sigma.sum()),
-        "variance_law": metrics.variance_law(z_mean, z_log_sigma),
-        "final_gamma": float(vae.gamma),
-        "final_running_mse": float(vae.running_mse.numpy()),
-        "eval_seconds": round(time.time() - start, 1),
-        "stage2_mtime": stamp,
-    }
-    write_json(path, result)
-    return result
-
-
-# ----------------------------------------------------------------- curve
+# ----------------------------------------------------------------- curves
 def _read_log(path, keys):
     """Columns ``keys`` of a work directory's CSV log as float lists, or None."""
     if not os.path.exists(path):
@@ -363,101 +297,57 @@ def read_history(workdir):
 
 
 def strategy_dynamics(strategy, steps):
-    """`balance_dynamics` of a balancing strategy; None for a fixed gamma."""
+    """`balancing_seeds.balance_dynamics` of a balancing strategy; None for
+    a fixed gamma."""
     if STRATEGIES[strategy]["balance"] == "fixed":
         return None
-    return balance_dynamics(steps)
+    return seeds.balance_dynamics(steps)
 
 
-def balance_dynamics(steps, factor=2.0, window=100, tail=600):
-    """How fast gamma^2 reaches the reconstruction error, from the step log.
-
-    The batch MSE is smoothed by a ``window``-step moving average; returns the
-    first step at which gamma^2 <= ``factor`` x that average (None: never),
-    and the median of gamma^2 / batch MSE over the last ``tail`` steps.
-    """
-    if steps is None or len(steps["mse"]) < window:
-        return None
-    average = np.convolve(steps["mse"], np.ones(window) / window, mode="valid")
-    gamma_squared = steps["gamma"][window - 1 :] ** 2
-    within = np.nonzero(gamma_squared <= factor * average)[0]
-    ratio = steps["gamma"] ** 2 / steps["mse"]
-    return {
-        "balance_factor": factor,
-        "steps_to_balance": (
-            int(steps["step"][window - 1 + within[0]]) if len(within) else None
-        ),
-        "final_gamma2_over_mse": float(np.median(ratio[-tail:])),
-    }
-
-
-def save_figure(fig, path):
-    """Lays out, writes (100 dpi) and closes a report figure; returns ``path``."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def plot_mse(args, path):
-    """Held-out reconstruction MSE after every stage-1 epoch, all strategies."""
+def _figure(**kwargs):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    plotted = False
-    for strategy in args.strategies:
-        history = read_history(os.path.join(args.out, strategy))
-        if not history or not history["val_mse"]:
-            continue
-        plotted = True
+    return plt.subplots(**kwargs)
+
+
+def plot_mse(args, path):
+    """Held-out reconstruction MSE after every stage-1 epoch, all strategies."""
+    histories = {s: read_history(os.path.join(args.out, s)) for s in args.strategies}
+    histories = {s: h for s, h in histories.items() if h and h["val_mse"]}
+    if not histories:
+        return None
+    fig, ax = _figure(figsize=(8, 4.5))
+    for strategy, history in histories.items():
         epochs = np.arange(1, len(history["val_mse"]) + 1)
         ax.plot(epochs, history["val_mse"], marker="o", ms=3, label=LABELS[strategy])
-    if not plotted:
-        plt.close(fig)
-        return None
     ax.set_yscale("log")
     ax.set_xlabel("stage-1 epoch (600 steps)")
     ax.set_ylabel("held-out MSE (test images)")
     ax.set_title(f"{PRESET}: reconstruction error per epoch, seed {args.seed}")
     ax.legend()
-    return save_figure(fig, path)
+    return common.save_figure(fig, path)
 
 
 def plot_gamma(args, path):
     """gamma^2 and the batch MSE over stage-1 steps, learned vs running."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    logs = {s: read_steps(os.path.join(args.out, s)) for s in ("running", "learned")}
+    logs = {s: steps for s, steps in logs.items() if steps is not None}
+    if not logs:
+        return None
+    fig, (top, bottom) = _figure(
+        nrows=2, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
     )
-    plotted = False
-    for strategy, color in (("running", "tab:blue"), ("learned", "tab:red")):
-        steps = read_steps(os.path.join(args.out, strategy))
-        if steps is None:
-            continue
-        plotted = True
+    for strategy, steps in logs.items():
+        color = {"running": "tab:blue", "learned": "tab:red"}[strategy]
         gamma_squared = steps["gamma"] ** 2
         top.plot(steps["step"], steps["mse"], color=color, alpha=0.3, lw=0.8)
-        top.plot(
-            steps["step"],
-            gamma_squared,
-            color=color,
-            lw=2,
-            label=f"{strategy}: gamma^2",
-        )
+        label = f"{strategy}: gamma^2"
+        top.plot(steps["step"], gamma_squared, color=color, lw=2, label=label)
         top.plot([], [], color=color, alpha=0.3, label=f"{strategy}: batch MSE")
         bottom.plot(steps["step"], gamma_squared / steps["mse"], color=color)
-    if not plotted:
-        plt.close(fig)
-        return None
     top.set_yscale("log")
     top.set_ylabel("value ([0, 1] pixels)")
     top.set_title(
@@ -469,14 +359,53 @@ def plot_gamma(args, path):
     bottom.axhline(1.0, color="gray", lw=0.8)
     bottom.set_ylabel("gamma^2 / batch MSE")
     bottom.set_xlabel("step (batch 100)")
-    return save_figure(fig, path)
+    return common.save_figure(fig, path)
 
 
-# ---------------------------------------------------------------- report
+# ------------------------------------------------------ one-seed report
+def strategy_row(strategy, evaluation, steps):
+    """The report's entry of one evaluated run (`evaluate_workdir` results)."""
+    stage1 = evaluation["stage1"]
+    latent_dim = stage1["latent_dim"]
+    return {
+        "strategy": strategy,
+        "fid": {name: evaluation["fid"][name] for name in ("rec", "gen1", "gen2")},
+        "reconstruction_mse": evaluation["reconstruction_mse"],
+        "kl": stage1["kl"],
+        "latent_dim": latent_dim,
+        "active_var_mean": latent_dim - stage1["inactive_var_mean"],
+        "active_mean_sigma": latent_dim - stage1["inactive_mean_sigma"],
+        "variance_law": stage1["variance_law"],
+        # The decoder's gamma and running MSE at the last stage-1 step.
+        "final_gamma": float(steps["gamma"][-1]) if steps else None,
+        "final_running_mse": float(steps["running_mse"][-1]) if steps else None,
+        "eval_seconds": evaluation.get("seconds"),
+    }
+
+
+def _cells(entry):
+    fid = entry.get("fid")
+    cells = [f"{fid[k]:.1f}" for k in ("rec", "gen1", "gen2")] if fid else [None] * 3
+    if "reconstruction_mse" in entry:
+        cells += [
+            f"{entry['reconstruction_mse']:.4f}",
+            f"{entry['kl']:.1f}",
+            f"{entry['active_var_mean']} / {entry['active_mean_sigma']} of "
+            f"{entry['latent_dim']}",
+            None if entry["final_gamma"] is None else f"{entry['final_gamma']:.3f}",
+        ]
+    else:
+        cells += [None] * 4
+    return cells + [
+        f"{entry['train_seconds']:.0f} s",
+        f"{entry.get('time_ratio_to_running', float('nan')):.2f}",
+        f"{entry['train_cpu_seconds']:.0f} s",
+        f"{entry['train_cpu_seconds'] / max(entry['train_seconds'], 1e-9):.2f}",
+    ]
 
 
 def write_report(args, rows, timings, command, curve, started):
-    os.makedirs(args.results, exist_ok=True)
+    """``compare_balancing.{json,md}`` of the runs trained (and evaluated)."""
     full = (args.epochs, args.epochs2, args.fid_images, args.limit) == (
         FULL_EPOCHS,
         FULL_EPOCHS2,
@@ -495,13 +424,14 @@ def write_report(args, rows, timings, command, curve, started):
         "fid_network": "fid_inception (2015-12-05 graph, converted weights)",
         "seed": args.seed,
         "beta": BETA,
-        "machine": describe_machine(),
+        "machine": common.describe_machine(),
         "python": sys.version.split()[0],
         "started_utc": started,
         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "strategies": {},
     }
     for strategy, timing in timings.items():
+        workdir = os.path.join(args.out, strategy)
         entry = {
             "label": LABELS[strategy],
             "train_seconds": round(timing["seconds"], 1),
@@ -509,28 +439,15 @@ def write_report(args, rows, timings, command, curve, started):
         }
         if reference:
             entry["time_ratio_to_running"] = round(timing["seconds"] / reference, 3)
-        dynamics = strategy_dynamics(
-            strategy, read_steps(os.path.join(args.out, strategy))
-        )
-        if dynamics:
-            entry.update(dynamics)
-        history = read_history(os.path.join(args.out, strategy))
+        entry.update(strategy_dynamics(strategy, read_steps(workdir)) or {})
+        history = read_history(workdir)
         if history:
             entry["val_mse_per_epoch"] = [round(v, 6) for v in history["val_mse"]]
         entry.update(rows.get(strategy, {}))
         report["strategies"][strategy] = entry
-    with open(os.path.join(args.results, "compare_balancing.json"), "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-
-    lines = [
-        "# Balancing strategies on Fashion-MNIST",
-        "",
-        f"Command: `{command}`",
-        "",
-    ]
+    images = args.limit or 60000
     if full:
-        lines.append(
+        budget = (
             f"Budget: the full one, the script's defaults: {args.epochs} stage-1 "
             f"+ {args.epochs2} stage-2 epochs on all 60,000 training images "
             f"({args.epochs * 600} stage-1 steps), FID on the first "
@@ -539,69 +456,50 @@ def write_report(args, rows, timings, command, curve, started):
             "`--fid-images 10000`, or a GPU)."
         )
     else:
-        lines += [
+        budget = (
             f"**Reduced budget**: {args.epochs} stage-1 + {args.epochs2} stage-2 "
-            f"epoch(s) on {args.limit or 60000} training images, FID on "
-            f"{args.fid_images} test images. The full budget is the default "
-            "command, `python benchmarks/compare_balancing.py` "
-            f"({FULL_EPOCHS} + {FULL_EPOCHS2} epochs on all 60,000 images, about "
-            "75 min of training for the five runs on the 2-core machine "
-            f"when it is not shared, then FID on {FULL_FID_IMAGES} test images, "
-            "about 30 min more). These reduced runs cover the first "
-            f"{args.epochs * (args.limit or 60000) // 100} stage-1 steps only: "
-            "read them as such.",
-        ]
-    lines += [
+            f"epoch(s) on {images} training images, FID on {args.fid_images} "
+            "test images. The full budget is the default command, `python "
+            f"benchmarks/compare_balancing.py` ({FULL_EPOCHS} + {FULL_EPOCHS2} "
+            "epochs on all 60,000 images, about 75 min of training for the five "
+            "runs on the 2-core machine when it is not shared, then FID on "
+            f"{FULL_FID_IMAGES} test images, about 30 min more). These reduced "
+            f"runs cover the first {args.epochs * images // 100} stage-1 steps "
+            "only: read them as such."
+        )
+    lines = [
+        "# Balancing strategies on Fashion-MNIST",
+        "",
+        f"Command: `{command}`",
+        "",
+        budget,
         "",
         f"Preset `{PRESET}` (the same network, seed {args.seed} and schedule for "
-        f"every strategy; learning rate halved at the preset's fractions of the "
-        f"run). FID with the standard 2015-12-05 Inception network on the first "
+        "every strategy; learning rate halved at the preset's fractions of the "
+        "run). Evaluation: `vae_balance.evaluation.protocol.evaluate_workdir`; "
+        "FID with the standard 2015-12-05 Inception network on the first "
         f"{args.fid_images} test images (28x28, padding cropped), generated sets "
         f"of the same size; with N = {args.fid_images} every FID is biased "
         "upwards, so compare the rows with each other, not with published "
         "10,000-image numbers. MSE, KL and active latents are measured on the "
         "same test images (KL: summed over latents, mean over images; active: "
-        "Var(mu_j) >= 0.01, and mean sigma_j <= 0.8 as in the reference code). "
-        f"Times: wall clock of the whole two-stage job ({report['machine']}), "
-        "as ratios to `running` measured in this one run, and the job's CPU "
-        "time (all threads), which other processes sharing the cores affect "
-        "far less than the wall clock; cores = CPU / wall. Every job does "
-        "the same work per step (learned: one more scalar), so time "
-        "differences come from the machine's changing load, not from the "
-        "strategy. "
-        "The strategy is used by both stages; stage 2 always has KL weight "
-        "1, so `fixed` and `beta` share their stage-2 objective.",
+        "Var(mu_j) >= 0.01, and mean sigma_j <= 0.8 as in the reference code); "
+        "final gamma: the decoder's at the last stage-1 step. Times: wall clock "
+        f"of the whole two-stage job ({report['machine']}), as ratios to "
+        "`running` measured in this one run, and the job's CPU time (all "
+        "threads), which other processes sharing the cores affect far less "
+        "than the wall clock; cores = CPU / wall. Every job does the same work "
+        "per step (learned: one more scalar), so time differences come from "
+        "the machine's changing load, not from the strategy. The strategy is "
+        "used by both stages; stage 2 always has KL weight 1, so `fixed` and "
+        "`beta` share their stage-2 objective.",
         "",
-        "| strategy | REC FID | GEN-1 FID | GEN-2 FID | rec. MSE | KL | active "
-        "(Var mu / sigma) | final gamma | train time | time ratio | CPU time "
-        "| cores |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for strategy, entry in report["strategies"].items():
-        fid = entry.get("fid")
-        cells = (
-            [f"{fid['rec']:.1f}", f"{fid['gen1']:.1f}", f"{fid['gen2']:.1f}"]
-            if fid
-            else ["-", "-", "-"]
-        )
-        if "reconstruction_mse" in entry:
-            cells += [
-                f"{entry['reconstruction_mse']:.4f}",
-                f"{entry['kl']:.1f}",
-                f"{entry['active_var_mean']} / {entry['active_mean_sigma']} of "
-                f"{entry['latent_dim']}",
-                f"{entry['final_gamma']:.3f}",
-            ]
-        else:
-            cells += ["-"] * 4
-        cells += [
-            f"{entry['train_seconds']:.0f} s",
-            f"{entry.get('time_ratio_to_running', float('nan')):.2f}",
-            f"{entry['train_cpu_seconds']:.0f} s",
-            f"{entry['train_cpu_seconds'] / max(entry['train_seconds'], 1e-9):.2f}",
-        ]
-        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
-    lines += [
+        markdown_table(
+            ["strategy", "REC FID", "GEN-1 FID", "GEN-2 FID", "rec. MSE", "KL",
+             "active (Var mu / sigma)", "final gamma", "train time",
+             "time ratio", "CPU time", "cores"],
+            [[e["label"], *_cells(e)] for e in report["strategies"].values()],
+        ),
         "",
         f"beta = {BETA:g}: fixed gamma = 1 with KL weight beta minimises the "
         "same objective (up to the factor 1/beta) as gamma^2 = beta with KL "
@@ -610,8 +508,8 @@ def write_report(args, rows, timings, command, curve, started):
         "the disentangling beta > 1 would only push further towards the "
         "KL-dominated plain VAE.",
         "",
-    ]
-    lines += dynamics_table(report, args)
+        *dynamics_lines(report, args),
+    ]  # fmt: skip
     if curve:
         lines += [
             f"![gamma^2 and batch MSE, learned vs running]({os.path.basename(curve)})",
@@ -625,53 +523,128 @@ def write_report(args, rows, timings, command, curve, started):
             "over-weighted by the ratio shown below.",
             "",
         ]
-    with open(os.path.join(args.results, "compare_balancing.md"), "w") as f:
-        f.write("\n".join(lines))
+    stem = os.path.join(args.results, "compare_balancing")
+    common.write_report(stem, report, lines)
     return report
 
 
-def dynamics_table(report, args):
+def dynamics_lines(report, args):
     """Markdown: how fast each strategy balances, and its MSE per epoch."""
     entries = report["strategies"]
     if not any("val_mse_per_epoch" in e for e in entries.values()):
         return []
     epochs = max(len(e.get("val_mse_per_epoch", [])) for e in entries.values())
     shown = sorted({1, min(3, epochs), (epochs + 1) // 2, epochs})
+    rows = []
+    for entry in entries.values():
+        mse = entry.get("val_mse_per_epoch", [])
+        steps = entry.get("steps_to_balance", "-")
+        ratio = entry.get("final_gamma2_over_mse")
+        rows.append(
+            [
+                entry["label"],
+                "never" if "steps_to_balance" in entry and steps is None else steps,
+                None if ratio is None else f"{ratio:.2f}",
+            ]
+            + [f"{mse[e - 1]:.4f}" if e <= len(mse) else None for e in shown]
+        )
     lines = [
         "### How fast: balancing and reconstruction error over training",
         "",
         "Steps until gamma^2 first comes within 2x of the batch MSE (100-step "
         "moving average, so step 100 is the first measured), the median "
         "gamma^2 / batch MSE over the last 600 steps (1: balanced; "
-        "fixed-gamma strategies have none), and the "
-        "held-out MSE (test images, after each stage-1 epoch) at epochs "
-        + ", ".join(str(e) for e in shown)
-        + ".",
+        "fixed-gamma strategies have none), and the held-out MSE (test images, "
+        "after each stage-1 epoch) at epochs " + ", ".join(str(e) for e in shown) + ".",
         "",
-        "| strategy | steps to gamma^2 <= 2x MSE | final gamma^2 / MSE | "
-        + " | ".join(f"MSE ep. {e}" for e in shown)
-        + " |",
-        "|---|---|---|" + "---|" * len(shown),
+        markdown_table(
+            ["strategy", "steps to gamma^2 <= 2x MSE", "final gamma^2 / MSE"]
+            + [f"MSE ep. {e}" for e in shown],
+            rows,
+        ),
+        "",
     ]
-    for entry in entries.values():
-        mse = entry.get("val_mse_per_epoch", [])
-        steps = entry.get("steps_to_balance", "-")
-        cells = [
-            "never" if "steps_to_balance" in entry and steps is None else str(steps),
-            (
-                f"{entry['final_gamma2_over_mse']:.2f}"
-                if "final_gamma2_over_mse" in entry
-                else "-"
-            ),
-        ] + [f"{mse[e - 1]:.4f}" if e <= len(mse) else "-" for e in shown]
-        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
-    lines.append("")
     if os.path.exists(os.path.join(args.results, "compare_balancing_mse.png")):
-        lines += [
-            "![held-out MSE per epoch](compare_balancing_mse.png)",
-            "",
-        ]
+        lines += ["![held-out MSE per epoch](compare_balancing_mse.png)", ""]
     return lines
+
+
+def run_one_seed(args, command):
+    """Trains every strategy (``--seed``), then evaluates them; the report is
+    written after training and after every evaluation."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.results, exist_ok=True)
+    timings = {s: train_strategy(s, args) for s in args.strategies}
+    curve = plot_gamma(args, os.path.join(args.results, "compare_balancing_gamma.png"))
+    plot_mse(args, os.path.join(args.results, "compare_balancing_mse.png"))
+    rows = {}
+    report = write_report(args, rows, timings, command, curve, started)
+    extractor = _feature_extractor()
+    for strategy in args.strategies:
+        workdir = os.path.join(args.out, strategy)
+        evaluation = evaluate_run(workdir, args, args.seed, extractor)
+        rows[strategy] = strategy_row(strategy, evaluation, read_steps(workdir))
+        print(f"[{strategy}] FID {rows[strategy]['fid']}", flush=True)
+        report = write_report(args, rows, timings, command, curve, started)
+    return report
+
+
+# ----------------------------------------------------------------- seeds
+def run_seeds(args, command):
+    """Trains and evaluates the (strategy, seed) runs without a record, then
+    reports (`balancing_seeds`); returns the report.
+
+    Seed by seed (a stopped comparison has whole pairs); the report is
+    rewritten after every new record. ``--report-only``: the report of the
+    records as they are, nothing trained.
+    """
+    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.results, exist_ok=True)
+    runs = [(strategy, seed) for seed in args.seeds for strategy in args.strategies]
+    missing = [
+        (strategy, seed)
+        for strategy, seed in runs
+        if seeds.read_record(
+            seeds.run_dir(args.records, strategy, seed), strategy, seed, args
+        )
+        is None
+    ]
+    print(
+        f"{len(runs) - len(missing)} of {len(runs)} runs recorded in "
+        f"{args.records}; to train and evaluate: "
+        + (", ".join(f"{s}-seed{seed}" for s, seed in missing) or "none"),
+        flush=True,
+    )
+    if args.report_only:
+        missing = []
+    extractor = None
+    report = None
+    for strategy, seed in missing:
+        workdir = seeds.run_dir(args.out, strategy, seed)
+        timing = train_strategy(strategy, args, seed=seed, workdir=workdir)
+        steps = read_steps(workdir)
+        if steps is None:
+            raise FileNotFoundError(
+                f"{workdir} has no stage-1 step log: delete the work directory "
+                "to train the run again."
+            )
+        extractor = extractor or _feature_extractor()
+        print(f"[{strategy}, seed {seed}] evaluating {workdir}", flush=True)
+        evaluation = evaluate_run(workdir, args, seed, extractor)
+        seeds.write_record(
+            seeds.run_dir(args.records, strategy, seed),
+            strategy,
+            seed,
+            args,
+            evaluation,
+            timing,
+            steps,
+            strategy_dynamics(strategy, steps),
+        )
+        report = seeds.write_report(args, command)
+        print(f"[{strategy}, seed {seed}] recorded", flush=True)
+    return report or seeds.write_report(args, command)
 
 
 def main(argv=None):
@@ -683,28 +656,10 @@ def main(argv=None):
         + [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
     )
     if args.seeds:
-        return balancing_seeds.main(args, command.strip())
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    os.makedirs(args.out, exist_ok=True)
-    os.makedirs(args.results, exist_ok=True)
-    timings = {}
-    for strategy in args.strategies:  # train everything first, then measure
-        timings[strategy] = train_strategy(strategy, args)
-    curve = plot_gamma(args, os.path.join(args.results, "compare_balancing_gamma.png"))
-    plot_mse(args, os.path.join(args.results, "compare_balancing_mse.png"))
-    rows = {}
-    write_report(args, rows, timings, command.strip(), curve, started)
-
-    from vae_balance.config import get_preset
-    from vae_balance.fid.inception import get_feature_extractor
-
-    extractor = get_feature_extractor()
-    x = load_test_images(args.fid_images, args.data_dir)
-    real = real_features(x, get_preset(PRESET).pad, extractor, args.out)
-    for strategy in args.strategies:
-        rows[strategy] = evaluate_strategy(strategy, args, x, real, extractor)
-        print(f"[{strategy}] {json.dumps(rows[strategy]['fid'])}", flush=True)
-        report = write_report(args, rows, timings, command.strip(), curve, started)
+        report = run_seeds(args, command)
+        print("\n".join(seeds.report_lines(report)))
+        return report
+    report = run_one_seed(args, command)
     with open(os.path.join(args.results, "compare_balancing.md")) as f:
         print(f.read())
     return report

@@ -1,34 +1,31 @@
 """Training and sampling throughput of the presets on this machine.
 
-For the ``cifar10``, ``celeba`` and ``fashion_mnist`` presets (stage 1, batch
-100, synthetic images): training images/second after a few warm-up steps in
-the configurations of ``CONFIGS``: before the speed-up (Keras'
-BatchNormalization), the default (`networks.FusedBatchNormalization`), the
-default with XLA (``compile(jit_compile=True)``, explicit: BalancedVAE never
-turns XLA on by itself) and the default in ``mixed_bfloat16`` (the CPU has
-AVX512-BF16); the peak resident memory of each configuration
-(one subprocess each, so the peaks are separable), the analytic FLOPs per
-image (convolution and dense multiply-adds of the networks; a training step
-~ 3x the forward pass) and the achieved fraction of this machine's peak,
-measured in the same run with a large float32 matmul. The peer: the same
-networks, loss and Adam step in PyTorch (`torch_peer.py`): eager (NCHW),
-eager in channels_last, through ``torch.compile`` and eager under bfloat16
-autocast (the side of the package's ``mixed_bfloat16``), timed in the same
-rounds right after the package's default configuration. tf.data's autotuner
-is off on the synthetic dataset (see ``worker_train``). Before any timing
-their parameter counts (trainable and total), forward passes and loss and
-gradients (Keras weights copied in) are checked equal to the package's; the
-report gives the per-round ratio package / PyTorch and its median. PyTorch
-is optional: without it the peer rows are skipped, with a message. Then the
-sampling images/second of an exported SavedModel (`export_sampler` of a fresh
-``fashion_mnist`` two-stage model, reloaded with ``tf.saved_model.load`` in a
-fresh process).
+For each preset of ``PRESETS`` (stage 1, batch 100, synthetic images):
+training images/second after a few warm-up steps in the configurations of
+``CONFIGS``: before the speed-up (Keras' BatchNormalization), the default
+(`networks.FusedBatchNormalization`), the default with XLA
+(``compile(jit_compile=True)``, explicit: BalancedVAE never turns XLA on by
+itself) and the default in ``mixed_bfloat16`` (the CPU has AVX512-BF16); the
+peak resident memory of each (one subprocess each), the analytic FLOPs per
+image (convolution and dense multiply-adds; a training step ~ 3x the
+forward pass) and the achieved fraction of this machine's float32 peak,
+measured in the same run with a large matmul. The peer: the same networks,
+loss and Adam step in PyTorch (`torch_peer.py`): eager (NCHW), eager in
+channels_last, ``torch.compile`` and eager under bfloat16 autocast, timed in
+the same rounds right after the package's default. Before any timing their
+parameter counts, forward passes, loss and gradients (Keras weights copied
+in) are checked equal to the package's; the report gives the per-round ratio
+package / PyTorch and its median. PyTorch is optional: without it the peer
+rows are skipped, with a message. Then the sampling images/second of an
+exported SavedModel (a fresh ``fashion_mnist`` two-stage model, reloaded with
+``tf.saved_model.load`` in a fresh process).
 
-    python benchmarks/throughput.py         # ~25-35 min on 2 idle cores
+    python benchmarks/throughput.py         # ~35-45 min on 2 idle cores (estimated)
     python benchmarks/throughput.py --quick --presets fashion_mnist  # smoke test
 
 Every configuration runs in its own subprocess (TensorFlow and PyTorch never
 share a process or its thread pools; PyTorch uses ``os.cpu_count()`` threads).
+tf.data's autotuner is off on the synthetic dataset (see ``worker_train``).
 
 Writes ``throughput.{json,md}`` to ``--results``. Numbers from one run are
 comparable with each other (ratios); absolute ones depend on the machine's
@@ -44,18 +41,25 @@ import time
 
 import common
 import numpy as np
-from common import command_line, describe_machine
+from common import first_line, markdown_table, ratio
 
-PRESETS = ("fashion_mnist", "cifar10", "celeba")
+# fashion_mnist_infogan: Dai & Wipf's Infogan net (13.3M parameters, dense-
+# heavy) at 28x28, against the paper's ResNets.
+PRESETS = ("fashion_mnist", "fashion_mnist_infogan", "cifar10", "celeba")
 BATCH_SIZE = 100
 # (warm-up steps, timed steps): the first step traces (and with XLA,
 # compiles); celeba is ~10 s a step on 2 CPU cores.
-STEPS = {"fashion_mnist": (3, 20), "cifar10": (2, 6), "celeba": (1, 3)}
+STEPS = {
+    "fashion_mnist": (3, 20),
+    "fashion_mnist_infogan": (3, 20),
+    "cifar10": (2, 6),
+    "celeba": (1, 3),
+}
 # Rounds per preset: each round runs every configuration once, in turn, so a
 # change in the machine's load hits all of them alike; the report gives the
 # median images/s and, as the speed-up, the median of the per-round ratios to
 # the baseline.
-REPEATS = {"fashion_mnist": 3, "cifar10": 3, "celeba": 2}
+REPEATS = {"fashion_mnist": 3, "fashion_mnist_infogan": 3, "cifar10": 3, "celeba": 2}
 # One round: every configuration once, in this order. "package" rows train
 # `build_vae` with `fit`; "torch" rows the PyTorch peer (torch_peer.py),
 # right after the package's default so that the ratio sees the same load.
@@ -103,38 +107,47 @@ def layer_multiply_adds(layer):
 
     Conv2D: out_h * out_w * k_h * k_w * in_c * out_c. Conv2DTranspose: every
     input pixel scatters a k_h * k_w * out_c patch, in_h * in_w * k_h * k_w *
-    in_c * out_c. Dense: in * out.
+    in_c * out_c. Dense: in * out. A `keras.layers.SpectralNormalization`
+    counts as the layer it wraps (its power iteration is one matrix-vector
+    product each way: left out).
     """
     import keras
 
-    if isinstance(layer, keras.layers.Conv2DTranspose):
+    inner = layer.layer if isinstance(layer, keras.layers.Wrapper) else layer
+    if isinstance(inner, keras.layers.Conv2DTranspose):
         _, in_h, in_w, in_c = layer.input.shape
-        k_h, k_w, out_c, _ = layer.kernel.shape
+        k_h, k_w, out_c, _ = inner.kernel.shape
         return int(in_h * in_w * k_h * k_w * in_c * out_c)
-    if isinstance(layer, keras.layers.Conv2D):
+    if isinstance(inner, keras.layers.Conv2D):
         _, out_h, out_w, out_c = layer.output.shape
-        k_h, k_w, in_c, _ = layer.kernel.shape
+        k_h, k_w, in_c, _ = inner.kernel.shape
         return int(out_h * out_w * k_h * k_w * in_c * out_c)
-    if isinstance(layer, keras.layers.Dense):
-        in_units, out_units = layer.kernel.shape
+    if isinstance(inner, keras.layers.Dense):
+        in_units, out_units = inner.kernel.shape
         return int(in_units * out_units)
     return 0
 
 
 def multiply_adds(model):
-    """Multiply-adds of one forward pass per image: conv, transposed conv,
-    dense (`layer_multiply_adds`), through nested models. Batch norm,
-    activations, additions and the losses are ignored (a few percent).
-    """
+    """Multiply-adds of one forward pass per image through nested models
+    (`layer_multiply_adds`). Batch norm, activations, additions and the
+    losses are ignored (a few percent)."""
     import keras
 
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            total += multiply_adds(layer)
-        else:
-            total += layer_multiply_adds(layer)
-    return int(total)
+    return int(
+        sum(
+            multiply_adds(layer)
+            if isinstance(layer, keras.Model)
+            else layer_multiply_adds(layer)
+            for layer in model.layers
+        )
+    )
+
+
+def gflop_per_image(vae):
+    """``{"forward_gflop_per_image", "train_gflop_per_image"}`` (train ~ 3x)."""
+    forward = 2.0 * (multiply_adds(vae.encoder) + multiply_adds(vae.decoder)) / 1e9
+    return {"forward_gflop_per_image": forward, "train_gflop_per_image": 3 * forward}
 
 
 # ---------------------------------------------------------------- workers
@@ -142,8 +155,16 @@ def _rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB
 
 
+def _memory(baseline):
+    return {
+        "baseline_rss_mib": round(baseline, 1),
+        "peak_rss_mib": round(_rss_mib(), 1),
+    }
+
+
 def worker_matmul(size=2048, repeats=8):
-    """Best and median GFLOP/s of a size x size float32 matmul."""
+    """Best and median GFLOP/s of a size x size float32 matmul: the
+    machine's peak that the report's "% of peak" divides by."""
     import tensorflow as tf
 
     a = tf.random.normal((size, size))
@@ -200,7 +221,6 @@ def worker_train(preset, label, fused_bn, xla, precision, warmup, steps):
     start = time.perf_counter()
     vae.fit(dataset, epochs=1, verbose=0, callbacks=[Clock()])
     timed = stamps[-1] - stamps[warmup - 1]
-    forward = multiply_adds(vae.encoder) + multiply_adds(vae.decoder)
     return {
         "preset": preset,
         "config": label,
@@ -215,18 +235,14 @@ def worker_train(preset, label, fused_bn, xla, precision, warmup, steps):
         "first_steps_seconds": round(stamps[warmup - 1] - start, 2),
         "seconds_per_step": timed / steps,
         "images_per_second": steps * BATCH_SIZE / timed,
-        "forward_gflop_per_image": 2.0 * forward / 1e9,
-        "train_gflop_per_image": 3 * 2.0 * forward / 1e9,
-        "baseline_rss_mib": round(baseline, 1),
-        "peak_rss_mib": round(_rss_mib(), 1),
+        **gflop_per_image(vae),
+        **_memory(baseline),
     }
 
 
 def worker_torch_check(preset):
     """PyTorch available? Then the peer's parameter counts, forward pass, loss
-    and gradients against the package's (raises on a difference) and the
-    FLOPs per image.
-    """
+    and gradients against the package's (raises on a difference)."""
     try:
         import torch
     except ImportError as error:
@@ -235,62 +251,45 @@ def worker_torch_check(preset):
 
     import vae_balance
 
-    counts = torch_peer.check_parameter_counts(preset)
-    differences = torch_peer.check_forward(preset)
-    channels_last = torch_peer.check_forward(preset, channels_last=True)
-    loss = torch_peer.check_loss(preset)
-    vae = vae_balance.build_vae(preset)
-    forward = multiply_adds(vae.encoder) + multiply_adds(vae.decoder)
     return {
         "available": True,
         "torch": torch.__version__,
-        "parameters": counts,
-        "forward_max_abs_difference": differences,
-        "forward_max_abs_difference_channels_last": channels_last,
-        "loss_and_gradients": loss,
-        "forward_gflop_per_image": 2.0 * forward / 1e9,
-        "train_gflop_per_image": 3 * 2.0 * forward / 1e9,
+        "parameters": torch_peer.check_parameter_counts(preset),
+        "forward_max_abs_difference": torch_peer.check_forward(preset),
+        "forward_max_abs_difference_channels_last": torch_peer.check_forward(
+            preset, channels_last=True
+        ),
+        "loss_and_gradients": torch_peer.check_loss(preset),
+        **gflop_per_image(vae_balance.build_vae(preset)),
         "config": vae_balance.get_preset(preset).to_dict(),
     }
 
 
-def worker_torch_train(
-    preset,
-    label,
-    config,
-    compile,
-    warmup,
-    steps,
-    gflop,
-    channels_last=False,
-    bfloat16=False,
-):
-    """Images/second of the PyTorch peer's training steps (torch only)."""
+def worker_torch_train(preset, label, config, compile, warmup, steps, gflop, **options):
+    """Images/second of the PyTorch peer's training steps (torch only);
+    ``options``: ``channels_last``, ``bfloat16``."""
     baseline = _rss_mib()
     import torch_peer
 
     threads = torch_peer.use_all_cores()
     result = torch_peer.time_training(
-        config, compile, warmup, steps, BATCH_SIZE, channels_last, bfloat16
+        config, compile, warmup, steps, BATCH_SIZE, **options
     )
-    result.update(
-        {
-            "preset": preset,
-            "config": label,
-            "framework": "torch",
-            "compile": bool(compile),
-            "fused_bn": None,
-            "precision": "bfloat16 autocast" if bfloat16 else "float32",
-            "xla": False,
-            "jit_compile_in_effect": False,
-            "threads": threads,
-            "forward_gflop_per_image": gflop / 3,
-            "train_gflop_per_image": gflop,
-            "baseline_rss_mib": round(baseline, 1),
-            "peak_rss_mib": round(_rss_mib(), 1),
-        }
-    )
-    return result
+    return {
+        **result,
+        "preset": preset,
+        "config": label,
+        "framework": "torch",
+        "compile": bool(compile),
+        "fused_bn": None,
+        "precision": "bfloat16 autocast" if options.get("bfloat16") else "float32",
+        "xla": False,
+        "jit_compile_in_effect": False,
+        "threads": threads,
+        "forward_gflop_per_image": gflop / 3,
+        "train_gflop_per_image": gflop,
+        **_memory(baseline),
+    }
 
 
 def worker_export(path):
@@ -322,8 +321,7 @@ def worker_sample(path, latent_dim, batch_size, repeats):
         "repeats": repeats,
         "first_call_seconds": round(first, 3),
         "images_per_second": repeats * batch_size / seconds,
-        "baseline_rss_mib": round(baseline, 1),
-        "peak_rss_mib": round(_rss_mib(), 1),
+        **_memory(baseline),
     }
 
 
@@ -341,9 +339,10 @@ def run_worker(name, **kwargs):
     """Runs one worker in a fresh Python process; returns its JSON result."""
     shown = {k: v for k, v in kwargs.items() if k != "config"}  # a long dict
     print(f"  {name} {shown}", flush=True)
-    return common.run_worker(__file__, name, kwargs, label=f"{name} {kwargs}")
+    return common.run_worker(__file__, name, kwargs, label=f"{name} {shown}")
 
 
+# -------------------------------------------------------------- summaries
 def _speeds(results):
     """Images/s per round; None where the configuration was not available."""
     return [r.get("images_per_second") for r in results]
@@ -363,7 +362,7 @@ def summarise_rounds(runs):
     """
     baseline = _speeds(next(iter(runs.values())))
     rows = []
-    for label, results in runs.items():
+    for results in runs.values():
         speeds = _speeds(results)
         available = [v for v in speeds if v is not None]
         row = dict(next((r for r in results if "images_per_second" in r), results[0]))
@@ -371,20 +370,19 @@ def summarise_rounds(runs):
         row["images_per_second_rounds"] = [
             None if v is None else round(v, 2) for v in speeds
         ]
-        if not available:
+        if available:
+            row["images_per_second"] = float(np.median(available))
+            row["seconds_per_step"] = BATCH_SIZE / row["images_per_second"]
+            row["speed_up"] = _median_ratio(speeds, baseline)
+            row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in results)
+        else:
             row.update(images_per_second=None, seconds_per_step=None, speed_up=None)
-            rows.append(row)
-            continue
-        row["images_per_second"] = float(np.median(available))
-        row["seconds_per_step"] = BATCH_SIZE / row["images_per_second"]
-        row["speed_up"] = _median_ratio(speeds, baseline)
-        row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in results)
         rows.append(row)
     return rows
 
 
 def summarise_peer(runs, check):
-    """The package's default against the PyTorch peer, round by round."""
+    """The package against the PyTorch peer, round by round (PEER_RATIOS)."""
     peer = {
         "parameters": check["parameters"],
         "forward_max_abs_difference": check["forward_max_abs_difference"],
@@ -407,17 +405,6 @@ def summarise_peer(runs, check):
 
 
 # ----------------------------------------------------------------- report
-
-
-def _first_line(text, limit=160):
-    line = (text or "").strip().splitlines()[0] if (text or "").strip() else "?"
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _ratio(value):
-    return "-" if value is None else f"{value:.2f}x"
-
-
 def _percent_of_peak(row, peak):
     if row is None or not row.get("images_per_second"):
         return "-"
@@ -434,6 +421,32 @@ def _speed(row):
     return f"{row['images_per_second']:.1f} ({rounds})"
 
 
+def _with_rounds(entry, key):
+    rounds = ", ".join(ratio(v) for v in entry.get(f"package_over_{key}_rounds", []))
+    return f"{ratio(entry.get(f'package_over_{key}'))} ({rounds})"
+
+
+PEER_TEXT = (
+    "PyTorch {torch} on {threads} threads, the networks of "
+    "`benchmarks/torch_peer.py` (NCHW, and NHWC as channels_last): the same "
+    "layers, balanced loss, batch and Adam (fused) as the package's default "
+    "configuration, timed in the same rounds right after it, each in its own "
+    "process. Parameter counts (trainable / total with the BatchNorm "
+    "statistics, spectral norm's vectors and the balancing state) were checked "
+    "equal before timing, and the forward pass with the Keras weights copied "
+    "in (z_mean, z_log_sigma, reconstruction; inference and training mode, "
+    "batch 8) agreed to the largest absolute difference given; so did the "
+    "loss and every gradient with the same noise (batch 4, "
+    "`loss_and_gradients` in the JSON). torch.compile: the forward pass and "
+    "loss (TorchInductor, its backward through AOTAutograd), the fused Adam "
+    "step eager; the first steps compile (`first_steps_seconds` in the JSON). "
+    "The ratio is the package's images/s over PyTorch's, per round (in "
+    "brackets) and their median; % of peak is against the float32 matmul "
+    "peak above. The package / eager ratio is against idiomatic NCHW PyTorch; "
+    "the other two columns say whether PyTorch does better another way."
+)
+
+
 def peer_lines(report):
     """The Markdown section of the package against the PyTorch peer."""
     peer = report.get("peer", {})
@@ -442,37 +455,10 @@ def peer_lines(report):
         return lines + [f"Not measured: {peer.get('skipped', 'not asked for')}.", ""]
     peak = report["matmul"]["peak_gflops"]
     rows = {(r["preset"], r["config"]): r for r in report["train"]}
-    lines += [
-        f"PyTorch {peer['torch']} on {peer['threads']} threads, the networks of "
-        "`benchmarks/torch_peer.py` (NCHW, and NHWC as channels_last): the same "
-        "layers, balanced loss, "
-        "batch and Adam (fused) as the package's default configuration, timed in "
-        "the same rounds right after it, each in its own process. Parameter "
-        "counts (trainable / total with the BatchNorm statistics and the "
-        "balancing state) were checked equal before timing, and the forward "
-        "pass with the Keras weights copied in (z_mean, z_log_sigma, "
-        "reconstruction; inference and training mode, batch 2) agreed to the "
-        "largest absolute difference given; so did the loss and every gradient "
-        "with the same noise (batch 4, `loss_and_gradients` in the JSON). "
-        "torch.compile: the forward pass and "
-        "loss (TorchInductor, its backward through AOTAutograd), the fused Adam "
-        "step eager; the first steps compile (`first_steps_seconds` in the "
-        "JSON). The ratio is the package's images/s over PyTorch's, per round "
-        "(in brackets) and their median; % of peak is against the TensorFlow "
-        "float32 matmul peak above. The package / eager ratio is against "
-        "idiomatic NCHW PyTorch; the other two columns say whether PyTorch does "
-        "better another way.",
-        "",
-        "| preset | params trainable / total | forward max diff | package "
-        "images/s | PyTorch eager | eager, channels_last | torch.compile | "
-        "package / eager (rounds) | package / channels_last | package / "
-        "compile | % of peak: package, eager, channels_last, compile |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    bfloat16_rows = []
+    table, bfloat16_table = [], []
     for preset, entry in peer["presets"].items():
         package = rows.get((preset, DEFAULT))
-        torch_rows = [
+        peers = [
             rows.get((preset, label)) for label in (EAGER, CHANNELS_LAST, COMPILED)
         ]
         worst = max(
@@ -480,43 +466,48 @@ def peer_lines(report):
             for mode in entry["forward_max_abs_difference"].values()
             for v in mode.values()
         )
-        speeds = [
-            "not available"
-            if row is not None and not row.get("available", True)
-            else _speed(row)
-            for row in torch_rows
-        ]
-        eager_rounds = ", ".join(
-            _ratio(v) for v in entry.get("package_over_eager_rounds", [])
+        counts = entry["parameters"]
+        table.append(
+            [preset, f"{counts['trainable']:,} / {counts['total']:,}", f"{worst:.1e}"]
+            + [_speed(package)]
+            + [
+                "not available"
+                if row and not row.get("available", True)
+                else _speed(row)
+                for row in peers
+            ]
+            + [_with_rounds(entry, "eager")]
+            + [
+                ratio(entry.get(f"package_over_{key}"))
+                for key in ("channels_last", "compile")
+            ]
+            + [", ".join(_percent_of_peak(row, peak) for row in [package] + peers)]
         )
-        percents = ", ".join(
-            _percent_of_peak(row, peak) for row in [package] + torch_rows
-        )
-        lines.append(
-            f"| {preset} | {entry['parameters']['trainable']:,} / "
-            f"{entry['parameters']['total']:,} | {worst:.1e} | {_speed(package)} | "
-            + " | ".join(speeds)
-            + f" | {_ratio(entry.get('package_over_eager'))} ({eager_rounds}) | "
-            f"{_ratio(entry.get('package_over_channels_last'))} | "
-            f"{_ratio(entry.get('package_over_compile'))} | {percents} |"
-        )
-        if "package_over_bfloat16_over_eager_bfloat16" in entry or (
-            "package_over_bfloat16_over_eager" in entry
+        if "package_over_bfloat16_over_eager" in entry or (
+            "package_over_bfloat16_over_eager_bfloat16" in entry
         ):
-            rounds = ", ".join(
-                _ratio(v)
-                for v in entry.get(
-                    "package_over_bfloat16_over_eager_bfloat16_rounds", []
-                )
+            bfloat16_table.append(
+                [
+                    preset,
+                    _speed(rows.get((preset, BFLOAT16))),
+                    _speed(rows.get((preset, EAGER_BF16))),
+                    _with_rounds(entry, "bfloat16_over_eager_bfloat16"),
+                    ratio(entry.get("package_over_bfloat16_over_eager")),
+                ]
             )
-            bfloat16_rows.append(
-                f"| {preset} | {_speed(rows.get((preset, BFLOAT16)))} | "
-                f"{_speed(rows.get((preset, EAGER_BF16)))} | "
-                f"{_ratio(entry.get('package_over_bfloat16_over_eager_bfloat16'))} "
-                f"({rounds}) | "
-                f"{_ratio(entry.get('package_over_bfloat16_over_eager'))} |"
-            )
-    if bfloat16_rows:
+    lines += [
+        PEER_TEXT.format(**peer),
+        "",
+        markdown_table(
+            ["preset", "params trainable / total", "forward max diff",
+             "package images/s", "PyTorch eager", "eager, channels_last",
+             "torch.compile", "package / eager (rounds)", "package / channels_last",
+             "package / compile",
+             "% of peak: package, eager, channels_last, compile"],
+            table,
+        ),
+    ]  # fmt: skip
+    if bfloat16_table:
         lines += [
             "",
             "bfloat16, opt-in on both sides: the package's `--precision "
@@ -525,14 +516,15 @@ def peer_lines(report):
             "`torch.autocast('cpu', dtype=torch.bfloat16)`, and against "
             "PyTorch's float32 eager step.",
             "",
-            "| preset | package bfloat16 images/s | PyTorch eager bfloat16 | "
-            "package bf16 / PyTorch bf16 (rounds) | package bf16 / PyTorch "
-            "float32 eager |",
-            "|---|---|---|---|---|",
-            *bfloat16_rows,
-        ]
+            markdown_table(
+                ["preset", "package bfloat16 images/s", "PyTorch eager bfloat16",
+                 "package bf16 / PyTorch bf16 (rounds)",
+                 "package bf16 / PyTorch float32 eager"],
+                bfloat16_table,
+            ),
+        ]  # fmt: skip
     errors = [
-        f"{preset}: {_first_line(entry['compile_error'], 400)}"
+        f"{preset}: {first_line(entry['compile_error'], 400)}"
         for preset, entry in peer["presets"].items()
         if entry.get("compile_error")
     ]
@@ -541,13 +533,35 @@ def peer_lines(report):
     return lines + [""]
 
 
-def write_report(report, results):
-    os.makedirs(results, exist_ok=True)
-    with open(os.path.join(results, "throughput.json"), "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    peak = report["matmul"]["peak_gflops"]
-    lines = [
+def _train_row(row, peak):
+    if not row.get("available", True):
+        error = f"not available: {first_line(row.get('error'))}"
+        return [row["preset"], None, row["config"], None, error] + [None] * 6
+    achieved = row["images_per_second"] * row["train_gflop_per_image"]
+    xla = "yes" if row["jit_compile_in_effect"] else "no"
+    if row["xla"] and not row["jit_compile_in_effect"]:
+        xla = "asked, refused"
+    return [
+        row["preset"],
+        f"{row['parameters'] / 1e6:.2f}M",
+        row["config"],
+        "n/a" if row.get("framework") == "torch" else xla,
+        _speed(row),
+        f"{row['seconds_per_step']:.2f}",
+        ratio(row["speed_up"]),
+        f"{row['train_gflop_per_image']:.3f}",
+        f"{achieved:.1f}",
+        f"{100 * achieved / peak:.0f}%",
+        f"{row['peak_rss_mib']:.0f} MiB",
+    ]
+
+
+def report_lines(report):
+    """The Markdown report."""
+    matmul = report["matmul"]
+    peak = matmul["peak_gflops"]
+    load = report["load_average"]
+    return [
         "# Throughput",
         "",
         f"Command: `{report['command']}`",
@@ -555,56 +569,28 @@ def write_report(report, results):
         f"{report['machine']}; TensorFlow {report['tensorflow']}, Keras "
         f"{report['keras']}. Run from {report['started_utc']} to "
         f"{report['finished_utc']} UTC; 1-minute load average at the start "
-        f"{report['load_average'][0]:.2f}, at the end "
-        f"{report['load_average'][1]:.2f} (this benchmark alone keeps it near "
-        "1-2; more means other processes shared the cores, and the absolute "
-        "numbers are then a lower bound). The ratios within this run are what "
-        "to read." + (f" {report['note']}" if report.get("note") else ""),
+        f"{load[0]:.2f}, at the end {load[1]:.2f} (this benchmark alone keeps "
+        "it near 1-2; more means other processes shared the cores, and the "
+        "absolute numbers are then a lower bound). The ratios within this run "
+        "are what to read." + (f" {report['note']}" if report.get("note") else ""),
         "",
-        f"Machine peak: {peak:.1f} GFLOP/s, the best {report['matmul']['size']}x"
-        f"{report['matmul']['size']} float32 matmul of "
-        f"{len(report['matmul']['all_peak_gflops'])} measurements (best of "
-        f"{report['matmul']['repeats']} each) taken at the start and after "
-        "every round: "
-        + ", ".join(f"{g:.0f}" for g in report["matmul"]["all_peak_gflops"])
+        f"Machine peak: {peak:.1f} GFLOP/s, the best {matmul['size']}x"
+        f"{matmul['size']} float32 matmul of {len(matmul['all_peak_gflops'])} "
+        f"measurements (best of {matmul['repeats']} each) taken at the start "
+        "and after every round: "
+        + ", ".join(f"{g:.0f}" for g in matmul["all_peak_gflops"])
         + " GFLOP/s. A spread means a changing load from other processes; a "
         "configuration timed while the load was lighter than at the best "
         "matmul can exceed 100%.",
         "",
         "## Training, stage 1, batch 100, synthetic data",
         "",
-        "| preset | params | configuration | XLA | images/s (rounds) | s/step "
-        "| speed-up | GFLOP/image (train ~3x fwd) | achieved GFLOP/s | % of peak "
-        "| peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in report["train"]:
-        if not row.get("available", True):
-            lines.append(
-                f"| {row['preset']} | - | {row['config']} | - | not available: "
-                f"{_first_line(row.get('error'))} | - | - | - | - | - | - |"
-            )
-            continue
-        achieved = row["images_per_second"] * row["train_gflop_per_image"]
-        xla = "yes" if row["jit_compile_in_effect"] else "no"
-        if row["xla"] and not row["jit_compile_in_effect"]:
-            xla = "asked, refused"
-        if row.get("framework") == "torch":
-            xla = "n/a"
-        lines.append(
-            f"| {row['preset']} | {row['parameters'] / 1e6:.2f}M | "
-            f"{row['config']} | {xla} | "
-            f"{row['images_per_second']:.1f} ("
-            + ", ".join(
-                "-" if v is None else f"{v:.0f}"
-                for v in row["images_per_second_rounds"]
-            )
-            + f") | {row['seconds_per_step']:.2f} | "
-            f"{_ratio(row['speed_up'])} | "
-            f"{row['train_gflop_per_image']:.3f} | {achieved:.1f} | "
-            f"{100 * achieved / peak:.0f}% | {row['peak_rss_mib']:.0f} MiB |"
-        )
-    lines += [
+        markdown_table(
+            ["preset", "params", "configuration", "XLA", "images/s (rounds)",
+             "s/step", "speed-up", "GFLOP/image (train ~3x fwd)",
+             "achieved GFLOP/s", "% of peak", "peak RSS"],
+            [_train_row(row, peak) for row in report["train"]],
+        ),
         "",
         "Each preset ran in rounds ("
         + ", ".join(f"{p} {n}" for p, n in report["repeats"].items())
@@ -612,12 +598,12 @@ def write_report(report, results):
         "median over the rounds (each round in brackets) and the speed-up the "
         "median of the per-round ratios to the first configuration of the "
         "same preset, so a load that changes between rounds cancels. Fused "
-        "BN: `FusedBatchNormalization` (TensorFlow's fused "
-        "kernel; the same results as Keras' layer to float32 rounding), "
-        "the default since it was measured here. bfloat16: "
-        "`--precision mixed_bfloat16` (weights and BN statistics float32); "
-        "FLOP/s of bfloat16 rows are against the float32 matmul peak. PyTorch "
-        "rows: the same networks and step in PyTorch (the next section).",
+        "BN: `FusedBatchNormalization` (TensorFlow's fused kernel; the same "
+        "results as Keras' layer to float32 rounding), the default since it "
+        "was measured here. bfloat16: `--precision mixed_bfloat16` (weights "
+        "and BN statistics float32); FLOP/s of bfloat16 rows are against the "
+        "float32 matmul peak. PyTorch rows: the same networks and step in "
+        "PyTorch (the next section).",
         "",
         "Warm-up / timed steps: "
         + ", ".join(f"{p} {w}/{s}" for p, (w, s) in report["steps"].items())
@@ -628,60 +614,54 @@ def write_report(report, results):
         "configuration (TensorFlow alone, after imports: "
         f"{report['train'][0]['baseline_rss_mib']:.0f} MiB).",
         "",
-    ]
-    lines += peer_lines(report)
-    lines += [
+        *peer_lines(report),
         "## Sampling: exported SavedModel (fashion_mnist, two stages)",
         "",
         "`export_sampler` of a fresh fashion_mnist two-stage model, "
         "`tf.saved_model.load` in a fresh process, `sample(u)` "
         "(u -> decoder 2 -> decoder 1).",
         "",
-        "| batch | images/s | first call | peak RSS |",
-        "|---|---|---|---|",
-    ]
-    for row in report["sample"]:
-        lines.append(
-            f"| {row['batch_size']} | {row['images_per_second']:.0f} | "
-            f"{row['first_call_seconds']:.2f} s | {row['peak_rss_mib']:.0f} MiB |"
-        )
-    lines.append("")
-    with open(os.path.join(results, "throughput.md"), "w") as f:
-        f.write("\n".join(lines))
+        markdown_table(
+            ["batch", "images/s", "first call", "peak RSS"],
+            [
+                [row["batch_size"], f"{row['images_per_second']:.0f}",
+                 f"{row['first_call_seconds']:.2f} s",
+                 f"{row['peak_rss_mib']:.0f} MiB"]
+                for row in report["sample"]
+            ],
+        ),
+        "",
+    ]  # fmt: skip
 
 
+def write_report(report, results):
+    """``throughput.{json,md}`` in ``results``; returns the Markdown."""
+    stem = os.path.join(results, "throughput")
+    return common.write_report(stem, report, report_lines(report))
+
+
+# -------------------------------------------------------------------- run
 def _run_config(config, preset, steps, check):
     """One configuration, once, in its own process; its result."""
     warmup, timed = steps[preset]
+    common_kwargs = dict(preset=preset, label=config["label"], warmup=warmup)
     if config["kind"] == "torch":
         return run_worker(
             "torch_train",
-            preset=preset,
-            label=config["label"],
+            **common_kwargs,
+            steps=timed,
             config=check["config"],
             compile=config["compile"],
+            gflop=check["train_gflop_per_image"],
             channels_last=config.get("channels_last", False),
             bfloat16=config.get("bfloat16", False),
-            warmup=warmup,
-            steps=timed,
-            gflop=check["train_gflop_per_image"],
         )
     return run_worker(
         "train",
-        preset=preset,
-        label=config["label"],
-        fused_bn=config["fused_bn"],
-        xla=config["xla"],
-        precision=config["precision"],
-        warmup=warmup,
+        **common_kwargs,
         steps=timed,
+        **{k: config[k] for k in ("fused_bn", "xla", "precision")},
     )
-
-
-def _describe(result):
-    if result.get("images_per_second") is None:
-        return f"not available ({_first_line(result.get('error'))})"
-    return f"{result['images_per_second']:.1f} images/s"
 
 
 def select_configs(keys):
@@ -723,13 +703,16 @@ def check_peer(presets, configs):
             flush=True,
         )
     first = next(iter(checks.values()))
-    peer = {"available": True, "torch": first["torch"], "presets": {}}
-    return configs, peer, checks
+    return configs, {"available": True, "torch": first["torch"], "presets": {}}, checks
 
 
 def parse_args(argv, here):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument(
+        "--presets",
+        default=",".join(PRESETS),
+        help=f"comma-separated presets (default: {','.join(PRESETS)})",
+    )
     parser.add_argument(
         "--configs",
         default=",".join(config["key"] for config in CONFIGS),
@@ -757,6 +740,10 @@ def parse_args(argv, here):
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.presets = [p for p in args.presets.split(",") if p]
+    unknown = sorted(set(args.presets) - set(STEPS))
+    if unknown and not args.worker:
+        parser.error(f"no STEPS for presets {unknown}; valid: {', '.join(STEPS)}")
     if args.results is None:
         args.results = (
             os.path.join(tempfile.gettempdir(), "throughput_quick")
@@ -776,8 +763,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    presets = [p for p in args.presets.split(",") if p]
-    configs = select_configs(args.configs)
+    presets, configs = args.presets, select_configs(args.configs)
     if args.quick:
         steps = {p: QUICK_STEPS for p in presets}
     else:
@@ -787,8 +773,8 @@ def main(argv=None):
         }
     matmul_kwargs = {"repeats": 2} if args.quick else {}
     report = {
-        "command": command_line("throughput.py", argv),
-        "machine": describe_machine(),
+        "command": common.command_line("throughput.py", argv),
+        "machine": common.describe_machine(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
@@ -797,14 +783,14 @@ def main(argv=None):
         "configs": [config["label"] for config in configs],
         "load_average": [os.getloadavg()[0]],
         "note": args.note,
+        "train": [],
+        "repeats": {},
     }
     # The peer must be the same network before anything is timed.
     configs, report["peer"], checks = check_peer(presets, configs)
-    # The cores are shared: the matmul is measured before every configuration
-    # and once more at the end, and the machine's peak is the best of them.
+    # The cores are shared: the matmul is measured at the start and after
+    # every round, and the machine's peak is the best of them.
     matmuls = [run_worker("matmul", **matmul_kwargs)]
-    report["train"] = []
-    report["repeats"] = {}
     for preset in presets:
         rounds = 1 if args.quick else (args.repeats or REPEATS[preset])
         report["repeats"][preset] = rounds
@@ -813,7 +799,9 @@ def main(argv=None):
             for config in configs:
                 result = _run_config(config, preset, steps, checks.get(preset))
                 runs[config["label"]].append(result)
-                print(f"    {preset}, {config['label']}: {_describe(result)}")
+                speed = result.get("images_per_second")
+                shown = f"{speed:.1f} images/s" if speed else "not available"
+                print(f"    {preset}, {config['label']}: {shown}", flush=True)
             matmuls.append(run_worker("matmul", **matmul_kwargs))
         report["train"] += summarise_rounds(runs)
         if report["peer"]["available"]:
@@ -838,9 +826,7 @@ def main(argv=None):
     report["matmul"]["all_peak_gflops"] = [round(m["peak_gflops"], 1) for m in matmuls]
     report["finished_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     report["load_average"].append(os.getloadavg()[0])
-    write_report(report, args.results)
-    with open(os.path.join(args.results, "throughput.md")) as f:
-        print(f.read())
+    print(write_report(report, args.results))
     return report
 
 

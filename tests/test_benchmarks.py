@@ -24,14 +24,14 @@ def _load(name):
 
 
 def test_balance_dynamics_of_the_running_rule_with_a_constant_mse():
-    compare = _load("compare_balancing")
+    seeds_module = _load("balancing_seeds")
     steps = np.arange(1, 1001)
     m, gamma = 1.0, []
     for _ in steps:  # gamma of step t comes from m after step t - 1
         gamma.append(np.sqrt(m))
         m = min(m, 0.99 * m + 0.01 * 0.01)
     log = {"step": steps, "mse": np.full(1000, 0.01), "gamma": np.array(gamma)}
-    result = compare.balance_dynamics(log)
+    result = seeds_module.balance_dynamics(log)
     # At step k, gamma^2 = 0.01 + 0.99 ** k  <=  2 x 0.01  from k = 459 on.
     assert result["steps_to_balance"] == 459
     expected = np.median((0.01 + 0.99 ** np.arange(401, 1001)) / 0.01)
@@ -39,16 +39,16 @@ def test_balance_dynamics_of_the_running_rule_with_a_constant_mse():
 
 
 def test_balance_dynamics_of_a_gamma_that_never_balances():
-    compare = _load("compare_balancing")
+    seeds_module = _load("balancing_seeds")
     log = {
         "step": np.arange(1, 301),
         "mse": np.full(300, 0.01),
         "gamma": np.ones(300),
     }
-    result = compare.balance_dynamics(log)
+    result = seeds_module.balance_dynamics(log)
     assert result["steps_to_balance"] is None
     assert result["final_gamma2_over_mse"] == pytest.approx(100.0)
-    assert compare.balance_dynamics({**log, "mse": np.ones(50)}) is None
+    assert seeds_module.balance_dynamics({**log, "mse": np.ones(50)}) is None
 
 
 def _row(preset, label, speed, framework="tensorflow"):
@@ -163,32 +163,6 @@ def test_peer_section_without_torch_says_why():
     reason = "PyTorch cannot be imported (ModuleNotFoundError: torch)"
     lines = throughput.peer_lines({"peer": {"available": False, "skipped": reason}})
     assert f"Not measured: {reason}." in lines
-
-
-def test_profile_reads_the_ops_of_a_real_trace(tmp_path, monkeypatch):
-    profile = _load("profile_step")
-    made = []
-    mkdtemp = profile.tempfile.mkdtemp
-    monkeypatch.setattr(
-        profile.tempfile, "mkdtemp", lambda **k: made.append(mkdtemp(**k)) or made[-1]
-    )
-    run = profile.worker("tiny", 2)
-    # Without --trace-dir the trace is read, then removed.
-    assert len(made) == 1 and not os.path.exists(made[0])
-    assert run["trace"] is None
-    types = {row["name"]: row for row in run["by_type"]}
-    # Convolutions and Adam's many small ops are in the trace, named by op.
-    assert any("Conv2D" in name for name in types)
-    assert "AssignAddVariableOp" in types and "Sqrt" in types
-    assert sum(row["share"] for row in run["by_type"]) == pytest.approx(1.0)
-    phases = {row["name"] for row in run["by_phase"]}
-    assert {"forward", "backward"} <= phases
-    layers = {row["name"] for row in run["by_layer"]}
-    assert "encoder/stem" in layers and "decoder/to_image" in layers
-    assert run["wall_ms_per_step"] > 0 and run["ops_per_step"] > 50
-    kept = profile.worker("tiny", 1, trace_dir=str(tmp_path))
-    assert kept["trace"] == str(tmp_path / "tiny-float32")
-    assert list((tmp_path / "tiny-float32").rglob("*.xplane.pb"))
 
 
 def test_paired_difference_of_three_seeds_solved_by_hand():
@@ -316,7 +290,9 @@ def _fake_run(seed, fid_gen2, fid_images=500):
     step = np.arange(1, 301)
     mse = np.full(300, 0.02)
     gamma = np.sqrt(np.where(step < 50, 0.2, 0.02))  # balanced from step 50
-    return evaluation, timing, {"step": step, "gamma": gamma, "mse": mse}
+    steps = {"step": step, "gamma": gamma, "mse": mse, "running_mse": gamma**2}
+    dynamics = sys.modules["balancing_seeds"].balance_dynamics(steps)
+    return evaluation, timing, steps, dynamics
 
 
 ARGV = [
@@ -378,7 +354,7 @@ def test_a_rerun_with_every_run_recorded_trains_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(compare, "train_strategy", no_training)
     command = "python benchmarks/compare_balancing.py --seeds 0 1"
-    report = seeds_module.main(args, command)
+    report = compare.run_seeds(args, command)
     assert report["pairs"]["running-learned"]["fid_gen2"]["differences"] == [-5, -6]
     assert report["summaries"]["learned"]["fid_gen2"]["mean"] == 66.0
     results = tmp_path / "res"
@@ -388,7 +364,7 @@ def test_a_rerun_with_every_run_recorded_trains_nothing(tmp_path, monkeypatch):
     assert "`compare_balancing_seeds/<strategy>-seed<seed>/`" in text
     # Nothing new: the same report, byte for byte.
     before = {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
-    seeds_module.main(args, command)
+    compare.run_seeds(args, command)
     assert before == {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
 
     # Another budget: a clear error; records and report stay as they were.
@@ -401,7 +377,7 @@ def test_a_rerun_with_every_run_recorded_trains_nothing(tmp_path, monkeypatch):
     with pytest.raises(
         seeds_module.RecordError, match="fid_images: record 500, asked 5000"
     ):
-        seeds_module.main(other, command + " --fid-images 5000")
+        compare.run_seeds(other, command + " --fid-images 5000")
     assert record_json.read_bytes() == record_bytes
     assert before == {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
 
@@ -428,15 +404,15 @@ def test_only_the_runs_without_a_record_are_trained_and_evaluated(
 
     monkeypatch.setattr(compare, "train_strategy", train)
     monkeypatch.setattr(compare, "read_steps", lambda w: _fake_run(0, 0)[2])
-    monkeypatch.setattr(seeds_module, "evaluate_run", evaluate)
+    monkeypatch.setattr(compare, "evaluate_run", evaluate)
     inception = importlib.import_module("vae_balance.fid.inception")
     monkeypatch.setattr(inception, "get_feature_extractor", lambda: "inception")
     args.report_only = True
-    report = seeds_module.main(args, "python benchmarks/compare_balancing.py")
+    report = compare.run_seeds(args, "python benchmarks/compare_balancing.py")
     assert trained == evaluated == []
     assert report["cells"]["running"] == {0: report["cells"]["running"][0]}
     args.report_only = False
-    report = seeds_module.main(args, "python benchmarks/compare_balancing.py")
+    report = compare.run_seeds(args, "python benchmarks/compare_balancing.py")
     assert trained == evaluated == [("running", 1), ("learned", 1)]
     assert report["cells"]["running"][0]["fid_gen2"] == 60  # kept
     assert report["cells"]["running"][1]["fid_gen2"] == 161  # new
@@ -469,10 +445,10 @@ def test_a_stopped_run_keeps_its_time_and_the_report_says_it_was_resumed(
     assert timing["cpu_seconds"] == pytest.approx(160.0 + 40.0)
     assert (timing["epochs"], timing["epochs2"], timing["stops"]) == (2, 3, 1)
 
-    evaluation, _, steps = _fake_run(0, 60)
+    evaluation, _, steps, dynamics = _fake_run(0, 60)
     path = seeds_module.run_dir(args.records, "running", 0)
     record = seeds_module.write_record(
-        path, "running", 0, args, evaluation, timing, steps
+        path, "running", 0, args, evaluation, timing, steps, dynamics
     )
     assert record["cell"]["train_seconds"] == pytest.approx(130.0)
     assert record["cell"]["train_stops"] == 1
@@ -485,199 +461,51 @@ def test_a_stopped_run_keeps_its_time_and_the_report_says_it_was_resumed(
     assert "Stopped and resumed from their checkpoints: running, seed 0 (1x)." in text
 
 
-def test_precision_tolerance_compares_bfloat16_with_the_seeds_moves():
-    tolerance = _load("precision_tolerance")
-
-    def run(batch_mse, gamma2, val_mse, inference_mse):
-        return {
-            "steps": 600,
-            "batch_mse_tail": batch_mse,
-            "gamma2_tail": gamma2,
-            "val_mse": val_mse,
-            "inference_mse": inference_mse,
-            "job_seconds": 300.0,
-        }
-
-    metrics = {
-        "float32-seed0": run(0.0100, 0.0100, 0.0125, 0.0110),
-        "float32-seed1": run(0.0104, 0.0098, 0.0151, 0.0110),
-        "float32-seed2": run(0.0097, 0.0099, 0.0125, 0.0110),
-        "mixed_bfloat16-seed0": run(0.0102, 0.0103, 0.0100, 0.0121),
+def test_the_one_seed_report_reads_the_evaluation_wings_results(tmp_path):
+    compare = _load("compare_balancing")
+    args = compare.parse_args(
+        ["--epochs", "1", "--epochs2", "2", "--fid-images", "300"]
+        + ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
+    )
+    evaluation = {
+        "fid": {"rec": 40.04, "gen1": 80.0, "gen2": 60.55, "gen2_adjusted": 59.0},
+        "reconstruction_mse": 0.01234,
+        "stage1": {
+            "latent_dim": 64,
+            "kl": 25.25,
+            "inactive_var_mean": 4,
+            "inactive_mean_sigma": 6,
+            "variance_law": 0.9,
+        },
+        "seconds": 12.0,
     }
-    rows = tolerance.compare(metrics)
-    batch = rows["batch_mse_tail"]
-    assert batch["bfloat16_vs_float32"] == pytest.approx(0.02)
-    assert batch["seeds_vs_seed0"] == pytest.approx([0.04, -0.03])
-    assert batch["largest_seed_move"] == pytest.approx(0.04)
-    assert batch["within_seed_moves"]
-    assert not rows["gamma2_tail"]["within_seed_moves"]  # 3% against 2%, 1%
-    assert rows["val_mse"]["within_seed_moves"]  # -20% against +20.8%, 0%
-    assert not rows["inference_mse"]["within_seed_moves"]  # the seeds moved 0%
-    report = {
-        "command": "python benchmarks/precision_tolerance.py",
-        "machine": "x86_64, 2 CPU cores, no GPU",
-        "finished_utc": "2026-12-02 22:30",
-        "preset": "fashion_mnist_full",
-        "epochs": 1,
-        "preset_epochs": 100,
-        "steps": 600,
-        "batch_size": 100,
-        "limit": None,
-        "runs": metrics,
-        "comparison": rows,
-        "plot": "precision_tolerance.png",
-    }
-    text = "\n".join(tolerance.report_lines(report))
+    steps = {"gamma": np.array([1.0, 0.125]), "running_mse": np.array([1.0, 0.0156])}
+    row = compare.strategy_row("running", evaluation, steps)
+    assert row["fid"] == {"rec": 40.04, "gen1": 80.0, "gen2": 60.55}
+    assert (row["active_var_mean"], row["active_mean_sigma"]) == (60, 58)
+    assert row["final_gamma"] == 0.125
+    timings = {"running": {"seconds": 100.0, "cpu_seconds": 150.0}}
+    command = "python benchmarks/compare_balancing.py"
+    report = compare.write_report(args, {"running": row}, timings, command, None, "s")
+    assert report["budget"] == "reduced"
+    text = (tmp_path / "res" / "compare_balancing.md").read_text()
     assert (
-        "| batch MSE, last 100 steps | 0.01000 | 0.01040 | 0.00970 | 0.01020 | "
-        "+2.00% | +4.00%, -3.00% | yes |" in text
+        "| running (paper) | 40.0 | 80.0 | 60.5 | 0.0123 | 25.2 | 60 / 58 of 64 | "
+        "0.125 | 100 s | 1.00 | 150 s | 1.50 |" in text
     )
-    assert (
-        "| gamma^2, last 100 steps | 0.01000 | 0.00980 | 0.00990 | 0.01030 | "
-        "+3.00% | -2.00%, -1.00% | **no** |" in text
-    )
-    assert "1 of its 100 stage-1 epochs (600 steps of batch 100)" in text
-    metrics["float32-seed2"]["steps"] = 599
-    with pytest.raises(ValueError, match="different numbers of steps"):
-        tolerance.compare(metrics)
+    assert "**Reduced budget**: 1 stage-1 + 2 stage-2" in text
 
 
-def test_precision_tolerance_reads_a_runs_logs_and_refuses_another_run(tmp_path):
-    tolerance = _load("precision_tolerance")
-    workdir = tmp_path / "float32-seed0"
-    workdir.mkdir()
-    gammas = np.linspace(0.5, 0.1, 120)
-    mses = np.linspace(0.2, 0.01, 120)
-    lines = ["step,gamma,mse"] + [
-        f"{i},{float(g)!r},{float(m)!r}"
-        for i, (g, m) in enumerate(zip(gammas, mses, strict=True))
-    ]
-    (workdir / "steps_stage1.csv").write_text("\n".join(lines) + "\n")
-    (workdir / "history_stage1.csv").write_text("epoch,val_mse\n0,0.05\n1,0.0321\n")
-    (workdir / "batchnorm.json").write_text('{"stage1": {"val_mse_after": 0.0123}}')
-    metrics = tolerance.run_metrics(str(workdir))
-    assert metrics["steps"] == 120
-    assert metrics["batch_mse_tail"] == pytest.approx(mses[-100:].mean())
-    assert metrics["gamma2_tail"] == pytest.approx((gammas[-100:] ** 2).mean())
-    assert metrics["val_mse"] == pytest.approx(0.0321)
-    assert metrics["inference_mse"] == pytest.approx(0.0123)
-    with pytest.raises(ValueError, match="fewer than the 200 averaged over"):
-        tolerance.run_metrics(str(workdir), tail=200)
-
-    args = tolerance.argparse.Namespace(
-        preset="fashion_mnist_full", epochs=1, limit=None, out=str(tmp_path)
-    )
-    (workdir / "config.json").write_text(
-        '{"name": "fashion_mnist_full", "epochs": 2, "seed": 0}'
-    )
-    (workdir / "benchmark_timing.json").write_text('{"seconds": 12.5}')
-    with pytest.raises(tolerance.RunMismatch, match="delete that directory"):
-        tolerance.train(args, "float32", 0)  # another --epochs: not reused
-    (workdir / "config.json").write_text(
-        '{"name": "fashion_mnist_full", "epochs": 1, "seed": 0}'
-    )
-    assert tolerance.train(args, "float32", 0) == {  # finished: not retrained
-        "seconds": 12.5,
-        "resumed": False,
-    }
-    other = tolerance.job_arguments(args, "mixed_bfloat16", 0, str(workdir))
-    (workdir / "benchmark_timing.json").write_text(
-        '{"seconds": 12.5, "arguments": ' + json.dumps(other) + "}"
-    )
-    with pytest.raises(tolerance.RunMismatch, match="--precision mixed_bfloat16"):
-        tolerance.train(args, "float32", 0)
-
-
-def test_conv_shapes_lists_every_convolution_with_its_multiply_adds():
-    conv_shapes = _load("conv_shapes")
+def test_multiply_adds_of_the_infogan_count_through_spectral_norm():
     throughput = _load("throughput")
-    import keras
-
     import vae_balance
 
-    shapes = conv_shapes.conv_shapes("fashion_mnist")
-    vae = vae_balance.build_vae(vae_balance.get_preset("fashion_mnist"))
-    convs = [
-        f"{net.name}/{layer.name}"
-        for net in (vae.encoder, vae.decoder)
-        for layer in net.layers
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))
-    ]
-    listed = [name for shape in shapes for name in shape["layers"]]
-    assert sorted(listed) == sorted(convs) and len(convs) == 29
-    # The convolutions are all of the network's multiply-adds but the dense ones.
-    dense = sum(
-        layer.kernel.shape[0] * layer.kernel.shape[1]
-        for net in (vae.encoder, vae.decoder)
-        for layer in net.layers
-        if isinstance(layer, keras.layers.Dense)
-    )
-    conv_total = sum(s["multiply_adds"] * len(s["layers"]) for s in shapes)
-    forward = throughput.multiply_adds(vae.encoder) + throughput.multiply_adds(
-        vae.decoder
-    )
-    assert conv_total + dense == forward
-    by_name = {name: s for s in shapes for name in s["layers"]}
-    stem = by_name["encoder/stem"]
-    assert stem["multiply_adds"] == 32 * 32 * 9 * 1 * 8
-    assert stem["input_grad"] is False  # it reads the image
-    up = by_name["decoder/up0"]
-    assert (up["kind"], up["in_shape"], up["out_shape"]) == (
-        "transpose",
-        [2, 2, 128],
-        [4, 4, 64],
-    )
-    assert up["input_grad"] is True
-    assert conv_shapes.pass_gflop(stem) == pytest.approx(3 * 2 * 73728 * 100 / 1e9)
-
-
-def test_conv_shapes_summary_and_report_solved_by_hand(tmp_path):
-    conv_shapes = _load("conv_shapes")
-    shapes = [
-        {"kind": "conv", "in_shape": [4, 4, 2], "out_shape": [4, 4, 2],
-         "filters": 2, "strides": 1, "layers": ["a/x", "a/y"],
-         "input_grad": True, "multiply_adds": 1_000_000},
-        {"kind": "transpose", "in_shape": [2, 2, 2], "out_shape": [4, 4, 1],
-         "filters": 1, "strides": 2, "layers": ["b/z"], "input_grad": True,
-         "multiply_adds": 500_000},
-    ]  # fmt: skip
-    labels = {c["key"]: c["label"] for c in conv_shapes.CONFIGS}
-    tf2, tf1, fresh = labels["tf"], labels["tf_1thread"], labels["tf_fresh"]
-    rounds = {
-        tf2: [{"seconds": [0.004, 0.001]}, {"seconds": [0.002, 0.003]},
-              {"seconds": [0.003, 0.002]}],
-        tf1: [{"seconds": [0.006, 0.002]}],
-        fresh: [{"seconds": [0.006, 0.004]}],
-    }  # fmt: skip
-    rows, totals = conv_shapes.summarise(shapes, rounds, peak_gflops=400.0)
-    # 0.6 GFLOP per pass of the first shape (3 x 2 x 1e6 x 100), median 3 ms.
-    first = rows[0]["configs"][tf2]
-    assert first["ms"] == pytest.approx(3.0)
-    assert first["gflops"] == pytest.approx(200.0)
-    assert first["percent_of_peak"] == pytest.approx(50.0)
-    # Per step: 2 layers x 3 ms + 1 x 2 ms = 8 ms for 1.5 GFLOP.
-    assert totals["gflop_per_step"] == pytest.approx(1.5)
-    assert totals["configs"][tf2]["ms_per_step"] == pytest.approx(8.0)
-    assert totals["configs"][tf1]["ms_per_step"] == pytest.approx(14.0)
-    assert totals["configs"][fresh]["ms_per_step"] == pytest.approx(16.0)
-    report = {
-        "command": "python benchmarks/conv_shapes.py", "machine": "m",
-        "tensorflow": "2", "preset": "p", "passes": [1, 2], "rounds": 3,
-        "note": "", "started_utc": "s", "finished_utc": "f",
-        "load_average": [0.1, 0.2], "matmul": {"size": 8, "peak_gflops": 400.0},
-        "configs_run": [c for c in conv_shapes.CONFIGS if c["kind"] == "tf"],
-        "shapes": rows,
-        "totals": totals, "torch_skipped": "PyTorch cannot be imported (x)",
-    }  # fmt: skip
-    stem = conv_shapes.write_report(report, str(tmp_path))
-    text = open(stem + ".md").read()
-    # Columns: 2 threads, 1 thread, fresh; then 1 / 2 threads and fresh / cached.
-    row = (
-        "| conv 4x4x2 -> 2 | 2 | 600 | 3.00 (200, 50%) | 6.00 (100, 25%) | "
-        "6.00 (100, 25%) | 2.00x | 2.00x |"
-    )
-    assert row in text
-    assert "**8.0** (188, 47%) | **14.0** (107, 27%) | **16.0** (94, 23%) | " in text
-    assert "| 1.75x | 2.00x |" in text
-    assert "PyTorch columns skipped: PyTorch cannot be imported (x)." in text
-    assert json.load(open(stem + ".json"))["totals"]["gflop_per_step"] == 1.5
+    vae = vae_balance.build_vae("fashion_mnist_infogan")
+    # conv1 14*14*4*4*1*64 + conv2 7*7*4*4*64*128 + fc3 6272*1024 + 1024*128
+    encoder = 200_704 + 6_422_528 + 6_422_528 + 131_072
+    # fc1 64*1024 + fc2 1024*6272 + deconv 7*7*4*4*128*64 + 14*14*4*4*64*1
+    decoder = 65_536 + 6_422_528 + 6_422_528 + 200_704
+    assert throughput.multiply_adds(vae.encoder) == encoder
+    assert throughput.multiply_adds(vae.decoder) == decoder
+    flops = throughput.gflop_per_image(vae)
+    assert flops["train_gflop_per_image"] == pytest.approx(6 * 26_288_128 / 1e9)

@@ -270,6 +270,7 @@ def test_evaluate_workdir_writes_the_paper_protocol_reports(tiny_workdir):
         assert report["variance_law"] > 0
         assert 0 <= report["inactive_mean_sigma"] <= latent_dim
         assert 0 <= report["inactive_var_mean"] <= latent_dim
+        assert report["kl"] > 0
     with open(os.path.join(tiny_workdir, "evaluation.json")) as f:
         assert json.load(f) == results
     with open(os.path.join(tiny_workdir, "evaluation.md")) as f:
@@ -327,3 +328,15 @@ def test_cli_subcommands_are_registered():
     args = parser.parse_args(["evaluate", "runs/x", "--num-images", "500"])
     assert (args.workdir, args.num_images, args.data_dir) == ("runs/x", 500, None)
     assert args.func is evaluate_commands.run_evaluate
+
+
+def test_the_latent_report_gives_the_mean_kl_solved_by_hand():
+    from vae_balance.evaluation.protocol import _latent_report
+
+    # KL per image = 0.5 * sum(mu^2 + sigma^2 - 2 log sigma - 1): image 1
+    # (mu 1, 0; sigma 1) gives 0.5, image 2 (mu 0; log sigma log 2, 0) gives
+    # 0.5 * (4 - 2 log 2 - 1) = 1.5 - log 2.
+    z_mean = np.array([[1.0, 0.0], [0.0, 0.0]], "float32")
+    z_log_sigma = np.array([[0.0, 0.0], [np.log(2.0), 0.0]], "float32")
+    kl = _latent_report(z_mean, z_log_sigma)["kl"]
+    assert kl == pytest.approx((0.5 + 1.5 - np.log(2.0)) / 2, rel=1e-6)

@@ -45,7 +45,7 @@ from vae_balance.evaluation.scores import (
 from vae_balance.fid.feature_cache import FeatureCache, images_sha256
 from vae_balance.fid.inception import get_feature_extractor
 from vae_balance.files import sha256
-from vae_balance.model import batchnorm
+from vae_balance.model import batchnorm, losses
 from vae_balance.sampling.gmm import DEFAULT_COMPONENTS, fit_gmm
 from vae_balance.sampling.latent import build_samplers
 from vae_balance.sampling.run import load_run
@@ -400,6 +400,8 @@ def _latent_report(z_mean, z_log_sigma):
         ),
         "mean_variance_of_means": float(variance_of_means.mean()),
         "mean_posterior_variance": float(mean_variance.mean()),
+        # KL(q(z|x) || N(0, I)) summed over the latents, mean over the images.
+        "kl": float(np.mean(losses.kl_divergence(z_mean, z_log_sigma))),
         "inactive_mean_sigma": int(
             metrics.inactive_latents(z_mean, z_log_sigma, "mean_sigma").sum()
         ),
