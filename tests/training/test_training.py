@@ -186,7 +186,7 @@ def test_more_stage1_epochs_retrain_stage2_on_the_new_codes(tiny_run, copy_tiny_
         not np.allclose(old, new)
         for old, new in zip(old_stage2.trainable_weights, stage2.trainable_weights)
     ]
-    assert all(changed)  # new weights throughout
+    assert any(changed)  # a kept stage 2 would be identical
 
 
 def test_the_job_records_its_batchnorm_recalibration(finished_run):
