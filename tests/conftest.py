@@ -1,6 +1,8 @@
 """Shared fixtures: tiny seeded models and data (8x8x1 images)."""
 
+import hashlib
 import os
+import shutil
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -59,6 +61,73 @@ def two_stages(make_vae, images):
     keras.utils.set_random_seed(1)
     vae2 = vae_balance.build_second_stage("tiny")
     return vae, vae2
+
+
+def _tiny_images(n, seed):
+    return np.random.default_rng(seed).random((n, 8, 8, 1)).astype("float32")
+
+
+def _digest(root):
+    """Every file under ``root`` (but the lock) with its sha256."""
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            if name != ".lock":
+                with open(path, "rb") as f:
+                    found[os.path.relpath(path, root)] = hashlib.sha256(
+                        f.read()
+                    ).hexdigest()
+    return found
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One "tiny" two-stage run of the training job, shared by the session.
+
+    ``training.train(get_preset("tiny", epochs=2, epochs2=2), ...)`` on 64
+    seeded 8x8x1 images (16 test images): both stages, latents.npz, the
+    recalibrated BatchNorm record, the sampler export, grids, CSV logs.
+    Read-only: a test that writes into a run uses ``copy_tiny_run``; the
+    session's end checks that no file changed.
+
+    Returns:
+        dict with ``config``, ``workdir`` (str), ``result`` (the job's
+        result), ``train_images`` and ``test_images``.
+    """
+    from vae_balance.config import get_preset
+    from vae_balance.training import job as training
+
+    workdir = str(tmp_path_factory.mktemp("tiny_run"))
+    config = get_preset("tiny", epochs=2, epochs2=2)
+    train_images, test_images = _tiny_images(64, 0), _tiny_images(16, 1)
+    result = training.train(
+        config, workdir, train_data=train_images, test_images=test_images, verbose=0
+    )
+    before = _digest(workdir)
+    yield {
+        "config": config,
+        "workdir": workdir,
+        "result": result,
+        "train_images": train_images,
+        "test_images": test_images,
+    }
+    assert _digest(workdir) == before, "a test wrote into the shared tiny_run"
+
+
+@pytest.fixture
+def copy_tiny_run(tiny_run, tmp_path):
+    """Factory: ``copy_tiny_run(name="run", ignore=())`` copies the shared
+    run to ``tmp_path / name`` (without the files matching ``ignore``) and
+    returns its path as a str, for tests that write into a run."""
+
+    def factory(name="run", ignore=()):
+        target = str(tmp_path / name)
+        patterns = shutil.ignore_patterns(".lock", *ignore)
+        shutil.copytree(tiny_run["workdir"], target, ignore=patterns)
+        return target
+
+    return factory
 
 
 @pytest.fixture(scope="module")

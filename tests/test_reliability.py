@@ -8,7 +8,8 @@ that is killed during a checkpoint write first waits, holding the work
 directory, until this process has tried a second run on it.
 
 The stale temporaries and cut CSV rows are tested in test_workdir.py, a full
-disk during a checkpoint save in test_callbacks.py.
+disk during a checkpoint save in test_callbacks.py, the refusal of bad flag
+values in tests/cli/test_main.py.
 """
 
 import contextlib
@@ -462,44 +463,6 @@ def test_bad_data_stops_the_cli_naming_the_file_unless_skip_bad(tmp_path):
     assert args.skip_bad is True
 
 
-@pytest.mark.parametrize(
-    "flag, value, valid",
-    [
-        ("--preset", "imagenet", PRESETS),
-        ("--balance", "adaptive", BALANCES),
-        ("--strategy", "tpu", ("default", "mirrored", "multiworker")),
-        ("--precision", "float16", ("float32", "mixed_float16", "mixed_bfloat16")),
-    ],
-)
-def test_unknown_choices_are_refused_listing_the_valid_ones(flag, value, valid, capsys):
-    argv = ["train", "--preset", "tiny", flag, value]
-    with pytest.raises(SystemExit) as exit_:
-        cli.build_parser().parse_args(argv)
-    assert exit_.value.code == 2
-    stderr = capsys.readouterr().err
-    assert f"invalid choice: '{value}'" in stderr
-    assert all(name in stderr for name in valid)
-
-
-@pytest.mark.parametrize(
-    "flag, value",
-    [
-        ("--learning-rate", "nan"),
-        ("--learning-rate", "inf"),
-        ("--learning-rate", "-0.001"),
-        ("--kl-weight", "nan"),
-        ("--kl-weight", "-1"),
-        ("--batch-size", "0"),
-        ("--grid-every", "0"),
-        ("--seed", "-1"),
-    ],
-)
-def test_non_finite_or_out_of_range_values_are_refused(flag, value):
-    args = cli.build_parser().parse_args(["train", "--preset", "tiny", flag, value])
-    with pytest.raises(SystemExit, match=f"error: {flag} must be"):
-        cli.config_from_args(args)
-
-
 # ----------------------------------------------------- strategy, precision
 def test_train_sets_the_precision_then_builds_inside_the_strategy_scope(
     tmp_path, monkeypatch
@@ -532,25 +495,6 @@ def test_train_sets_the_precision_then_builds_inside_the_strategy_scope(
             precision="mixed_bfloat16",
         )
     assert events == [("strategy", "mirrored"), "mixed_bfloat16", ("build", True)]
-
-
-def test_cli_passes_strategy_precision_and_skip_bad_to_train(monkeypatch):
-    seen = {}
-
-    def train(config, workdir, **kwargs):
-        seen.update(kwargs, config=config)
-        raise WorkdirError("stop here")
-
-    monkeypatch.setattr(training, "train", train)
-    code, _ = _cli(
-        "train", "--preset", "tiny", "--strategy", "mirrored",
-        "--precision", "mixed_float16", "--skip-bad", "--learning-rate", "0.01",
-    )  # fmt: skip
-    assert code == "error: stop here"
-    assert (seen["strategy"], seen["precision"]) == ("mirrored", "mixed_float16")
-    assert seen["skip_bad"] is True and seen["config"].learning_rate == 0.01
-    code, _ = _cli("train", "--preset", "tiny")
-    assert (seen["strategy"], seen["precision"]) == ("default", None)
 
 
 # ------------------------------------------------------------------ fuzzing

@@ -1,20 +1,13 @@
-"""The work directory: its lock, checkpoints, atomic writes, CSV truncation
-and the stale temporaries of killed writers."""
+"""The work directory: checkpoints, atomic writes, CSV truncation and the
+stale temporaries of killed writers. Its lock is tested end to end in
+test_reliability.py (a second CLI run on a busy work directory)."""
 
 import os
 
 import pytest
 
 from vae_balance import workdir as workdir_module
-from vae_balance.workdir import Workdir, WorkdirError, WorkdirLock
-
-
-def test_second_run_on_a_locked_workdir_names_the_first(tmp_path):
-    lock = WorkdirLock(str(tmp_path))
-    with lock:
-        with pytest.raises(WorkdirError, match=f"process id {os.getpid()}"):
-            with WorkdirLock(str(tmp_path)):
-                pass
+from vae_balance.workdir import Workdir, WorkdirError
 
 
 def test_stale_temporaries_never_count_as_checkpoints_and_are_removed(tmp_path):

@@ -13,12 +13,10 @@ import pytest
 from fid_helpers import needs_wheel
 from test_metrics import tiny_extractor
 
-import vae_balance
 from vae_balance.cli import evaluate as evaluate_commands
 from vae_balance.evaluation import protocol as evaluation
 from vae_balance.fid.feature_cache import FeatureCache, images_sha256, weights_sha256
 from vae_balance.fid.inception import get_feature_extractor
-from vae_balance.workdir import save_model_atomic
 
 SETS = ("rec", "gen1", "gen2", "gen2_adjusted", "gmm")
 SCORES = {"fid", "kid", "kid_std", "precision", "recall"}
@@ -38,23 +36,13 @@ class CountingExtractor:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A trained "tiny" two-stage run laid out as the job leaves it,
-    latents.npz included."""
-    workdir = tmp_path_factory.mktemp("run")
-    rng = np.random.default_rng(10)
-    train_images = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
-    keras.utils.set_random_seed(0)
-    config = vae_balance.get_preset("tiny")
-    vae = vae_balance.build_vae(config)
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    vae.fit(train_images, epochs=1, batch_size=8, verbose=0)
-    z_mean, z_log_sigma = vae_balance.encode_dataset(vae, train_images, verbose=0)
-    np.savez(workdir / "latents.npz", z_mean=z_mean, z_log_sigma=z_log_sigma)
-    vae2 = vae_balance.build_second_stage(config)
-    save_model_atomic(vae, str(workdir / "stage1.keras"))
-    save_model_atomic(vae2, str(workdir / "stage2.keras"))
-    (workdir / "config.json").write_text(json.dumps(config.to_dict()))
+def run(tiny_run, tmp_path_factory):
+    """A copy of the session's trained "tiny" two-stage run, latents.npz
+    included; the tests below evaluate it in turn (the second evaluation
+    reads the first one's cache)."""
+    workdir = tmp_path_factory.mktemp("evaluation") / "run"
+    ignore = shutil.ignore_patterns(".lock")
+    shutil.copytree(tiny_run["workdir"], workdir, ignore=ignore)
     return workdir
 
 

@@ -2,16 +2,15 @@
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
 import pytest
 
-import vae_balance
 from vae_balance.cli import evaluate as evaluate_commands
 from vae_balance.evaluation import image_sets, metrics
 from vae_balance.evaluation import protocol as evaluation
-from vae_balance.workdir import save_model_atomic
 
 
 def random_covariance(rng, d):
@@ -218,31 +217,14 @@ def test_fid_from_sources_rejects_out_of_range_floats(tmp_path):
 
 # ----------------------------------------------------------- evaluation
 @pytest.fixture(scope="module")
-def tiny_workdir(tmp_path_factory):
-    """A trained "tiny" two-stage run laid out like a training work directory
-    (without the sampler SavedModel, which evaluation does not read)."""
-    workdir = tmp_path_factory.mktemp("run")
-    rng = np.random.default_rng(10)
-    train_images = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
-    keras.utils.set_random_seed(0)
-    config = vae_balance.get_preset("tiny")
-    vae = vae_balance.build_vae(config)
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
-    vae.fit(train_images, epochs=1, batch_size=8, verbose=0)
-    z_mean, z_log_sigma = vae_balance.encode_dataset(vae, train_images, verbose=0)
-    vae2 = vae_balance.build_second_stage(config)
-    vae2.compile(optimizer=keras.optimizers.Adam(1e-3))
-    vae2.fit(
-        vae_balance.latent_dataset(z_mean, z_log_sigma, batch_size=8),
-        epochs=1,
-        shuffle=False,  # the dataset reshuffles itself
-        verbose=0,
-    )
-    save_model_atomic(vae, os.path.join(workdir, "stage1.keras"))
-    save_model_atomic(vae2, os.path.join(workdir, "stage2.keras"))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(config.to_dict(), f)
-    return workdir
+def tiny_workdir(tiny_run, tmp_path_factory):
+    """A copy of the session's trained "tiny" two-stage run (evaluation
+    writes its reports into it), without latents.npz: no mixture, the
+    paper's four sets only."""
+    workdir = tmp_path_factory.mktemp("evaluation") / "run"
+    ignore = shutil.ignore_patterns(".lock", "latents.npz")
+    shutil.copytree(tiny_run["workdir"], workdir, ignore=ignore)
+    return str(workdir)
 
 
 def test_evaluate_workdir_writes_the_paper_protocol_reports(tiny_workdir):

@@ -1,12 +1,14 @@
-"""The training job: outputs, resume after SIGKILL, divergence, workdir rules.
+"""The training job: outputs, resume after SIGKILL, reruns, recalibration.
 
-The work directory's own rules (lock, checkpoints, atomic writes) are tested
-in test_workdir.py, the callbacks in test_callbacks.py."""
+Most tests read the session's tiny run (conftest.tiny_run) or a copy of it.
+The work directory's own rules (checkpoints, atomic writes) are tested in
+test_workdir.py, the callbacks in test_callbacks.py; a divergence, a locked
+work directory and another preset's work directory through the CLI in
+test_reliability.py."""
 
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,10 +21,8 @@ import pytest
 
 from vae_balance.config import get_preset
 from vae_balance.training import job as training
-from vae_balance.training.stages import TrainingDiverged
 from vae_balance.workdir import (
     Workdir,
-    WorkdirError,
     is_recalibrated,
     list_checkpoints,
 )
@@ -39,18 +39,11 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("run"))
-    config = get_preset("tiny", epochs=2, epochs2=2)
-    result = training.train(
-        config,
-        workdir,
-        train_data=_images(64),
-        test_images=_images(16, 1),
-        verbose=0,
-    )
-    return config, workdir, result
+@pytest.fixture
+def finished_run(tiny_run):
+    """The session's tiny run (conftest.tiny_run: epochs=2, epochs2=2 on 64
+    images), read-only."""
+    return tiny_run["config"], tiny_run["workdir"], tiny_run["result"]
 
 
 def test_train_writes_every_output(finished_run):
@@ -95,8 +88,9 @@ def test_step_history_reproduces_the_balancing_rule(finished_run):
         assert float(row["running_mse"]) == pytest.approx(m, rel=1e-4)
 
 
-def test_a_finished_run_resumes_to_a_no_op(finished_run):
-    config, workdir, _ = finished_run
+def test_a_finished_run_resumes_to_a_no_op(finished_run, copy_tiny_run):
+    config, _, _ = finished_run
+    workdir = copy_tiny_run()
     before = keras.saving.load_model(os.path.join(workdir, "stage1.keras"))
     result = training.train(
         config,
@@ -109,46 +103,6 @@ def test_a_finished_run_resumes_to_a_no_op(finished_run):
     assert result.stage1_logs == {} and result.stage2_logs == {}
     assert float(after.running_mse) == float(before.running_mse)
     assert int(after.optimizer.iterations) == 2 * 8
-
-
-def test_other_preset_workdir_is_refused(finished_run, tmp_path):
-    config, workdir, _ = finished_run
-    other = get_preset("tiny", latent_dim=3)
-    with pytest.raises(WorkdirError, match="latent_dim: 4 -> 3"):
-        training.train(
-            other, workdir, train_data=_images(64), test_images=_images(16), verbose=0
-        )
-    # nothing was overwritten
-    with open(os.path.join(workdir, "config.json")) as f:
-        assert json.load(f)["latent_dim"] == 4
-
-
-def test_divergence_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
-    workdir = str(tmp_path)
-    config = get_preset("tiny", epochs=3, epochs2=1)
-    x = _images(64)
-    training.train(
-        get_preset(config, epochs=1),
-        workdir,
-        train_data=x,
-        test_images=x[:8],
-        verbose=0,
-    )
-    good = _latest_checkpoint(workdir, "stage1")
-    assert good[1] == 1
-    # An absurd learning rate makes the loss overflow during epoch 2.
-    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step"):
-        training.train(
-            get_preset(config, learning_rate=1e30),
-            workdir,
-            train_data=x,
-            test_images=x[:8],
-            verbose=0,
-        )
-    assert _latest_checkpoint(workdir, "stage1") == good
-    # A gentler rerun resumes from the kept checkpoint and finishes.
-    result = training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
-    assert np.isfinite(result.stage1_logs["loss"])
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -211,26 +165,33 @@ def test_sigkill_after_an_epoch_resumes_from_the_next_epoch(tmp_path):
     assert int(final.optimizer.iterations) == 3 * steps_per_epoch
 
 
-def test_more_stage1_epochs_retrain_stage2_on_the_new_codes(tmp_path):
-    workdir = str(tmp_path)
-    x = _images(32)
-    config = get_preset("tiny", epochs=1, epochs2=1)
-    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+def test_more_stage1_epochs_retrain_stage2_on_the_new_codes(tiny_run, copy_tiny_run):
+    # The session's finished run (2 + 2 epochs), given a third stage-1 epoch.
+    workdir, x = copy_tiny_run(), tiny_run["train_images"]
     old_latents = np.load(os.path.join(workdir, "latents.npz"))["z_mean"]
+    old_stage2 = keras.saving.load_model(os.path.join(workdir, "stage2.keras"))
     training.train(
-        get_preset(config, epochs=2),
+        get_preset(tiny_run["config"], epochs=3),
         workdir,
         train_data=x,
-        test_images=x[:8],
+        test_images=tiny_run["test_images"],
         verbose=0,
     )
     new_latents = np.load(os.path.join(workdir, "latents.npz"))["z_mean"]
     assert not np.allclose(old_latents, new_latents)
-    # stage 2 was trained again from scratch on the new codes: one epoch.
+    stage1 = keras.saving.load_model(os.path.join(workdir, "stage1.keras"))
+    assert int(stage1.optimizer.iterations) == 3 * 64 // 8
+    # stage 2 was trained again from scratch on the new codes: new weights,
+    # its two epochs' steps logged once (not appended to the old ones).
     rows = _read_csv(os.path.join(workdir, "steps_stage2.csv"))
-    assert [int(r["step"]) for r in rows] == list(range(1, 32 // 8 + 1))
+    assert [int(r["step"]) for r in rows] == list(range(1, 2 * 64 // 8 + 1))
     stage2 = keras.saving.load_model(os.path.join(workdir, "stage2.keras"))
-    assert int(stage2.optimizer.iterations) == 32 // 8
+    assert int(stage2.optimizer.iterations) == 2 * 64 // 8
+    changed = [
+        not np.allclose(old, new)
+        for old, new in zip(old_stage2.trainable_weights, stage2.trainable_weights)
+    ]
+    assert any(changed)  # a kept stage 2 would be identical
 
 
 def test_the_job_records_its_batchnorm_recalibration(finished_run):
@@ -243,35 +204,33 @@ def test_the_job_records_its_batchnorm_recalibration(finished_run):
     assert not is_recalibrated(workdir, checkpoint)
 
 
-def test_a_resumed_run_recalibrates_only_a_stage_1_that_was_not(tmp_path):
-    workdir = str(tmp_path / "run")
-    config = get_preset("tiny", epochs=1, epochs2=1)
-    x = _images(32)
-    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+def test_a_resumed_run_recalibrates_only_a_stage_1_that_was_not(
+    tiny_run, copy_tiny_run
+):
+    workdir, config = copy_tiny_run(), tiny_run["config"]
+    x, test_images = tiny_run["train_images"], tiny_run["test_images"]
     stage1 = os.path.join(workdir, "stage1.keras")
     calibrated = open(stage1, "rb").read()
     # A rerun leaves the recalibrated stage 1 and stage 2 as they are.
     stage2_time = os.path.getmtime(os.path.join(workdir, "stage2.keras"))
-    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    training.train(config, workdir, train_data=x, test_images=test_images, verbose=0)
     assert open(stage1, "rb").read() == calibrated
     assert os.path.getmtime(os.path.join(workdir, "stage2.keras")) == stage2_time
     # A run of an older version (no record): recalibrated, stage 2 retrained.
     os.remove(os.path.join(workdir, "batchnorm.json"))
-    training.train(config, workdir, train_data=x, test_images=x[:8], verbose=0)
+    training.train(config, workdir, train_data=x, test_images=test_images, verbose=0)
     assert is_recalibrated(workdir, stage1)
     assert os.path.getmtime(os.path.join(workdir, "stage2.keras")) > stage2_time
 
 
 def test_export_recalibrates_a_checkpoint_or_says_what_it_needs(
-    finished_run, tmp_path, capsys
+    copy_tiny_run, tmp_path, capsys
 ):
     from PIL import Image
 
     from vae_balance.cli import main as cli
 
-    _, workdir, _ = finished_run
-    stale = str(tmp_path / "stale")
-    shutil.copytree(workdir, stale, ignore=shutil.ignore_patterns("sampler"))
+    stale = copy_tiny_run("stale", ignore=["sampler"])
     os.remove(os.path.join(stale, "batchnorm.json"))  # as before this version
     with pytest.raises(SystemExit, match="--data-dir, or --no-recalibrate-bn"):
         cli.main(["export", stale])
