@@ -15,6 +15,7 @@ import tensorflow as tf
 from vae_balance import build_vae
 from vae_balance.config import get_preset
 from vae_balance.datasets import pipeline, stream
+from vae_balance.model import batchnorm
 from vae_balance.training import stages
 from vae_balance.workdir import Workdir, load_checkpoint
 
@@ -106,8 +107,8 @@ def test_a_non_finite_loss_raises_training_diverged_keeping_the_checkpoint(
 
 def test_recalibration_batches_are_seeded_shuffled_batches_of_the_batch_size():
     config = get_preset("tiny", batch_size=4)
-    first = [b.numpy() for b in stages.recalibration_batches(DATASET, config)]
-    again = [b.numpy() for b in stages.recalibration_batches(DATASET, config)]
+    first = [b.numpy() for b in batchnorm.recalibration_batches(DATASET, config)]
+    again = [b.numpy() for b in batchnorm.recalibration_batches(DATASET, config)]
     assert [len(b) for b in first] == [4, 4, 4, 4]
     np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
     order = np.concatenate(first)
