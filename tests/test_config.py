@@ -51,3 +51,12 @@ def test_get_preset_overrides_and_errors():
         get_preset("nope")
     with pytest.raises(ValueError, match=r"Unknown config field\(s\) \['epoch'\]"):
         get_preset("cifar10", epoch=3)
+
+
+def test_gamma_is_only_for_the_fixed_balance():
+    fixed = get_preset("tiny", balance="fixed", gamma=0.5)
+    assert fixed.gamma == 0.5
+    with pytest.raises(ValueError, match="balance='running' sets gamma itself"):
+        get_preset("tiny", gamma=0.5)
+    # config.json of earlier runs holds gamma 1.0 whatever the balance.
+    assert VAEConfig.from_dict(get_preset("tiny", balance="batch").to_dict()).gamma == 1

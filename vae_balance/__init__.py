@@ -5,8 +5,9 @@ Divergence in Variational Autoencoders" (IEEE Access 2020), on top of Dai &
 Wipf's Two-Stage VAE.
 """
 
-from vae_balance import _startup
+from vae_balance import _backend, _startup
 
+_backend.check_backend()  # before Keras loads: TensorFlow's backend only
 if _startup.is_command_line():
     _startup.quiet_tensorflow_start()
 

@@ -57,7 +57,9 @@ class VAEConfig:
     kl_weight: float | None = None
     momentum: float = 0.99  # of the running MSE: about 100 steps of memory
     running_rule: str = "min"
-    gamma: float = 1.0  # only for balance="fixed"
+    # The constant gamma of balance="fixed" (BalancedVAE's fixed_gamma); the
+    # other balances set gamma themselves and refuse another value than 1.
+    gamma: float = 1.0
     min_gamma: float = 1e-3  # floor: the reconstruction weight stays finite
     # Training: batch 100, Adam(0.9, 0.999, 1e-8), lr halved every lr_epochs.
     batch_size: int = 100
@@ -84,6 +86,13 @@ class VAEConfig:
             raise ValueError(
                 f"Config {self.name!r}: latent_sigma={self.latent_sigma!r}; "
                 "valid: 'exp', 'softplus'."
+            )
+        if self.balance != "fixed" and self.gamma != 1.0:
+            raise ValueError(
+                f"Config {self.name!r}: gamma={self.gamma} is the constant of "
+                f"balance='fixed', but balance={self.balance!r} sets gamma "
+                "itself and would ignore it: leave gamma at 1.0, or set "
+                "balance='fixed'."
             )
         # The loader derives its padding from the dataset's native size; pad
         # (what plots, sample and evaluate crop off) must say the same.

@@ -44,7 +44,9 @@ def linear_gaussian_vae(exact_posterior=True):
     )
     z = keras.Input((2,))
     decoder = keras.Model(z, _dense(z, W.T, B))
-    return BalancedVAE(encoder, decoder, balance="fixed", gamma=GAMMA, input_range=None)
+    return BalancedVAE(
+        encoder, decoder, balance="fixed", fixed_gamma=GAMMA, input_range=None
+    )
 
 
 def exact_log_density(x):
@@ -115,7 +117,9 @@ def test_a_nonlinear_decoder_against_numerical_integration_over_z():
             _dense(x_in, np.zeros((4, 1)), [math.log(0.8)]),
         ],
     )
-    vae = BalancedVAE(encoder, decoder, balance="fixed", gamma=0.3, input_range=None)
+    vae = BalancedVAE(
+        encoder, decoder, balance="fixed", fixed_gamma=0.3, input_range=None
+    )
     grid = np.linspace(-8, 8, 16001)
     reconstructions = np.asarray(decoder(grid[:, None].astype("float32")), np.float64)
     x = np.asarray(decoder(np.array([[-1.0], [0.3], [1.5]], "float32"))) + 0.1

@@ -1,5 +1,6 @@
 """BalancedVAE: hand-computed losses, the balancing state, saving, bad inputs."""
 
+import copy
 import math
 
 import keras
@@ -87,7 +88,7 @@ STRATEGIES = {
     "running": ({}, {"running_mse": 0.09}, 0.09),
     "learned": ({}, {"log_gamma": math.log(0.3)}, 0.09),
     "batch": ({}, {}, None),
-    "fixed": ({"gamma": 0.5}, {}, 0.25),
+    "fixed": ({"fixed_gamma": 0.5}, {}, 0.25),
 }
 
 
@@ -293,13 +294,65 @@ def test_config_round_trip_rebuilds_the_same_model(make_vae):
         "kl_weight",
         "momentum",
         "running_rule",
-        "gamma",
+        "fixed_gamma",
         "min_gamma",
         "input_range",
         "seed",
     ):
         assert config[key] == vae.get_config()[key], key
+    assert config["fixed_gamma"] == 0.3 and "gamma" not in config
     assert clone.count_params() == vae.count_params()
+
+
+def test_configs_saved_with_the_old_gamma_key_still_load(make_vae):
+    saved = make_vae(balance="fixed", compile=False).get_config()
+    del saved["fixed_gamma"]
+
+    def config():  # from_config consumes the nested network configs
+        return copy.deepcopy(saved)
+
+    old_fixed = BalancedVAE.from_config({**config(), "gamma": 0.3})
+    assert old_fixed.fixed_gamma == 0.3
+    assert float(old_fixed.gamma) == pytest.approx(0.3)
+    # Earlier versions wrote "gamma": 1.0 for every balance.
+    old_running = BalancedVAE.from_config(
+        {**config(), "balance": "running", "gamma": 1.0}
+    )
+    assert old_running.fixed_gamma is None
+    assert old_running.get_config()["fixed_gamma"] is None
+
+
+def test_fixed_gamma_is_refused_by_the_balances_that_set_gamma_themselves():
+    encoder, decoder, _ = _hand_networks()
+    for balance in ("running", "learned", "batch"):
+        with pytest.raises(ValueError, match=f"balance='{balance}' sets gamma"):
+            BalancedVAE(encoder, decoder, balance=balance, fixed_gamma=0.5)
+    assert BalancedVAE(encoder, decoder, balance="fixed").fixed_gamma == 1.0
+    with pytest.raises(ValueError, match="min_gamma <= fixed_gamma"):
+        BalancedVAE(encoder, decoder, balance="fixed", fixed_gamma=1e-4)
+    with pytest.raises(ValueError, match="'gamma'"):  # the old name is gone
+        BalancedVAE(encoder, decoder, balance="fixed", gamma=0.5)
+
+
+def test_compile_without_optimizer_uses_the_papers_adam_and_trains(images):
+    vae = vae_balance.build_vae("tiny")
+    vae.compile(run_eagerly=True)
+    optimizer = vae.optimizer
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    assert float(optimizer.learning_rate) == pytest.approx(1e-4)
+    assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (
+        0.9,
+        0.999,
+        1e-8,
+    )
+    before = [w.numpy() for w in vae.trainable_weights]
+    vae.train_on_batch(images[:8])
+    assert int(optimizer.iterations) == 1
+    after = [w.numpy() for w in vae.trainable_weights]
+    assert _max_difference(before, after) > 0.0
+    # An explicit optimizer still wins.
+    vae.compile(optimizer=keras.optimizers.SGD(0.5))
+    assert isinstance(vae.optimizer, keras.optimizers.SGD)
 
 
 # ------------------------------------------------------------- bad inputs

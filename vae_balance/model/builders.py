@@ -8,13 +8,15 @@ from vae_balance.model.vae import BalancedVAE
 
 
 def _balancing_kwargs(config):
-    return {
+    kwargs = {
         "balance": config.balance,
         "momentum": config.momentum,
         "running_rule": config.running_rule,
-        "gamma": config.gamma,
         "min_gamma": config.min_gamma,
     }
+    if config.balance == "fixed":  # VAEConfig checks gamma is 1 otherwise
+        kwargs["fixed_gamma"] = config.gamma
+    return kwargs
 
 
 def build_vae(preset="cifar10", synchronized_bn=None, fused_bn=True, **overrides):

@@ -38,8 +38,8 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
 
     - ``"learned"``: Dai & Wipf's trainable log-gamma (initialised at 0).
     - ``"batch"``: sigma-VAE; gamma^2 is this batch's MSE, no gradient.
-    - ``"fixed"``: a constant ``gamma``; ``gamma=1`` with ``kl_weight=beta``
-      is the plain / beta-VAE.
+    - ``"fixed"``: a constant gamma, ``fixed_gamma``; ``fixed_gamma=1`` with
+      ``kl_weight=beta`` is the plain / beta-VAE.
 
     ``running_mse`` is updated by every strategy (as a monitor for the others)
     by `train_step` only: `evaluate()` never moves it.
@@ -48,7 +48,8 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
     second stage, latent vectors (``input_range=None``). Every batch is checked
     for NaN / Inf and range; XLA drops these checks, so ``compile()`` defaults
     to ``jit_compile=False`` (pass ``jit_compile=True`` to trade them for
-    speed).
+    speed). ``compile()`` without an optimizer uses the paper's Adam
+    (learning rate 1e-4, beta_1 0.9, beta_2 0.999, epsilon 1e-8).
 
     Args:
         encoder: model mapping x to ``[z_mean, z_log_sigma]`` (log standard
@@ -61,7 +62,9 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
         running_rule: ``"min"`` (the paper: the average can only decrease),
             ``"ema"`` (a free exponential average) or ``"ema_min"`` (the
             author's later variant: gamma^2 = min(free EMA, previous gamma^2)).
-        gamma: the constant gamma of ``balance="fixed"``.
+        fixed_gamma: the constant gamma of ``balance="fixed"`` (default 1);
+            only for that balance, the others refuse it. The live gamma of
+            every balance is the read-only `gamma` property.
         min_gamma: floor of gamma for every strategy, so the reconstruction
             weight 1 / (2 gamma^2) stays finite.
         input_range: ``(low, high)`` checked on every batch, or None.
@@ -70,7 +73,7 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
     Example:
 
     >>> vae = vae_balance.build_vae("tiny")
-    >>> vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> vae.compile()  # the paper's Adam; or compile(optimizer=...)
     >>> vae.fit(images, epochs=1, batch_size=8)  # logs loss, ..., gamma
 
     Reference:
@@ -88,14 +91,16 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
         kl_weight=1.0,
         momentum=0.99,
         running_rule="min",
-        gamma=1.0,
+        fixed_gamma=None,
         min_gamma=1e-3,
         input_range=(0.0, 1.0),
         seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_arguments(balance, running_rule, momentum, gamma, min_gamma, kl_weight)
+        fixed_gamma = _check_arguments(
+            balance, running_rule, momentum, fixed_gamma, min_gamma, kl_weight
+        )
         _check_networks(encoder, decoder)
         self.encoder = encoder
         self.decoder = decoder
@@ -103,11 +108,9 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
         self.kl_weight = float(kl_weight)
         self.momentum = float(momentum)
         self.running_rule = running_rule
-        # The constructor's `gamma` (and get_config's "gamma") is the constant
-        # of balance="fixed"; it is stored as `fixed_gamma` because `gamma` is
-        # the public read-only property giving the live value for every
-        # balance. Both names are public: keep them.
-        self.fixed_gamma = float(gamma)
+        # The constant of balance="fixed" (None for the others); `gamma` is
+        # the live value of every balance (a read-only property).
+        self.fixed_gamma = fixed_gamma
         self.min_gamma = float(min_gamma)
         self.input_range = None if input_range is None else tuple(input_range)
         self.seed = seed
@@ -125,6 +128,27 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
         # The networks are built, so the model is: an unbuilt subclassed model
         # silently drops its optimizer state when reloaded.
         _keras_compat.mark_built(self)
+
+    def compile(self, optimizer=None, **kwargs):
+        """Keras' ``compile``; no optimizer: the paper's Adam (`paper_adam`).
+
+        Args:
+            optimizer: a Keras optimizer (or its name); None: `paper_adam()`.
+            **kwargs: the other arguments of `keras.Model.compile`
+                (``jit_compile``, ``run_eagerly``, ...).
+        """
+        if optimizer is None:
+            optimizer = paper_adam()
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips this when compile() is overridden (it cannot know the
+        # override's arguments): ours takes Keras' own, so do what Keras does
+        # (keras/src/trainers/trainer.py, Trainer.compile_from_config).
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:  # the optimizer's slots, for the saved ones to load
+            self.optimizer.build(self.trainable_variables)
 
     # ----------------------------------------------------------------- state
     def _add_balance_state(self):
@@ -370,7 +394,7 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
                 "kl_weight": self.kl_weight,
                 "momentum": self.momentum,
                 "running_rule": self.running_rule,
-                "gamma": self.fixed_gamma,
+                "fixed_gamma": self.fixed_gamma,
                 "min_gamma": self.min_gamma,
                 "input_range": self.input_range,
                 "seed": self.seed,
@@ -383,11 +407,35 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
         config = dict(config)
         for key in ("encoder", "decoder"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
+        # Files saved before fixed_gamma wrote the constant as "gamma" (1.0
+        # for every balance): it is the fixed_gamma of balance="fixed" only.
+        old_gamma = config.pop("gamma", None)
+        if config.get("balance", "running") == "fixed":
+            config.setdefault("fixed_gamma", old_gamma)
         return cls(**config)
 
 
-def _check_arguments(balance, running_rule, momentum, gamma, min_gamma, kl_weight):
-    """Raises a ValueError naming the valid values for a bad constructor argument."""
+def paper_adam(learning_rate=1e-4):
+    """The paper's optimizer: Adam with beta_1 0.9, beta_2 0.999, epsilon 1e-8.
+
+    What `BalancedVAE.compile` uses when given no optimizer (epsilon is not
+    Keras' default 1e-7). The paper halves the learning rate every few
+    hundred epochs: pass a `vae_balance.StaircaseSchedule` as
+    ``learning_rate`` for that.
+    """
+    return keras.optimizers.Adam(
+        learning_rate=learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8
+    )
+
+
+def _check_arguments(
+    balance, running_rule, momentum, fixed_gamma, min_gamma, kl_weight
+):
+    """Raises a ValueError naming the valid values for a bad constructor argument.
+
+    Returns:
+        ``fixed_gamma`` as a float for ``balance="fixed"`` (default 1), else None.
+    """
     if balance not in BALANCES:
         raise ValueError(
             f"Unknown balance={balance!r}. Valid values: {', '.join(BALANCES)}."
@@ -402,12 +450,25 @@ def _check_arguments(balance, running_rule, momentum, gamma, min_gamma, kl_weigh
             f"momentum must be strictly between 0 and 1, got {momentum}. "
             "The paper uses 0.99 (about 100 steps of memory)."
         )
-    if float(min_gamma) <= 0.0 or float(gamma) < float(min_gamma):
+    if balance != "fixed" and fixed_gamma is not None:
         raise ValueError(
-            f"Need 0 < min_gamma <= gamma, got min_gamma={min_gamma}, gamma={gamma}."
+            f"fixed_gamma={fixed_gamma} is the constant gamma of balance='fixed', "
+            f"but balance={balance!r} sets gamma itself and would ignore it: "
+            "drop fixed_gamma, or use balance='fixed'. (The live gamma of any "
+            "balance is the model's read-only `gamma` property.)"
+        )
+    if balance == "fixed" and fixed_gamma is None:
+        fixed_gamma = 1.0
+    if float(min_gamma) <= 0.0:
+        raise ValueError(f"min_gamma must be > 0, got {min_gamma}.")
+    if fixed_gamma is not None and float(fixed_gamma) < float(min_gamma):
+        raise ValueError(
+            f"Need min_gamma <= fixed_gamma, got min_gamma={min_gamma}, "
+            f"fixed_gamma={fixed_gamma}."
         )
     if float(kl_weight) < 0.0:
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
+    return None if fixed_gamma is None else float(fixed_gamma)
 
 
 def _static_shape(tensor):
