@@ -17,6 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "vae_balance"
 RANKS = {
     "_version": 0,
     "_startup": 0,
+    "_backend": 0,
     "files": 0,
     "workdir": 0,
     "config": 0,

@@ -16,7 +16,8 @@ from vae_balance.config import PRESETS, VAEConfig, get_preset  # noqa: E402
 from vae_balance.export.savedmodel import export_sampler  # noqa: E402
 from vae_balance.model.batchnorm import check_batchnorm, recalibrate_batchnorm  # noqa: E402
 from vae_balance.model.builders import build_second_stage, build_vae  # noqa: E402
-from vae_balance.model.vae import BALANCES, BalancedVAE  # noqa: E402
+from vae_balance.model.schedules import StaircaseSchedule  # noqa: E402
+from vae_balance.model.vae import BALANCES, BalancedVAE, paper_adam  # noqa: E402
 from vae_balance.sampling.two_stage import (  # noqa: E402
     TwoStageSampler,
     encode_dataset,
@@ -28,6 +29,7 @@ __all__ = [
     "BALANCES",
     "BalancedVAE",
     "PRESETS",
+    "StaircaseSchedule",
     "TwoStageSampler",
     "VAEConfig",
     "build_second_stage",
@@ -37,6 +39,7 @@ __all__ = [
     "export_sampler",
     "get_preset",
     "latent_dataset",
+    "paper_adam",
     "recalibrate_batchnorm",
     "train",
 ]

@@ -420,7 +420,7 @@ def paper_adam(learning_rate=1e-4):
 
     What `BalancedVAE.compile` uses when given no optimizer (epsilon is not
     Keras' default 1e-7). The paper halves the learning rate every few
-    hundred epochs: pass a `vae_balance.StaircaseSchedule` as
+    hundred epochs: pass a `vae_balance.StaircaseSchedule` (model/schedules.py) as
     ``learning_rate`` for that.
     """
     return keras.optimizers.Adam(

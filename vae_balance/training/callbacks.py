@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae_balance import plots
+from vae_balance.model.schedules import staircase_rate
 from vae_balance.sampling.two_stage import TwoStageSampler
 
 
@@ -154,7 +155,7 @@ def staircase(learning_rate, lr_epochs):
     """lr halved every ``lr_epochs`` epochs (staircase), as in the paper."""
 
     def schedule(epoch, lr=None):
-        return float(learning_rate * 0.5 ** (epoch // lr_epochs))
+        return staircase_rate(learning_rate, lr_epochs, epoch)
 
     return schedule
 
