@@ -4,4 +4,4 @@ Modules that record the version (e.g. `vae_balance.export.savedmodel`'s metadata
 it from here; ``vae_balance.__version__`` re-exports it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -12,6 +12,7 @@ from vae_balance.cli import main as cli
 from vae_balance.config import PRESETS, get_preset
 from vae_balance.model.vae import BALANCES
 from vae_balance.training import job as training
+from vae_balance.workdir import WorkdirError
 
 
 def _args(*flags):
@@ -66,11 +67,10 @@ def test_smoke_narrows_the_networks_and_explicit_flags_still_win():
     assert {k: getattr(config, k) for k in smoke} == smoke
 
 
-def test_train_needs_a_preset_and_the_parser_a_command(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.build_parser().parse_args(["train"])
-    assert exit_.value.code == 2
-    assert "--preset" in capsys.readouterr().err
+def test_train_needs_a_preset_or_data_and_the_parser_a_command(capsys):
+    args = cli.build_parser().parse_args(["train"])
+    with pytest.raises(SystemExit, match="--preset NAME or --data PATH"):
+        cli.config_from_args(args)
     with pytest.raises(SystemExit) as exit_:
         cli.build_parser().parse_args([])
     assert exit_.value.code == 2
@@ -127,7 +127,7 @@ def test_cli_passes_strategy_precision_and_skip_bad_to_train(monkeypatch):
 
     def train(config, workdir, **kwargs):
         seen.update(kwargs, config=config, workdir=workdir)
-        raise training.WorkdirError("stop here")
+        raise WorkdirError("stop here")
 
     monkeypatch.setattr(training, "train", train)
     code, _ = _cli(

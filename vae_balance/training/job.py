@@ -367,12 +367,7 @@ def _train_first_stage(run, train_images, test_images, grids):
         steps,
         [
             TrackModel(grids.use_first_stage),
-            FreshStatisticsForValidation(
-                lambda epoch: stream.image_epoch(
-                    train_images, config.batch_size, config.seed + 1, epoch, 0
-                ),
-                seed=config.seed,
-            ),
+            *_fresh_statistics(run, train_images),
             # The last epoch's grids follow the BatchNorm recalibration.
             ImageGrids("stage1", grids.write, run.grid_every, last_epoch=None),
         ],
@@ -380,6 +375,22 @@ def _train_first_stage(run, train_images, test_images, grids):
     )
     grids.use_first_stage(first_stage)
     return first_stage, logs
+
+
+def _fresh_statistics(run, train_images):
+    """The per-epoch validation's BatchNorm recomputation, unless the run
+    turned recalibration off (``--no-recalibrate-bn``)."""
+    if not run.recalibrate_bn:
+        return []
+    config = run.config
+    return [
+        FreshStatisticsForValidation(
+            lambda epoch: stream.image_epoch(
+                train_images, config.batch_size, config.seed + 1, epoch, 0
+            ),
+            seed=config.seed,
+        )
+    ]
 
 
 def _first_stage_changed(run, grids):
