@@ -17,11 +17,15 @@ from vae_balance.config import get_preset
 from vae_balance.datasets import pipeline, stream
 from vae_balance.model import batchnorm
 from vae_balance.training import stages
-from vae_balance.workdir import Workdir, load_checkpoint
+from vae_balance.workdir import Workdir, list_checkpoints, load_checkpoint
 
 IMAGES = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
 DATASET = pipeline.from_arrays(IMAGES)  # unbatched, as the job passes it
 STEPS = 16 // 8
+
+
+def _listed(run):
+    return list_checkpoints(run.workdir.checkpoint_dir, "stage1")
 
 
 def _run(tmp_path, **overrides):
@@ -73,7 +77,7 @@ def test_fit_stage_trains_saves_and_a_finished_stage_is_only_loaded(tmp_path):
     saved = load_checkpoint(run.workdir.stage_path("stage1"))
     assert int(saved.optimizer.iterations) == 2 * STEPS
     assert float(saved.running_mse) == pytest.approx(float(model.running_mse))
-    assert [epochs for epochs, _ in run.workdir.checkpoints("stage1")] == [1, 2]
+    assert [c.position.epoch for c in _listed(run)] == [1, 2]
     assert _steps(run) == [1, 2, 3, 4]
     # Fitting the finished stage again loads it and trains nothing.
     again, logs = _fit(run, _spec(run, epochs=2))
@@ -87,17 +91,17 @@ def test_a_non_finite_loss_raises_training_diverged_keeping_the_checkpoint(
 ):
     run = _run(tmp_path)
     _fit(run, _spec(run, epochs=1))
-    kept = run.workdir.latest_checkpoint("stage1")
-    assert kept[1] == 1
+    kept = _listed(run)[-1]
+    assert kept.position.epoch == 1
     # Adam's first step at 1e30 moves the weights by ~1e30: the next loss
     # overflows. The stage resumes from epoch 1 and stops in epoch 2.
     with pytest.raises(stages.TrainingDiverged) as error:
         _fit(run, _spec(run, epochs=2, learning_rate=1e30))
     message = str(error.value)
     assert "non-finite loss at step" in message
-    assert f"The last good checkpoint is kept: {kept[0]}" in message
+    assert f"The last good checkpoint is kept: {kept.path}" in message
     assert "--learning-rate" in message
-    assert run.workdir.latest_checkpoint("stage1") == kept
+    assert _listed(run)[-1] == kept
     # The diverged epoch's rows are not kept as steps of the stage.
     resumed, logs = _fit(run, _spec(run, epochs=2))
     assert np.isfinite(logs["loss"])
