@@ -84,10 +84,6 @@ def load_images(config, split, num_images, data_dir):
     return np.stack(list(images.as_numpy_iterator())).astype("float32")
 
 
-def crop(images, pad):
-    return images[:, pad : images.shape[1] - pad, pad : images.shape[2] - pad]
-
-
 def fit_second_stage(config, z_mean, z_log_sigma, args):
     """A fresh stage 2 on the codes, at the study's fixed budget."""
     vae2 = build_second_stage(config)
@@ -100,7 +96,7 @@ def fit_second_stage(config, z_mean, z_log_sigma, args):
     return vae2
 
 
-def generate(first_stage, second_stage, gmm, num_images, seed, pad):
+def generate(first_stage, second_stage, gmm, num_images, seed, config):
     """GEN-2 (u ~ N(0, I), Philox as the export's generate) and GMM images."""
     u_dim = second_stage.decoder.inputs[0].shape[-1]
     u = tf.random.stateless_normal([num_images, u_dim], seed=[seed, 0], alg="philox")
@@ -108,10 +104,13 @@ def generate(first_stage, second_stage, gmm, num_images, seed, pad):
     z_gmm = gmm.sample(num_images, seed=seed)
     gen2 = first_stage.decoder.predict(z2, batch_size=500, verbose=0)
     mixture = first_stage.decoder.predict(z_gmm, batch_size=500, verbose=0)
-    return crop(gen2, pad), crop(mixture, pad)
+    return (
+        pipeline.remove_padding(gen2, config),
+        pipeline.remove_padding(mixture, config),
+    )
 
 
-def real_statistics(args, config, extractor, test):
+def real_features(args, extractor, test):
     """The test images' features (cached in ``--real-features``)."""
     path = args.real_features
     if path and os.path.exists(path):
@@ -126,6 +125,7 @@ def real_statistics(args, config, extractor, test):
 
 
 def measure_point(args, config, snapshot, train, test, real, extractor):
+    """One point of the curve; ``test`` at the network's shape."""
     epoch, path, record = snapshot
     start, cpu_start = time.time(), time.process_time()
     vae = load_checkpoint(path)
@@ -133,13 +133,12 @@ def measure_point(args, config, snapshot, train, test, real, extractor):
         tf.data.Dataset.from_tensor_slices(train), config.batch_size, config.seed + 1
     )
     batchnorm.recalibrate_batchnorm(vae, batches, 100, config.batch_size, config.seed)
-    net_test = np.pad(test, ((0, 0), (config.pad,) * 2, (config.pad,) * 2, (0, 0)))
-    val_mse = batchnorm.reconstruction_mse(vae, net_test, False, config.batch_size)
-    train_mse = batchnorm.reconstruction_mse(vae, net_test, True, config.batch_size)
+    val_mse = batchnorm.reconstruction_mse(vae, test, False, config.batch_size)
+    train_mse = batchnorm.reconstruction_mse(vae, test, True, config.batch_size)
     z_mean, z_log_sigma = encode_dataset(vae.encoder, train, 500, verbose=0)
     vae2 = fit_second_stage(config, z_mean, z_log_sigma, args)
     gmm = LatentGMM.fit(z_mean, num_components=10, seed=args.seed)
-    gen2, mixture = generate(vae, vae2, gmm, len(test), args.seed, config.pad)
+    gen2, mixture = generate(vae, vae2, gmm, len(test), args.seed, config)
     scores = {}
     for name, images in (
         ("gen2", gen2),
@@ -174,11 +173,10 @@ def run_points(args):
     if not todo:
         print(f"[points] {args.workdir}: every snapshot measured")
         return
-    pad = config.pad
-    train = crop(load_images(config, "train", None, args.data_dir), 0)
-    test = crop(load_images(config, "test", args.num_images, args.data_dir), pad)
+    train = load_images(config, "train", None, args.data_dir)
+    test = load_images(config, "test", args.num_images, args.data_dir)
     extractor = get_feature_extractor()
-    real = real_statistics(args, config, extractor, test)
+    real = real_features(args, extractor, pipeline.remove_padding(test, config))
     for snapshot in todo:
         point = measure_point(args, config, snapshot, train, test, real, extractor)
         point["protocol"] = {

@@ -12,7 +12,6 @@ disk during a checkpoint save in test_callbacks.py, the refusal of bad flag
 values in tests/cli/test_main.py.
 """
 
-import contextlib
 import errno
 import gzip
 import io
@@ -31,6 +30,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from cli_helpers import cli_in_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -70,17 +70,6 @@ def _write_png_folder(root, num_train=32, num_test=8, seed=0):
             pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
             Image.fromarray(pixels).save(os.path.join(root, split, f"{i:03d}.png"))
     return root
-
-
-def _cli(*argv):
-    """``python -m vae_balance *argv`` in this process: (exit code, stdout)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue()
 
 
 def _temporaries(workdir):
@@ -218,7 +207,7 @@ def kill_scenario(tmp_path_factory):
         child, signals = _child(tmp_path, "checkpoint-write", *train)
         _wait_for(signals / "ready", child, signals)
         seen["first_pid"] = child.pid
-        seen["second_run"] = _cli(*train)
+        seen["second_run"] = cli_in_process(*train)
         (signals / "go").touch()
         seen["killed_output"] = _finish(child, signals)
         seen["killed_returncode"] = child.returncode
@@ -228,9 +217,9 @@ def kill_scenario(tmp_path_factory):
         seen["after_kill_latest"] = _latest_checkpoint(workdir, "stage1")
 
         # 2. divergence, then a gentler learning rate
-        seen["diverged"] = _cli(*train, "--learning-rate", "1e30")
+        seen["diverged"] = cli_in_process(*train, "--learning-rate", "1e30")
         seen["after_divergence_latest"] = _latest_checkpoint(workdir, "stage1")
-        seen["rerun"] = _cli(*train, "--learning-rate", "5e-4")
+        seen["rerun"] = cli_in_process(*train, "--learning-rate", "5e-4")
         sampler_path = os.path.join(workdir, "sampler")
         seen["samples"] = _sample(sampler_path)
 
@@ -245,7 +234,7 @@ def kill_scenario(tmp_path_factory):
                 "sampler_exists": os.path.exists(sampler_path),
                 "listing": sorted(os.listdir(workdir)),
             }
-            seen[mode]["sample_command"] = _cli(
+            seen[mode]["sample_command"] = cli_in_process(
                 "sample", sampler_path, "--num", "4", "--out", tmp_path / "grid.png"
             )
             seen[mode]["samples_after"] = _sample(sampler_path)
@@ -431,7 +420,7 @@ def test_a_checkpoint_with_a_lambda_layer_is_refused_on_resume(tmp_path):
 
 
 # ------------------------------------------------------------- bad usage
-def test_a_workdir_of_another_preset_is_refused_by_the_cli(tmp_path):
+def test_a_workdir_of_another_preset_is_refused_by_thecli_in_process(tmp_path):
     workdir = tmp_path / "run"
     (workdir / "checkpoints").mkdir(parents=True)
     config = json.dumps(get_preset("fashion_mnist").to_dict(), indent=2) + "\n"
@@ -439,7 +428,7 @@ def test_a_workdir_of_another_preset_is_refused_by_the_cli(tmp_path):
     (workdir / "checkpoints" / "stage1-epoch0003.keras").write_bytes(b"model")
     before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
     data_dir = _write_png_folder(str(tmp_path / "data"), 8, 2)
-    code, _ = _cli(
+    code, _ = cli_in_process(
         "train", "--preset", "tiny", "--data-dir", data_dir, "--workdir", workdir
     )
     assert isinstance(code, str) and code.startswith("error: ")
@@ -456,7 +445,7 @@ def test_bad_data_stops_the_cli_naming_the_file_unless_skip_bad(tmp_path):
     with open(bad, "r+b") as f:
         f.truncate(30)
     argv = ["train", "--preset", "tiny", "--data-dir", data_dir]
-    code, _ = _cli(*argv, "--workdir", tmp_path / "run")
+    code, _ = cli_in_process(*argv, "--workdir", tmp_path / "run")
     assert isinstance(code, str) and code.startswith(f"error: {bad}: unreadable")
     assert "--skip-bad skips bad image files" in code
     args = cli.build_parser().parse_args([*argv, "--skip-bad"])

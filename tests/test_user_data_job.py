@@ -15,40 +15,19 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
+from resume_helpers import ENV, model_state, run_cli
 
 import vae_balance
 from vae_balance.datasets.formats import read_idx
 from vae_balance.export.metadata import read_sampler_metadata
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 COUNT = 72  # 7 held out, 65 for training: 8 steps of 8 (the tiny preset)
 STEPS = 8
-
-# Runs the CLI, sending SIGTERM to itself during one training step.
-CHILD = textwrap.dedent(
-    """
-    import json, os, signal, sys
-    from vae_balance.training import callbacks
-    from vae_balance.cli import main as cli
-
-    plan = json.loads(sys.argv[1])
-
-    def on_train_batch_begin(self, batch, logs=None):
-        step = self._epoch * self.steps_per_epoch + self.start_step + batch + 1
-        if self.stage == plan["where"] and step == plan["step"]:
-            os.kill(os.getpid(), signal.SIGTERM)
-    callbacks.StepHistory.on_train_batch_begin = on_train_batch_begin
-    sys.exit(cli.main(sys.argv[2:]))
-    """
-)
 
 
 def _fashion(count=COUNT):
@@ -61,30 +40,6 @@ def _write_folder(folder, images, size, ext):
         image = Image.fromarray(pixels).resize((size[1], size[0]), Image.BILINEAR)
         image.save(os.path.join(folder, f"{index:03d}.{ext}"))
     return folder
-
-
-def _cli(argv, tmp_path, plan=None):
-    command = [sys.executable, "-m", "vae_balance", *argv]
-    if plan is not None:
-        script = tmp_path / "child.py"
-        script.write_text(CHILD)
-        command = [sys.executable, str(script), json.dumps(plan), *argv]
-    done = subprocess.run(
-        command,
-        cwd=REPO,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=900,
-    )
-    return done.returncode, done.stdout
-
-
-def _state(path):
-    model = keras.saving.load_model(path)
-    variables = model.weights + model.optimizer.variables
-    return [v.numpy() for v in variables] + [model.seed_generator.state.numpy()]
 
 
 def _generate_in_a_fresh_process(sampler, tmp_path):
@@ -115,12 +70,15 @@ def folder_runs(tmp_path_factory):
             *("--checkpoint-steps", "3"),
         ]
 
-    reference = _cli(train("reference"), tmp_path)
+    reference = run_cli(tmp_path, train("reference"))
     assert reference[0] == 0, reference[1][-3000:]
     stops = []
-    for plan in ({"where": "stage1", "step": 5}, {"where": "stage2", "step": 11}):
-        stops.append(_cli(train("killed"), tmp_path, plan))
-    final = _cli(train("killed"), tmp_path)
+    for plan in (
+        {"where": "stage1", "step": 5, "signals": ["SIGTERM"]},
+        {"where": "stage2", "step": 11, "signals": ["SIGTERM"]},
+    ):
+        stops.append(run_cli(tmp_path, train("killed"), plan))
+    final = run_cli(tmp_path, train("killed"))
     assert final[0] == 0, final[1][-3000:]
     return {
         "tmp_path": tmp_path,
@@ -160,8 +118,8 @@ def test_a_folder_run_stopped_by_sigterm_resumes_bit_for_bit(folder_runs, stage)
         assert "--data" in output.split("to resume, run the same command:")[1]
     reference, killed = folder_runs["reference"], folder_runs["killed"]
     for a, b in zip(
-        _state(os.path.join(reference, f"{stage}.keras")),
-        _state(os.path.join(killed, f"{stage}.keras")),
+        model_state(os.path.join(reference, f"{stage}.keras")),
+        model_state(os.path.join(killed, f"{stage}.keras")),
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
@@ -180,7 +138,7 @@ def test_a_changed_folder_is_refused_on_resume(folder_runs):
     extra = os.path.join(folder_runs["folder"], "zz-new.png")
     Image.fromarray(np.zeros((40, 48), np.uint8)).save(extra)
     try:
-        code, output = _cli(folder_runs["train"]("reference"), tmp_path)
+        code, output = run_cli(tmp_path, folder_runs["train"]("reference"))
     finally:
         os.remove(extra)
     assert code != 0
@@ -194,7 +152,9 @@ def test_the_export_of_a_folder_run_generates_40x48_images_from_a_copy(
 ):
     tmp_path = folder_runs["tmp_path"]
     exported = str(tmp_path / "exported")
-    code, output = _cli(["export", folder_runs["killed"], "--out", exported], tmp_path)
+    code, output = run_cli(
+        tmp_path, ["export", folder_runs["killed"], "--out", exported]
+    )
     assert code == 0, output[-3000:]
     copied = str(tmp_path / "elsewhere" / "sampler")
     shutil.copytree(exported, copied)
@@ -205,8 +165,8 @@ def test_the_export_of_a_folder_run_generates_40x48_images_from_a_copy(
     images = _generate_in_a_fresh_process(copied, tmp_path)
     assert images.shape == (4, 40, 48, 1)
     assert 0 <= images.min() and images.max() <= 1 and images.std() > 0
-    code, output = _cli(
-        ["sample", copied, "--num", "4", "--out", str(tmp_path / "s.png")], tmp_path
+    code, output = run_cli(
+        tmp_path, ["sample", copied, "--num", "4", "--out", str(tmp_path / "s.png")]
     )
     assert "Wrote 4 samples (40x48x1)" in output, output[-2000:]
 
@@ -239,8 +199,8 @@ def test_an_npz_of_28x28_images_trains_and_exports_28x28(tmp_path):
     path = str(tmp_path / "fashion.npz")
     np.savez(path, x=_fashion())
     workdir = str(tmp_path / "npz")
-    code, output = _cli(
-        ["train", "--preset", "tiny", "--data", path, "--workdir", workdir], tmp_path
+    code, output = run_cli(
+        tmp_path, ["train", "--preset", "tiny", "--data", path, "--workdir", workdir]
     )
     assert code == 0, output[-3000:]
     assert "resnet at 32x32x1 (zero padding top, bottom, left, right: 2, 2, 2, 2" in (

@@ -2,11 +2,10 @@
 defaults, overrides of the preset, and the errors of bad values. No training:
 `training.train` is replaced where a command would start one."""
 
-import contextlib
-import io
 import os
 
 import pytest
+from cli_helpers import cli_in_process
 
 from vae_balance.cli import main as cli
 from vae_balance.config import PRESETS, get_preset
@@ -17,17 +16,6 @@ from vae_balance.workdir import WorkdirError
 
 def _args(*flags):
     return cli.build_parser().parse_args(["train", "--preset", "tiny", *flags])
-
-
-def _cli(*argv):
-    """``python -m vae_balance *argv`` in this process: (exit code, stdout)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        try:
-            code = cli.main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue()
 
 
 def test_train_without_overrides_resolves_to_the_preset():
@@ -130,22 +118,22 @@ def test_cli_passes_strategy_precision_and_skip_bad_to_train(monkeypatch):
         raise WorkdirError("stop here")
 
     monkeypatch.setattr(training, "train", train)
-    code, _ = _cli(
+    code, _ = cli_in_process(
         "train", "--preset", "tiny", "--strategy", "mirrored",
         "--precision", "mixed_float16", "--skip-bad", "--learning-rate", "0.01",
     )  # fmt: skip
     assert code == "error: stop here"
     assert (seen["strategy"], seen["precision"]) == ("mirrored", "mixed_float16")
     assert seen["skip_bad"] is True and seen["config"].learning_rate == 0.01
-    code, _ = _cli("train", "--preset", "tiny")
+    code, _ = cli_in_process("train", "--preset", "tiny")
     assert (seen["strategy"], seen["precision"]) == ("default", None)
     assert seen["workdir"] == os.path.join("runs", "tiny")
     # --smoke: its own default work directory and a limit on the images.
-    _cli("train", "--preset", "tiny", "--smoke")
+    cli_in_process("train", "--preset", "tiny", "--smoke")
     assert seen["workdir"] == os.path.join("runs", "tiny-smoke")
     assert seen["limit"] == cli.SMOKE_IMAGES
     # --checkpoint-minutes 0: only at epoch ends (no timer).
-    _cli("train", "--preset", "tiny", "--checkpoint-minutes", "0")
+    cli_in_process("train", "--preset", "tiny", "--checkpoint-minutes", "0")
     assert seen["checkpoint_minutes"] is None
 
 

@@ -7,7 +7,6 @@ the rest of the test session has already done.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from resume_helpers import free_ports
 
 import vae_balance
 from vae_balance.model import distribute
@@ -243,21 +243,11 @@ WORKER_SCRIPT = textwrap.dedent(
 )
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_worker_processes_train_identically_and_the_chief_checkpoint_resumes(
     tmp_path, images
 ):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
         tf_config = {

@@ -15,62 +15,16 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import textwrap
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
-from test_distribute import _free_ports
+from resume_helpers import free_ports, model_state, run_cli, start_cli
 
 import vae_balance  # noqa: F401  (registers the classes for load_model)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 STEPS = 8  # 64 training images, batch 8
 EPOCHS = 3
-
-CHILD = textwrap.dedent(
-    """
-    import json, os, signal, sys
-    from vae_balance.training import callbacks
-    from vae_balance.cli import main as cli
-    from vae_balance.export import savedmodel as export
-    from vae_balance.training import job as training
-
-    plan = json.loads(sys.argv[1])
-    signums = [getattr(signal, name) for name in plan["signals"]]
-
-    def send():
-        for signum in signums:
-            os.kill(os.getpid(), signum)
-
-    if plan["where"] == "nowhere":
-        pass
-    elif plan["where"] in ("stage1", "stage2"):
-        def on_train_batch_begin(self, batch, logs=None):
-            step = self._epoch * self.steps_per_epoch + self.start_step + batch + 1
-            if self.stage == plan["where"] and step == plan["step"]:
-                send()  # during the step: it runs, then the run stops
-        callbacks.StepHistory.on_train_batch_begin = on_train_batch_begin
-    elif plan["where"] == "latents":
-        encode = training.encode_dataset
-        def encode_dataset(*args, **kwargs):
-            send()
-            return encode(*args, **kwargs)
-        training.encode_dataset = encode_dataset
-    elif plan["where"] == "export":
-        write = export._write_atomically
-        def write_atomically(*args, **kwargs):
-            send()
-            return write(*args, **kwargs)
-        export._write_atomically = write_atomically
-
-    sys.exit(cli.main(sys.argv[2:]))
-    """
-)
 
 
 def _write_data(root):
@@ -92,37 +46,9 @@ def _train_args(data_dir, workdir):
     ]
 
 
-def _start(tmp_path, argv, plan, env=None):
-    """Starts the child CLI (see `_run`) without waiting."""
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    return subprocess.Popen(
-        [sys.executable, str(script), json.dumps(plan), *argv],
-        cwd=REPO,
-        env=dict(ENV, **(env or {})),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def _run(tmp_path, argv, plan=None):
     """Runs the CLI in a child (signalling itself per ``plan``)."""
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
-    command = [sys.executable, "-m", "vae_balance", *argv]
-    if plan is not None:
-        command = [sys.executable, str(script), json.dumps(plan), *argv]
-    done = subprocess.run(
-        command,
-        cwd=REPO,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-    )
-    return done.returncode, done.stdout
+    return run_cli(tmp_path, argv, plan, timeout=600)
 
 
 def _rows(path):
@@ -130,12 +56,6 @@ def _rows(path):
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _state(path):
-    model = keras.saving.load_model(path)
-    variables = model.weights + model.optimizer.variables
-    return [v.numpy() for v in variables] + [model.seed_generator.state.numpy()]
 
 
 def _checkpoint_names(workdir):
@@ -281,8 +201,8 @@ def test_a_truncated_latest_checkpoint_is_set_aside_and_the_previous_one_used(
 def test_the_resumed_run_ends_bit_for_bit_as_the_uninterrupted_one(preempted, stage):
     reference, killed = preempted["reference"], preempted["killed"]
     for a, b in zip(
-        _state(os.path.join(reference, f"{stage}.keras")),
-        _state(os.path.join(killed, f"{stage}.keras")),
+        model_state(os.path.join(reference, f"{stage}.keras")),
+        model_state(os.path.join(killed, f"{stage}.keras")),
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
@@ -301,7 +221,7 @@ def test_the_resumed_run_ends_bit_for_bit_as_the_uninterrupted_one(preempted, st
 
 # ------------------------------------------------------------ two workers
 def _two_workers(tmp_path, argv, plans):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index, plan in enumerate(plans):
         tf_config = {
@@ -309,7 +229,7 @@ def _two_workers(tmp_path, argv, plans):
             "task": {"type": "worker", "index": index},
         }
         env = {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(tmp_path / "tmp")}
-        processes.append(_start(tmp_path, argv, plan, env))
+        processes.append(start_cli(tmp_path, argv, plan, env))
     try:
         outputs = [p.communicate(timeout=600)[0] for p in processes]
     finally:
@@ -352,8 +272,8 @@ def test_two_workers_share_one_workdir_stop_together_and_resume(preempted, tmp_p
         float(np.max(np.abs(a - b), initial=0.0))
         for stage in ("stage1", "stage2")
         for a, b in zip(
-            _state(os.path.join(reference, f"{stage}.keras")),
-            _state(os.path.join(workdir, f"{stage}.keras")),
+            model_state(os.path.join(reference, f"{stage}.keras")),
+            model_state(os.path.join(workdir, f"{stage}.keras")),
             strict=True,
         )
     ]
