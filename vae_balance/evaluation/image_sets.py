@@ -10,6 +10,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from vae_balance.datasets import pipeline
 from vae_balance.evaluation import metrics
 from vae_balance.fid.inception import get_feature_extractor
 
@@ -129,7 +130,7 @@ def fid_from_sources(real, fake, feature_extractor=None, batch_size=50, verbose=
     return metrics.fid_from_features(*sets)
 
 
-def minmax_stretch(images):
+def minmax_stretch(images, pad=0):
     """Dai & Wipf's per-image min-max stretch of generated images.
 
     Their ``fid_score.py`` maps every generated image to the full range
@@ -140,12 +141,16 @@ def minmax_stretch(images):
 
     Args:
         images: (n, h, w, c) floats in [0, 1] (or uint8).
+        pad: the loader's border (see `pipeline.remove_padding`): the minimum
+            and maximum are those of the native region, which the scores
+            keep; the border is carried along.
 
     Returns:
-        (n, h, w, c) float32 in [0, 1].
+        (n, h, w, c) float32, the native region in [0, 1].
     """
     x = np.asarray(images)
     x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-    low = x.min(axis=(1, 2, 3), keepdims=True)
-    span = x.max(axis=(1, 2, 3), keepdims=True) - low
+    native = pipeline.remove_padding(x, pad)
+    low = native.min(axis=(1, 2, 3), keepdims=True)
+    span = native.max(axis=(1, 2, 3), keepdims=True) - low
     return np.where(span > 0, (x - low) / np.maximum(span, 1e-12), x)

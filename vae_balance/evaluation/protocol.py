@@ -32,7 +32,7 @@ import numpy as np
 from vae_balance.datasets import pipeline, user_data
 from vae_balance.datasets.registry import pad_box
 from vae_balance.evaluation import likelihood, metrics
-from vae_balance.evaluation.image_sets import check_images
+from vae_balance.evaluation.image_sets import check_images, minmax_stretch
 from vae_balance.evaluation.interpolation import save_interpolations
 from vae_balance.evaluation.precision_recall import DEFAULT_K
 from vae_balance.evaluation.report import markdown
@@ -52,6 +52,8 @@ from vae_balance.sampling.run import load_run
 from vae_balance.workdir import atomic_write, write_json
 
 LABELS = {"rec": "REC", "gen1": "GEN-1", "gen2": "GEN-2"}
+# The sets stretched by ``stretch=True`` (Dai & Wipf's per-image min-max).
+STRETCHED = {"gen2": "gen2_stretched", "gmm": "gmm_stretched"}
 INTERPOLATION_PAIRS = 8  # rows of images/interpolations.png
 INTERPOLATION_STEPS = 10
 
@@ -73,6 +75,7 @@ def evaluate_workdir(
     interpolation_pairs=INTERPOLATION_PAIRS,
     cache=True,
     shared_feature_cache=None,
+    stretch=False,
 ):
     """The evaluation of a trained two-stage run; writes the reports.
 
@@ -107,6 +110,10 @@ def evaluate_workdir(
         cache: cache features and scores under ``WORKDIR/features``.
         shared_feature_cache: a folder where the real set's features are
             shared between runs (used only when their key matches).
+        stretch: also score GEN-2 and GMM with every generated image min-max
+            stretched to [0, 1] (`image_sets.minmax_stretch`, Dai & Wipf's
+            ``fid_score.py``): ``gen2_stretched`` and ``gmm_stretched``,
+            comparable with their Table 1; the standard sets are unchanged.
 
     Returns:
         The results dict, as written to ``evaluation.json``.
@@ -130,12 +137,17 @@ def evaluate_workdir(
     samplers = build_samplers(run.first_stage, run.second_stage, gmm)
     rng = np.random.default_rng(seed)
     sets = _generate_sets(*run.stages, samplers, x, batch_size, rng)
+    if stretch:
+        sets.update(_stretched_sets(sets, run.pad))
     features = FeatureCache(
         run.workdir.features_dir if cache else None,
         feature_extractor,
         shared_feature_cache,
     )
     labels = {**LABELS, **{name: s.label for name, s in samplers.items()}}
+    labels.update(
+        {s: f"{labels[n]}, stretched" for n, s in STRETCHED.items() if n in labels}
+    )
     scores = score_image_sets(
         real, sets, labels, features, run.pad, batch_size, seed, verbose
     )
@@ -159,7 +171,10 @@ def evaluate_workdir(
     )
     results = {
         **_description(run.workdir, run.config, real, seed, feature_extractor, run.pad),
-        "protocol": _protocol(real, run.pad, features, seed, nll),
+        "protocol": {
+            **_protocol(real, run.pad, features, seed, nll),
+            "minmax_stretch": bool(stretch),
+        },
         **_score_entries(scores, labels, gmm_report),
         **_likelihood_entries(nll),
         **_set_entries(sets, bn_check),
@@ -295,6 +310,15 @@ def _generate_sets(first_stage, second_stage, samplers, x, batch_size, rng):
     if "gmm" in samplers:
         sets["gmm"] = samplers["gmm"].generate(num, rng, batch_size)
     return sets
+
+
+def _stretched_sets(sets, pad):
+    """GEN-2 and GMM (when fitted) with each image min-max stretched."""
+    return {
+        stretched: minmax_stretch(sets[name], pad)
+        for name, stretched in STRETCHED.items()
+        if name in sets
+    }
 
 
 def _likelihood(workdir, vae, images, num_samples, seed, pad, features, verbose):

@@ -98,6 +98,13 @@ def markdown(results):
         "",
         *_latent_table(results),
     ]
+    if protocol.get("minmax_stretch"):
+        lines += [
+            "Stretched: each generated image min-max stretched to the full range "
+            "before the features, as Dai & Wipf's fid_score.py; comparable with "
+            "their Table 1, not with the standard rows above.",
+            "",
+        ]
     if results.get("interpolations"):
         lines += [f"Latent interpolations: {results['interpolations']}", ""]
     cache = results.get("cache", {})

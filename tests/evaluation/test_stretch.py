@@ -1,0 +1,85 @@
+"""Dai & Wipf's per-image min-max stretch: the function, and ``evaluate
+--stretch`` scoring GEN-2 and GMM both ways."""
+
+import shutil
+
+import numpy as np
+import pytest
+from test_metrics import tiny_extractor
+
+from vae_balance.cli.main import build_parser
+from vae_balance.evaluation import protocol
+from vae_balance.evaluation.image_sets import minmax_stretch
+
+
+def test_each_image_is_stretched_to_the_full_range_on_its_own():
+    images = np.zeros((3, 2, 2, 1), np.float32)
+    images[0, :, :, 0] = [[0.2, 0.4], [0.3, 0.6]]
+    images[1, :, :, 0] = [[0.5, 0.5], [0.5, 0.5]]  # constant: unchanged
+    images[2, :, :, 0] = [[0.0, 0.1], [0.05, 0.1]]
+    out = minmax_stretch(images)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[0, :, :, 0], [[0, 0.5], [0.25, 1]], atol=1e-6)
+    np.testing.assert_array_equal(out[1], images[1])
+    np.testing.assert_allclose(out[2, :, :, 0], [[0, 1], [0.5, 1]], atol=1e-6)
+    # uint8 images are read as [0, 255].
+    as_bytes = np.array([[[[51], [102]], [[76], [153]]]], np.uint8)
+    np.testing.assert_allclose(
+        minmax_stretch(as_bytes)[0, :, :, 0], [[0, 51 / 102], [25 / 102, 1]], atol=1e-6
+    )
+
+
+def test_the_range_is_that_of_the_native_region_inside_the_border():
+    images = np.full((1, 4, 4, 1), 0.9, np.float32)  # a bright border ...
+    images[0, 1:3, 1:3, 0] = [[0.2, 0.3], [0.4, 0.6]]  # ... around 2x2 pixels
+    out = minmax_stretch(images, pad=1)
+    np.testing.assert_allclose(out[0, 1:3, 1:3, 0], [[0, 0.25], [0.5, 1]], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def results(tiny_run, tmp_path_factory):
+    """The shared tiny run evaluated twice on a copy: standard, and with
+    ``stretch=True`` (the second reads the first one's cached sets)."""
+    workdir = tmp_path_factory.mktemp("stretch") / "run"
+    shutil.copytree(
+        tiny_run["workdir"], workdir, ignore=shutil.ignore_patterns(".lock")
+    )
+    extractor = tiny_extractor()
+    extractor.name = "tiny_features"
+    settings = {
+        "test_images": tiny_run["test_images"],
+        "num_images": 16,
+        "feature_extractor": extractor,
+        "batch_size": 8,
+        "verbose": 0,
+        "gmm_components": 2,
+        "nll_images": 0,
+        "interpolation_pairs": 0,
+    }
+    standard = protocol.evaluate_workdir(workdir, **settings)
+    stretched = protocol.evaluate_workdir(workdir, stretch=True, **settings)
+    return standard, stretched, workdir
+
+
+def test_stretch_adds_stretched_gen2_and_gmm_and_keeps_the_standard_rows(results):
+    standard, stretched, workdir = results
+    assert "gen2_stretched" not in standard["fid"]
+    assert standard["protocol"]["minmax_stretch"] is False
+    assert stretched["protocol"]["minmax_stretch"] is True
+    for name in ("rec", "gen1", "gen2", "gen2_adjusted", "gmm"):
+        assert stretched["fid"][name] == pytest.approx(standard["fid"][name])
+    for name, base in (("gen2_stretched", "gen2"), ("gmm_stretched", "gmm")):
+        assert np.isfinite(stretched["fid"][name])
+        # A stretched set is another image set: another FID.
+        assert stretched["fid"][name] != pytest.approx(stretched["fid"][base])
+    assert stretched["labels"]["gen2_stretched"] == "GEN-2, stretched"
+    assert stretched["labels"]["gmm_stretched"] == "GMM (2 components), stretched"
+    report = (workdir / "evaluation.md").read_text()
+    assert "| GEN-2, stretched |" in report
+    assert "min-max stretched" in report
+
+
+def test_the_cli_flag_reaches_the_evaluation():
+    parser = build_parser()
+    assert parser.parse_args(["evaluate", "run", "--stretch"]).stretch is True
+    assert parser.parse_args(["evaluate", "run"]).stretch is False
