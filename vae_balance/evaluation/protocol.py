@@ -99,9 +99,10 @@ def evaluate_workdir(
         feature_extractor: callable images -> features; None: the standard
             FID Inception network.
         batch_size: batch size of every forward pass.
-        seed: seeds the latent noise of REC and the samplers (drawn in that
-            order from one generator), the mixture's fit, KID's subsets and
-            the likelihood's samples.
+        seed: seeds the latent noise of REC, GEN-1 and the mixture (drawn in
+            that order from one generator), GEN-2's u (`second_stage_noise`,
+            as the export's ``generate(num_images, seed)``), the mixture's
+            fit, KID's subsets and the likelihood's samples.
         verbose: progress bars.
         gmm_components: components of the ex-post mixture; 0: no ``gmm``.
         nll_images: test images of the likelihood (the first ones); 0: none.
@@ -136,7 +137,7 @@ def evaluate_workdir(
     gmm, gmm_report = _mixture(run.workdir, gmm_components, seed, verbose)
     samplers = build_samplers(run.first_stage, run.second_stage, gmm)
     rng = np.random.default_rng(seed)
-    sets = _generate_sets(*run.stages, samplers, x, batch_size, rng)
+    sets = _generate_sets(*run.stages, samplers, x, batch_size, rng, seed)
     if stretch:
         sets.update(_stretched_sets(sets, run.pad))
     features = FeatureCache(
@@ -269,15 +270,16 @@ def _mixture(workdir, num_components, seed, verbose):
     return gmm, dict(gmm.info)
 
 
-def _generate_sets(first_stage, second_stage, samplers, x, batch_size, rng):
+def _generate_sets(first_stage, second_stage, samplers, x, batch_size, rng, seed):
     """The latent codes and the REC and sampler image sets.
 
     REC decodes z = mu + sigma * eps sampled from stage 1's encoder (BatchNorm
     in inference mode). Then, from the same generator, in this order: GEN-1's
-    z, GEN-2's u (the draws of earlier versions, so their numbers stay
-    comparable) and the mixture's draws. GEN-2 adjusted renormalises GEN-2's
-    very latents: the two sets differ only by the renormalisation. Every set
-    has ``len(x)`` images.
+    z (the draws of earlier versions, so their numbers stay comparable) and
+    the mixture's draws. GEN-2's u is `second_stage_noise` of ``seed``, the
+    noise of the export's ``generate(len(x), seed)``. GEN-2 adjusted
+    renormalises GEN-2's very latents: the two sets differ only by the
+    renormalisation. Every set has ``len(x)`` images.
     """
     num = len(x)
     z_mean, z_log_sigma = (
@@ -293,7 +295,7 @@ def _generate_sets(first_stage, second_stage, samplers, x, batch_size, rng):
         np.asarray(a)
         for a in second_stage.encoder.predict(z, batch_size=batch_size, verbose=0)
     )
-    z_generated = samplers["gen2"].sample_latents(num, rng, batch_size)
+    z_generated = samplers["gen2"].sample_latents(num, seed, batch_size)
     adjusted = samplers["gen2_adjusted"].adjust(z_generated)
     sets = {
         "z_mean": z_mean,

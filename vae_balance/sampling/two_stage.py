@@ -3,7 +3,8 @@
 `encode_dataset` encodes the training images once with the frozen stage-1
 encoder, `latent_dataset` turns the codes into fresh ``z = mu + sigma *
 epsilon`` batches for the second stage, and `TwoStageSampler` chains the two
-decoders. Export to a SavedModel: `vae_balance.export.savedmodel`.
+decoders; its noise u is `vae_balance.sampling.noise.second_stage_noise`.
+Export to a SavedModel: `vae_balance.export.savedmodel`.
 """
 
 import keras
@@ -13,6 +14,7 @@ import tensorflow as tf
 from vae_balance.datasets.stream import check_latent_codes
 from vae_balance.model import _keras_compat
 from vae_balance.model.vae import BalancedVAE
+from vae_balance.sampling.noise import second_stage_noise
 
 
 def encode_dataset(encoder, data, batch_size=100, verbose="auto"):
@@ -113,8 +115,16 @@ class TwoStageSampler(keras.Model):
         return self.first_decoder(z, training=training)
 
     def sample(self, num_samples, seed=None, batch_size=500):
-        """Draws ``num_samples`` images (NumPy, in [0, 1])."""
-        u = keras.random.normal((num_samples, self.latent_dim), seed=seed)
+        """Draws ``num_samples`` images (NumPy, in [0, 1], network size).
+
+        Args:
+            num_samples: number of images.
+            seed: an int (the images of the export's ``generate(num_samples,
+                seed)``, before its crop of the padding), None (fresh noise)
+                or a ``np.random.Generator`` (see `second_stage_noise`).
+            batch_size: batch size of the decoders' pass.
+        """
+        u = second_stage_noise(num_samples, self.latent_dim, seed)
         return self.predict(u, batch_size=batch_size, verbose=0)
 
     def get_config(self):
