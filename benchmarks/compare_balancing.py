@@ -322,15 +322,12 @@ def _budget_differences(made, asked):
 
 
 def read_record(path, strategy, seed, args):
-    """The record of (``strategy``, ``seed``) in ``path``, or None if unfinished.
+    """The record of (``strategy``, ``seed``) in ``path``; None without
+    ``record.json`` (an unfinished record: the run is made again).
 
-    A directory without ``record.json`` is an unfinished record: the run is
-    made again and overwrites it.
-
-    Raises:
-        RecordError: the record is unreadable, incomplete, of another run
-            (a copied or renamed directory) or of another budget. Nothing is
-            overwritten: the comparison stops and says what to do.
+    Raises RecordError, overwriting nothing, for a record that is unreadable,
+    incomplete, of another run (a copied or renamed directory) or of another
+    budget: the comparison stops and says what to do.
     """
     record_path = os.path.join(path, "record.json")
     if not os.path.exists(record_path):
@@ -364,15 +361,9 @@ def read_record(path, strategy, seed, args):
 
 
 def write_record(path, strategy, seed, args, evaluation, timing, steps, dynamics):
-    """Writes a finished run's record (see the module docstring); returns it.
-
+    """Writes a finished run's record, ``record.json`` last; returns it.
     ``dynamics``: `balance_dynamics` of ``steps`` (None for a fixed gamma).
-    ``record.json`` is written last: a record without it is unfinished.
-
-    Raises:
-        RecordError: the evaluation or the training was not made with this
-            comparison's budget (nothing is written).
-    """
+    Raises RecordError, writing nothing, for a run of another budget."""
     made = {
         "epochs": timing["epochs"],
         "epochs2": timing["epochs2"],

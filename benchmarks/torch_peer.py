@@ -355,12 +355,9 @@ class TorchBalancedVAE(nn.Module):
         config = resolve_config(preset)
         self.config = config
         self.channels_last = channels_last
-        if config["network"] == "infogan":
-            self.encoder = InfoganEncoder(config)
-            self.decoder = InfoganDecoder(config, channels_last)
-        else:
-            self.encoder = Encoder(config)
-            self.decoder = Decoder(config, channels_last)
+        infogan = config["network"] == "infogan"
+        self.encoder = (InfoganEncoder if infogan else Encoder)(config)
+        self.decoder = (InfoganDecoder if infogan else Decoder)(config, channels_last)
         self.register_buffer("running_mse", torch.ones(()))
         self.register_buffer("ema_mse", torch.ones(()))
         height, width, channels = config["image_shape"]
@@ -369,10 +366,7 @@ class TorchBalancedVAE(nn.Module):
         self.momentum = float(config["momentum"])
         self.running_rule = config["running_rule"]
         self.min_gamma = float(config["min_gamma"])
-        if config["network"] == "infogan":
-            init_infogan_like_keras(self)
-        else:
-            init_like_keras(self)
+        (init_infogan_like_keras if infogan else init_like_keras)(self)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
