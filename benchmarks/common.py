@@ -1,7 +1,11 @@
-"""What the benchmark scripts share: the machine description of their reports.
+"""What the benchmark scripts share: the machine and command line of their
+reports, worker processes, timing, and the report writers (`markdown_table`,
+the one table helper of every Markdown report; `write_report`;
+`save_figure`).
 
-The scripts run as ``python benchmarks/NAME.py``, so this folder is on
-``sys.path`` and they import this module as ``common``.
+Not a script. The scripts run as ``python benchmarks/NAME.py``, so this
+folder is on ``sys.path`` and they import this module as ``common``; it
+imports no other benchmark module, and TensorFlow only when called.
 """
 
 import json
@@ -10,6 +14,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 
 
 def cpu_model():
@@ -92,14 +97,40 @@ def write_report(path_stem, data, markdown):
     return markdown
 
 
-def save_figure(fig, path):
-    """Lays out, writes (100 dpi) and closes a report figure; returns ``path``."""
+def save_figure(fig, path, dpi=100):
+    """Lays out, writes and closes a report figure; returns ``path``."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def clock(call, warmup, repeats):
+    """Calls ``call()`` ``warmup`` times, then ``repeats`` times one by one:
+    ``(seconds of the warm-up calls, [seconds of each timed call])``."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        call()
+    first, times = time.perf_counter() - start, []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return first, times
+
+
+def step_speed(first, times, warmup, batch_size):
+    """A training timing's entries: warm-up and timed steps, the warm-up's
+    seconds, seconds per timed step and images per second."""
+    return {
+        "warmup_steps": warmup,
+        "timed_steps": len(times),
+        "first_steps_seconds": round(first, 2),
+        "seconds_per_step": sum(times) / len(times),
+        "images_per_second": len(times) * batch_size / sum(times),
+    }
 
 
 def ratio(value):

@@ -1,44 +1,45 @@
-"""Balancing strategies head to head on Fashion-MNIST: same network, seed, budget.
+"""Balancing strategies head to head on Fashion-MNIST, over seeds.
 
-Trains the `fashion_mnist` preset (both stages) once per strategy with
-`vae_balance.training.job.train`, one work directory each under ``--out``
-(rerun the same command to resume), then evaluates each run with
-`vae_balance.evaluation.protocol.evaluate_workdir` on the first
-``--fid-images`` test images (standard FID Inception features, cached per
-run; the test images' once under ``--out/features``): REC / GEN-1 / GEN-2
-FID, reconstruction MSE, KL, active latent variables and wall time. Writes
-``compare_balancing.{json,md}`` and the curves ``compare_balancing_gamma.png``
-(gamma^2 and the batch MSE over stage-1 steps, learned vs running) and
-``compare_balancing_mse.png`` to ``--results``.
+Every (strategy, seed) pair is one training run of the `fashion_mnist` preset
+(both stages, `vae_balance.training.job.train`) in its own work directory,
+``--out/<strategy>-seed<seed>`` (resumed where it stopped), evaluated right
+after by `vae_balance.evaluation.protocol.evaluate_workdir` on the first
+``--fid-images`` test images: FID, KID, precision and recall of REC, GEN-1
+and GEN-2, and the reconstruction MSE (features cached per run, the test
+images' once under ``--out/features``). One seed is ``--seeds 0``.
 
-Strategies (`BalancedVAE` ``balance=``):
+What a finished run leaves is its *record*, a small directory
+``--records/<strategy>-seed<seed>/`` (default
+``benchmarks/results/compare_balancing_seeds/``, committed): the evaluation
+(``evaluation.json``), the training time and balance dynamics
+(``record.json``, written last) and the per-step gamma and batch MSE of
+stage 1 (``steps.npz``). A recorded run is neither trained nor evaluated
+again: the comparison can stop at any point and continue later, from a
+fresh clone or on another machine (copy the records). The report is
+rewritten from the records alone after every new one, in ``--results``
+(default ``benchmarks/results/``): ``compare_balancing_seeds.{json,md,png}``
+with every cell, the mean and standard deviation per strategy, the paired
+per-seed differences of ``running`` against ``learned`` and ``batch`` (95%
+Student-t interval, sign test: `seed_statistics`) and gamma^2 / batch MSE
+over the stage-1 steps (mean over seeds, min-max band).
 
-- ``running``: the paper (Asperti & Trentin): gamma^2 = running min-average
-  of the batch MSE.
-- ``learned``: Dai & Wipf: trainable log-gamma, initialised at 0.
-- ``batch``: sigma-VAE: gamma^2 = this batch's MSE.
-- ``fixed``: gamma = 1, KL weight 1: the plain VAE.
-- ``beta``: gamma = 1, KL weight ``BETA`` (see below).
+Strategies (`BalancedVAE` ``balance=``): ``running`` (the paper: gamma^2 =
+running min-average of the batch MSE), ``learned`` (Dai & Wipf: trainable
+log-gamma), ``batch`` (sigma-VAE: this batch's MSE), ``fixed`` (gamma = 1,
+the plain VAE) and ``beta`` (gamma = 1, KL weight ``BETA``).
 
-Full budget (the defaults: 12 + 24 epochs; on the project's 2-core CPU
-machine about 75 min of training for the five runs, then about 30 min of FID
-on 2,000 test images)::
+    python benchmarks/compare_balancing.py       # seeds 0 1 2, running,learned,batch
+    python benchmarks/compare_balancing.py --seeds 0 \\
+        --strategies running,learned,batch,fixed,beta
+    python benchmarks/compare_balancing.py --report-only    # train nothing
+    python benchmarks/compare_balancing.py --seeds 0 --epochs 1 --epochs2 2 \\
+        --fid-images 300 --out runs/compare_quick --results /tmp/compare_quick
 
-    python benchmarks/compare_balancing.py
-
-Several seeds, each (strategy, seed) run recorded on its own, with means,
-standard deviations and paired per-seed differences (`balancing_seeds.py`)::
-
-    python benchmarks/compare_balancing.py --seeds 0 1 2
-
-Reduced budget (what fits in a short session)::
-
-    python benchmarks/compare_balancing.py --epochs 1 --epochs2 2 \
-        --fid-images 300
-
-FID with N test images is biased upwards by roughly a constant / N: numbers
-measured with different N are not comparable with each other, nor with
-published 10,000-image FIDs.
+On the project's idle 2-core machine a run takes about 10 min of training
+(12 + 24 epochs) and 10 min of evaluation (5,000 images per set, plus 2 min
+once for the test images'): about 3 h for the default 9 runs. FID with N
+test images is biased upwards by roughly a constant / N: compare numbers of
+one N only.
 """
 
 import argparse
@@ -46,13 +47,12 @@ import csv
 import json
 import os
 import resource
-import shlex
 import sys
 import time
 
-import balancing_seeds as seeds
 import common
 import numpy as np
+import seed_statistics
 from common import markdown_table
 
 from vae_balance.files import write_json
@@ -60,12 +60,10 @@ from vae_balance.workdir import Workdir
 
 PRESET = "fashion_mnist"
 # Fixed gamma = 1 with KL weight beta minimises, up to the factor 1 / beta,
-# the same objective as gamma^2 = beta with KL weight 1. beta = 0.01 is thus
-# the constant gamma^2 ~ the reconstruction MSE that the balanced runs reach
-# on Fashion-MNIST (0.01-0.02): the constant one would pick by hand (not
-# tuned further). The usual disentangling beta > 1 would only push further
-# in the direction in which the plain VAE (beta = 1) already over-weights
-# the KL.
+# the same objective as gamma^2 = beta with KL weight 1: beta = 0.01 is the
+# constant gamma^2 ~ the MSE the balanced runs reach (0.01-0.02), the one
+# one would pick by hand (not tuned further). The disentangling beta > 1
+# would only push further towards the KL-dominated plain VAE.
 BETA = 0.01
 STRATEGIES = {
     "running": {"balance": "running"},
@@ -74,23 +72,27 @@ STRATEGIES = {
     "fixed": {"balance": "fixed", "gamma": 1.0, "kl_weight": 1.0},
     "beta": {"balance": "fixed", "gamma": 1.0, "kl_weight": BETA},
 }
-LABELS = {
-    "running": "running (paper)",
-    "learned": "learned (Dai & Wipf)",
-    "batch": "batch (sigma-VAE)",
-    "fixed": "fixed gamma=1 (plain VAE)",
-    "beta": f"beta-VAE (gamma=1, beta={BETA:g})",
-}
-# The full budget, "as many epochs as fit in about two hours for all runs
-# together on the 2-core machine", training and FID. Measured there (fused
-# BatchNorm): a stage-1 epoch takes 51-55 s (86-92 ms per step) when the
-# machine is not shared, a stage-2 epoch 6-11 s, and each job ~60 s of fixed
-# costs (tracing, latents, grids, export): 5 x (12 x 53 + 24 x 7 + 60) s
-# ~ 72 min. FID: 2,000 images per set through the Inception network at ~17
-# images/s. The paper's 10,000 (--fid-images 10000) would take ~2.6 h of FID.
+DEFAULT_STRATEGIES = ("running", "learned", "batch")
+DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_FID_IMAGES = 5000
+# The full budget: 12 + 24 epochs. Measured on the 2-core machine (fused
+# BatchNorm): a stage-1 epoch 51-55 s when not shared, a stage-2 epoch
+# 6-11 s, and ~60 s of fixed costs per job (tracing, latents, grids, export).
 FULL_EPOCHS = 12
 FULL_EPOCHS2 = 24
-FULL_FID_IMAGES = 2000
+PAIRS = (("running", "learned"), ("running", "batch"))
+# (key, label, lower is better, format)
+METRICS = (
+    ("fid_rec", "REC FID", True, ".1f"),
+    ("fid_gen1", "GEN-1 FID", True, ".1f"),
+    ("fid_gen2", "GEN-2 FID", True, ".1f"),
+    ("precision_gen2", "GEN-2 precision", False, ".3f"),
+    ("recall_gen2", "GEN-2 recall", False, ".3f"),
+    ("reconstruction_mse", "rec. MSE", True, ".5f"),
+    ("final_gamma2_over_mse", "final gamma^2 / MSE", None, ".2f"),
+    ("steps_to_balance", "steps to balance", True, ".0f"),
+    ("train_cpu_seconds", "train CPU time (s)", None, ".0f"),
+)
 
 
 def parse_args(argv=None):
@@ -98,16 +100,18 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=FULL_EPOCHS)
     parser.add_argument("--epochs2", type=int, default=FULL_EPOCHS2)
-    parser.add_argument(
-        "--fid-images",
-        type=int,
-        help=f"test images N (default {FULL_FID_IMAGES}; with --seeds "
-        f"{seeds.DEFAULT_FID_IMAGES})",
-    )
+    parser.add_argument("--fid-images", type=int, default=DEFAULT_FID_IMAGES)
     parser.add_argument(
         "--strategies",
-        help=f"comma-separated subset of {','.join(STRATEGIES)} (default: all; "
-        f"with --seeds {','.join(seeds.DEFAULT_STRATEGIES)})",
+        default=",".join(DEFAULT_STRATEGIES),
+        help=f"comma-separated subset of {','.join(STRATEGIES)}",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_SEEDS),
+        help="one run per (strategy, seed); one seed: --seeds 0",
     )
     parser.add_argument(
         "--out",
@@ -121,37 +125,20 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--records",
-        help="with --seeds: one small directory per finished (strategy, seed) "
-        "run (evaluation, timing, step log), the runs not to redo (default: "
-        "RESULTS/compare_balancing_seeds)",
+        help="one small directory per finished run, the runs not to redo "
+        "(default: RESULTS/compare_balancing_seeds)",
     )
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="with --seeds: rewrite the report from the records, train nothing",
+        help="rewrite the report from the records, train nothing",
     )
     parser.add_argument("--limit", type=int, help="first N training images only")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        help="several seeds: one run per (strategy, seed) in "
-        "--out/<strategy>-seed<seed> (resumed where it stopped), skipped once "
-        "recorded in --records, and a report with means, standard deviations "
-        "and paired differences (benchmarks/balancing_seeds.py)",
-    )
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
-    if args.strategies is None:
-        args.strategies = ",".join(
-            seeds.DEFAULT_STRATEGIES if args.seeds else STRATEGIES
-        )
-    if args.fid_images is None:
-        args.fid_images = seeds.DEFAULT_FID_IMAGES if args.seeds else FULL_FID_IMAGES
     if args.records is None:
         args.records = os.path.join(args.results, "compare_balancing_seeds")
-    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+    if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds repeats a seed: {args.seeds}")
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = sorted(set(args.strategies) - set(STRATEGIES))
@@ -160,18 +147,15 @@ def parse_args(argv=None):
     return args
 
 
-def config_for(strategy, args, seed=None):
-    """The preset with the strategy's balancing and the benchmark's budget.
-
-    The learning-rate schedule keeps the preset's shape (halved at the same
-    fractions of the run) whatever the number of epochs.
-    """
+def config_for(strategy, args, seed):
+    """The preset with the strategy's balancing and the benchmark's budget;
+    the learning rate is halved at the preset's fractions of the run."""
     from vae_balance.config import get_preset
 
     base = get_preset(PRESET)
     return get_preset(
         base,
-        seed=args.seed if seed is None else seed,
+        seed=seed,
         epochs=args.epochs,
         epochs2=args.epochs2,
         lr_epochs=max(1, round(args.epochs * base.lr_epochs / base.epochs)),
@@ -180,22 +164,16 @@ def config_for(strategy, args, seed=None):
     )
 
 
+def run_dir(out, strategy, seed):
+    """The work directory (or record directory) of one (strategy, seed) run."""
+    return os.path.join(out, f"{strategy}-seed{seed}")
+
+
 # ------------------------------------------------- training and evaluation
-def train_strategy(strategy, args, seed=None, workdir=None):
-    """Trains (or resumes) one strategy; returns its cumulative wall time.
-
-    ``seed`` and ``workdir`` default to ``--seed`` and ``--out/<strategy>``.
-    """
-    from vae_balance.training import job as training
-
-    workdir = workdir or os.path.join(args.out, strategy)
-    label = strategy if seed is None else f"{strategy}, seed {seed}"
-    os.makedirs(workdir, exist_ok=True)
-    timing_path = os.path.join(workdir, "benchmark_timing.json")
-    train_images = args.limit or 60000
+def _read_timing(path, train_images, workdir):
     timing = {"seconds": 0.0, "cpu_seconds": 0.0, "epochs": 0, "epochs2": 0}
-    if os.path.exists(timing_path):
-        with open(timing_path) as f:
+    if os.path.exists(path):
+        with open(path) as f:
             timing = json.load(f)
     if timing.get("train_images", train_images) != train_images:
         raise ValueError(
@@ -203,11 +181,24 @@ def train_strategy(strategy, args, seed=None, workdir=None):
             f"comparison asks for {train_images} (--limit): pass another --out, "
             "or delete that work directory to train it again."
         )
+    return timing
+
+
+def train_strategy(strategy, args, seed):
+    """Trains (or resumes) ``--out/<strategy>-seed<seed>``; returns its
+    cumulative timing (wall and CPU seconds, epochs, stops)."""
+    from vae_balance.training import job as training
+
+    workdir = run_dir(args.out, strategy, seed)
+    os.makedirs(workdir, exist_ok=True)
+    timing_path = os.path.join(workdir, "benchmark_timing.json")
+    train_images = args.limit or 60000
+    timing = _read_timing(timing_path, train_images, workdir)
     done = os.path.exists(Workdir(workdir).stage_path("stage2"))
     if done and (timing["epochs"], timing["epochs2"]) == (args.epochs, args.epochs2):
-        print(f"[{label}] already trained ({timing['seconds']:.0f} s)")
+        print(f"[{strategy}, seed {seed}] already trained ({timing['seconds']:.0f} s)")
         return timing
-    print(f"[{label}] training {args.epochs} + {args.epochs2} epochs -> {workdir}")
+    print(f"[{strategy}, seed {seed}] training {args.epochs} + {args.epochs2} epochs")
     start, cpu_start = time.time(), _cpu_seconds()
     stops = timing.get("stops", 0)
 
@@ -231,9 +222,8 @@ def train_strategy(strategy, args, seed=None, workdir=None):
             grid_every=max(args.epochs, args.epochs2),
         )
     except BaseException:
-        # Stopped (SIGTERM, Ctrl-C, an error): the time spent so far is kept
-        # and the resumed run adds its own. Only a hard kill (SIGKILL, power
-        # loss) loses the time of the part it interrupted.
+        # Stopped (SIGTERM, Ctrl-C, an error): the time so far is kept and
+        # the resumed run adds its own; only a hard kill loses a part.
         write_json(timing_path, spent(0, 0, stops + 1))
         raise
     timing = spent(args.epochs, args.epochs2, stops)
@@ -249,9 +239,9 @@ def _cpu_seconds():
 
 def evaluate_run(workdir, args, seed, extractor):
     """`evaluate_workdir` of one run on the first ``--fid-images`` test
-    images: REC, GEN-1, GEN-2 (and GEN-2 adjusted); features and scores
-    cached in the run, the test images' shared under ``--out/features``."""
-    from vae_balance.evaluation.protocol import evaluate_workdir
+    images (no mixture, likelihood or interpolations); the test images'
+    features shared under ``--out/features``."""
+    from vae_balance.evaluation import evaluate_workdir
 
     return evaluate_workdir(
         workdir,
@@ -267,347 +257,435 @@ def evaluate_run(workdir, args, seed, extractor):
     )
 
 
-def _feature_extractor():
-    from vae_balance.fid.inception import get_feature_extractor
-
-    return get_feature_extractor()
-
-
-# ----------------------------------------------------------------- curves
-def _read_log(path, keys):
-    """Columns ``keys`` of a work directory's CSV log as float lists, or None."""
+def read_steps(workdir):
+    """The per-step stage-1 log (step, mse, gamma, running_mse) as arrays,
+    or None without one."""
+    path = Workdir(workdir).steps_csv("stage1")
     if not os.path.exists(path):
         return None
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows if row.get(key)] for key in keys}
+    keys = ("step", "mse", "gamma", "running_mse")
+    return {k: np.array([float(r[k]) for r in rows if r.get(k)]) for k in keys}
 
 
-def read_steps(workdir):
-    """Per-step stage-1 log (steps_stage1.csv) as arrays."""
-    log = _read_log(
-        Workdir(workdir).steps_csv("stage1"), ("step", "mse", "gamma", "running_mse")
-    )
-    return None if log is None else {k: np.array(v) for k, v in log.items()}
+def balance_dynamics(steps, factor=2.0, window=100, tail=600):
+    """How fast gamma^2 reaches the reconstruction error, from the step log.
 
-
-def read_history(workdir):
-    """Per-epoch stage-1 training and held-out MSE (history_stage1.csv)."""
-    return _read_log(Workdir(workdir).history_csv("stage1"), ("mse", "val_mse"))
+    The batch MSE is smoothed by a ``window``-step moving average; returns the
+    first step at which gamma^2 <= ``factor`` x that average (None: never),
+    and the median of gamma^2 / batch MSE over the last ``tail`` steps.
+    """
+    if steps is None or len(steps["mse"]) < window:
+        return None
+    average = np.convolve(steps["mse"], np.ones(window) / window, mode="valid")
+    gamma_squared = steps["gamma"][window - 1 :] ** 2
+    within = np.nonzero(gamma_squared <= factor * average)[0]
+    ratio = steps["gamma"] ** 2 / steps["mse"]
+    return {
+        "balance_factor": factor,
+        "steps_to_balance": (
+            int(steps["step"][window - 1 + within[0]]) if len(within) else None
+        ),
+        "final_gamma2_over_mse": float(np.median(ratio[-tail:])),
+    }
 
 
 def strategy_dynamics(strategy, steps):
-    """`balancing_seeds.balance_dynamics` of a balancing strategy; None for
-    a fixed gamma."""
+    """`balance_dynamics` of a balancing strategy; None for a fixed gamma."""
     if STRATEGIES[strategy]["balance"] == "fixed":
         return None
-    return seeds.balance_dynamics(steps)
+    return balance_dynamics(steps)
 
 
-def _figure(**kwargs):
+# ----------------------------------------------------------------- records
+def budget(args):
+    """What a record must have been made with to stand for this comparison."""
+    return {
+        "epochs": args.epochs,
+        "epochs2": args.epochs2,
+        "train_images": args.limit or 60000,
+        "fid_images": args.fid_images,
+    }
+
+
+class RecordError(ValueError):
+    """A record that cannot stand for the run asked for."""
+
+
+def _budget_differences(made, asked):
+    return ", ".join(
+        f"{key}: record {made.get(key)}, asked {value}"
+        for key, value in asked.items()
+        if made.get(key) != value
+    )
+
+
+def read_record(path, strategy, seed, args):
+    """The record of (``strategy``, ``seed``) in ``path``; None without
+    ``record.json`` (an unfinished record: the run is made again).
+
+    Raises RecordError, overwriting nothing, for a record that is unreadable,
+    incomplete, of another run (a copied or renamed directory) or of another
+    budget: the comparison stops and says what to do.
+    """
+    record_path = os.path.join(path, "record.json")
+    if not os.path.exists(record_path):
+        return None
+    try:
+        with open(record_path) as f:
+            record = json.load(f)
+        with np.load(os.path.join(path, "steps.npz")) as steps:
+            record["steps"] = {key: steps[key] for key in steps.files}
+        made, run = record["budget"], (record["strategy"], int(record["seed"]))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RecordError(
+            f"{path} is an incomplete or unreadable record ({error!r}). Delete "
+            "the directory to make that run again."
+        ) from error
+    if run != (strategy, seed):
+        raise RecordError(
+            f"{record_path} is the record of {run[0]}, seed {run[1]}, not of "
+            f"{strategy}, seed {seed}: a copied or renamed directory? Move it "
+            f"to {run_dir(os.path.dirname(path), *run)} or delete it."
+        )
+    if made != budget(args):
+        raise RecordError(
+            f"{record_path} was made with another budget "
+            f"({_budget_differences(made, budget(args))}); records of different "
+            "budgets cannot be compared. Pass --records (or --results) and --out "
+            "to other directories for this budget, or delete that record to "
+            "remake the run."
+        )
+    return record
+
+
+def write_record(path, strategy, seed, args, evaluation, timing, steps, dynamics):
+    """Writes a finished run's record, ``record.json`` last; returns it.
+    ``dynamics``: `balance_dynamics` of ``steps`` (None for a fixed gamma).
+    Raises RecordError, writing nothing, for a run of another budget."""
+    made = {
+        "epochs": timing["epochs"],
+        "epochs2": timing["epochs2"],
+        "train_images": timing.get("train_images", budget(args)["train_images"]),
+        "fid_images": evaluation["num_images"],
+    }
+    if made != budget(args):
+        raise RecordError(
+            f"The run in {evaluation.get('workdir')} does not match this "
+            f"comparison ({_budget_differences(made, budget(args))}); delete its "
+            "work directory (--out) to train it again."
+        )
+    os.makedirs(path, exist_ok=True)
+    dropped = ("cache", "interpolations", "workdir")  # no machine-specific paths
+    kept = {k: v for k, v in evaluation.items() if k not in dropped}
+    write_json(os.path.join(path, "evaluation.json"), kept)
+    curve = {
+        "step": steps["step"].astype(np.int32),
+        "gamma": steps["gamma"].astype(np.float32),
+        "mse": steps["mse"].astype(np.float32),
+    }
+    np.savez_compressed(os.path.join(path, "steps.npz"), **curve)
+    record = {
+        "strategy": strategy,
+        "seed": seed,
+        "budget": budget(args),
+        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "machine": common.describe_machine(),
+        "timing": timing,
+        "dynamics": dynamics,
+        "cell": cell(evaluation, timing, dynamics),
+    }
+    write_json(os.path.join(path, "record.json"), record)
+    return {**record, "steps": curve}
+
+
+def all_records(args):
+    """``{strategy: {seed: record}}`` of every record in ``--records``: the
+    strategies of ``--strategies`` first, then any other recorded."""
+    found = {}
+    names = os.listdir(args.records) if os.path.isdir(args.records) else []
+    for name in sorted(names):
+        strategy, _, seed = name.rpartition("-seed")
+        if not strategy or not seed.isdigit():
+            continue
+        path = os.path.join(args.records, name)
+        record = read_record(path, strategy, int(seed), args)
+        if record is not None:
+            found.setdefault(strategy, {})[int(seed)] = record
+    order = list(args.strategies) + sorted(set(found) - set(args.strategies))
+    return {s: found[s] for s in order if s in found}
+
+
+def cell(evaluation, timing, dynamics):
+    """The metrics of one (strategy, seed) run, as METRICS names them."""
+    values = {
+        "fid_rec": evaluation["rec"]["fid"],
+        "fid_gen1": evaluation["gen1"]["fid"],
+        "fid_gen2": evaluation["gen2"]["fid"],
+        "precision_gen2": evaluation["gen2"]["precision"],
+        "recall_gen2": evaluation["gen2"]["recall"],
+        "reconstruction_mse": evaluation["reconstruction_mse"],
+        "train_cpu_seconds": timing.get("cpu_seconds"),
+        "train_seconds": timing.get("seconds"),
+        # Times the training was stopped and resumed (records of older
+        # versions do not say: None).
+        "train_stops": timing.get("stops"),
+    }
+    if dynamics:
+        values["final_gamma2_over_mse"] = dynamics["final_gamma2_over_mse"]
+        values["steps_to_balance"] = dynamics["steps_to_balance"]
+    return {k: (None if v is None else float(v)) for k, v in values.items()}
+
+
+def summarise_cells(cells):
+    """``{strategy: {metric: summary}}`` and ``{"a-b": {metric: pair}}``.
+
+    Args:
+        cells: ``{strategy: {seed: {metric: value}}}``.
+    """
+    summaries = {}
+    for strategy, by_seed in cells.items():
+        summaries[strategy] = {}
+        for key, *_ in METRICS:
+            values = [c[key] for c in by_seed.values() if c.get(key) is not None]
+            if values:
+                summaries[strategy][key] = seed_statistics.summarise(values)
+    pairs = {}
+    for a, b in PAIRS:
+        if a not in cells or b not in cells:
+            continue
+        pairs[f"{a}-{b}"] = {}
+        for key, _, lower_is_better, _ in METRICS:
+            first = {s: c[key] for s, c in cells[a].items() if c.get(key) is not None}
+            second = {s: c[key] for s, c in cells[b].items() if c.get(key) is not None}
+            if not set(first) & set(second):
+                continue
+            pair = seed_statistics.paired_difference(first, second)
+            if lower_is_better is not None:
+                pair["verdict"] = seed_statistics.verdict(pair, a, b, lower_is_better)
+            pairs[f"{a}-{b}"][key] = pair
+    return summaries, pairs
+
+
+def _mean_std(summary, fmt):
+    if summary is None:
+        return "-"
+    if summary["std"] is None:
+        return f"{summary['mean']:{fmt}} (1 seed)"
+    return f"{summary['mean']:{fmt}} +- {summary['std']:{fmt}}"
+
+
+def _pair_row(name, label, pair, fmt):
+    interval = pair["interval"]
+    if interval is not None:
+        interval = f"[{interval[0]:{fmt}}, {interval[1]:{fmt}}]"
+    return [
+        name,
+        label,
+        ", ".join(f"{d:{fmt}}" for d in pair["differences"]),
+        f"{pair['mean']:{fmt}}",
+        interval,
+        f"{pair['sign_test_p']:.2g}",
+        pair["verdict"],
+    ]
+
+
+def _made(report):
+    """The report's first paragraph: where, when and how the runs were made."""
+    made = "no runs recorded yet"
+    if report["records_finished_utc"]:
+        first, last = report["records_finished_utc"]
+        machines = "; ".join(report["machines"])
+        made = f"runs made on {machines}, finished {first} to {last} UTC"
+    return (
+        f"{made}; {report['epochs']} + {report['epochs2']} epochs "
+        f"per run on {report['train_images']} training images; seeds "
+        f"{', '.join(map(str, report['seeds']))} (a seed sets the initial "
+        "weights, the data order and the noise: runs with the same seed form a "
+        f"pair); evaluation on the first {report['fid_images']} test images "
+        "against as many generated ones (standard FID Inception features; "
+        "precision and recall with k = 3). Each run's record (evaluation, "
+        f"training time, step log) is in `{report['records']}/<strategy>-seed"
+        "<seed>/`. Missing cells: runs not recorded yet (rerun the command to "
+        "continue)."
+    )
+
+
+def _tables(report):
+    """The three tables: means, paired differences, every run."""
+    labels = [label for _, label, *_ in METRICS]
+    means = [
+        [strategy, len(report["cells"].get(strategy, {}))]
+        + [_mean_std(summary.get(key), fmt) for key, _, _, fmt in METRICS]
+        for strategy, summary in report["summaries"].items()
+    ]
+    pairs = [
+        _pair_row(name, label, by_metric[key], fmt)
+        for name, by_metric in report["pairs"].items()
+        for key, label, _, fmt in METRICS
+        if "verdict" in by_metric.get(key, {})
+    ]
+    runs = [
+        [strategy, seed]
+        + [
+            None if values.get(key) is None else f"{values[key]:{fmt}}"
+            for key, _, _, fmt in METRICS
+        ]
+        for strategy, by_seed in report["cells"].items()
+        for seed, values in sorted(by_seed.items(), key=lambda i: int(i[0]))
+    ]
+    pair_headers = ["pair", "metric", "per seed", "mean", "95% interval",
+                    "sign test p", "verdict"]  # fmt: skip
+    return (
+        markdown_table(["strategy", "seeds", *labels], means),
+        markdown_table(pair_headers, pairs),
+        markdown_table(["strategy", "seed", *labels], runs),
+    )
+
+
+def report_lines(report):
+    """The Markdown report."""
+    means, pairs, runs = _tables(report)
+    lines = [
+        "# Balancing strategies over seeds (Fashion-MNIST)",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        _made(report),
+        "",
+        "## Mean +- standard deviation over seeds",
+        "",
+        means,
+        "",
+        "## Paired per-seed differences",
+        "",
+        "Difference a - b per seed, its mean, the 95% Student-t interval of the "
+        "mean and the exact two-sided sign test (with 3 seeds its smallest "
+        "p-value is 0.25).",
+        "",
+        pairs,
+        "",
+        "## Every run",
+        "",
+        runs,
+    ]
+    stopped = [
+        f"{strategy}, seed {seed} ({values['train_stops']:.0f}x)"
+        for strategy, by_seed in report["cells"].items()
+        for seed, values in by_seed.items()
+        if values.get("train_stops")
+    ]
+    if stopped:
+        lines += [
+            "",
+            "Stopped and resumed from their checkpoints: "
+            + "; ".join(stopped)
+            + ". Their times add up the parts; the steps since the last "
+            "checkpoint before a stop were made twice.",
+        ]
+    if report.get("curve"):
+        lines += [
+            "",
+            f"![gamma^2 / batch MSE over seeds]({os.path.basename(report['curve'])})",
+            "",
+            "gamma^2 / batch MSE per stage-1 step (100-step moving averages), the "
+            "mean over seeds (line) and their min-max (band); 1 = balanced.",
+        ]
+    return lines + [""]
+
+
+def plot_ratio_bands(records, path, window=100):
+    """gamma^2 / batch MSE per strategy: mean over seeds and min-max band.
+
+    Args:
+        records: ``{strategy: {seed: record}}`` (`read_record`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(**kwargs)
-
-
-def plot_mse(args, path):
-    """Held-out reconstruction MSE after every stage-1 epoch, all strategies."""
-    histories = {s: read_history(os.path.join(args.out, s)) for s in args.strategies}
-    histories = {s: h for s, h in histories.items() if h and h["val_mse"]}
-    if not histories:
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    plotted = False
+    kernel = np.ones(window) / window
+    for strategy, by_seed in records.items():
+        curves = []
+        for record in by_seed.values():
+            steps = record["steps"]
+            if len(steps["mse"]) < window:
+                continue
+            ratio = steps["gamma"].astype(np.float64) ** 2 / steps["mse"]
+            smooth = np.convolve(ratio, kernel, mode="valid")
+            curves.append((steps["step"][window - 1 :], smooth))
+        if not curves:
+            continue
+        plotted = True
+        x, mean, low, high = seed_statistics.band(curves)
+        (line,) = ax.plot(x, mean, label=f"{strategy} ({len(curves)} seeds)")
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
+    if not plotted:
+        plt.close(fig)
         return None
-    fig, ax = _figure(figsize=(8, 4.5))
-    for strategy, history in histories.items():
-        epochs = np.arange(1, len(history["val_mse"]) + 1)
-        ax.plot(epochs, history["val_mse"], marker="o", ms=3, label=LABELS[strategy])
     ax.set_yscale("log")
-    ax.set_xlabel("stage-1 epoch (600 steps)")
-    ax.set_ylabel("held-out MSE (test images)")
-    ax.set_title(f"{PRESET}: reconstruction error per epoch, seed {args.seed}")
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_xlabel("stage-1 step (batch 100)")
+    ax.set_ylabel("gamma^2 / batch MSE")
+    ax.set_title("fashion_mnist: balance over training, mean and min-max over seeds")
     ax.legend()
     return common.save_figure(fig, path)
 
 
-def plot_gamma(args, path):
-    """gamma^2 and the batch MSE over stage-1 steps, learned vs running."""
-    logs = {s: read_steps(os.path.join(args.out, s)) for s in ("running", "learned")}
-    logs = {s: steps for s, steps in logs.items() if steps is not None}
-    if not logs:
-        return None
-    fig, (top, bottom) = _figure(
-        nrows=2, figsize=(8, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
-    )
-    for strategy, steps in logs.items():
-        color = {"running": "tab:blue", "learned": "tab:red"}[strategy]
-        gamma_squared = steps["gamma"] ** 2
-        top.plot(steps["step"], steps["mse"], color=color, alpha=0.3, lw=0.8)
-        label = f"{strategy}: gamma^2"
-        top.plot(steps["step"], gamma_squared, color=color, lw=2, label=label)
-        top.plot([], [], color=color, alpha=0.3, label=f"{strategy}: batch MSE")
-        bottom.plot(steps["step"], gamma_squared / steps["mse"], color=color)
-    top.set_yscale("log")
-    top.set_ylabel("value ([0, 1] pixels)")
-    top.set_title(
-        f"{PRESET}: decoder variance vs reconstruction error, stage 1 "
-        f"({args.epochs} epoch(s), seed {args.seed})"
-    )
-    top.legend()
-    bottom.set_yscale("log")
-    bottom.axhline(1.0, color="gray", lw=0.8)
-    bottom.set_ylabel("gamma^2 / batch MSE")
-    bottom.set_xlabel("step (batch 100)")
-    return common.save_figure(fig, path)
+def write_report(args, command):
+    """The report (JSON, Markdown, PNG) of every record in ``--records``.
 
-
-# ------------------------------------------------------ one-seed report
-def strategy_row(strategy, evaluation, steps):
-    """The report's entry of one evaluated run (`evaluate_workdir` results)."""
-    stage1 = evaluation["stage1"]
-    latent_dim = stage1["latent_dim"]
-    return {
-        "strategy": strategy,
-        "fid": {name: evaluation["fid"][name] for name in ("rec", "gen1", "gen2")},
-        "reconstruction_mse": evaluation["reconstruction_mse"],
-        "kl": stage1["kl"],
-        "latent_dim": latent_dim,
-        "active_var_mean": latent_dim - stage1["inactive_var_mean"],
-        "active_mean_sigma": latent_dim - stage1["inactive_mean_sigma"],
-        "variance_law": stage1["variance_law"],
-        # The decoder's gamma and running MSE at the last stage-1 step.
-        "final_gamma": float(steps["gamma"][-1]) if steps else None,
-        "final_running_mse": float(steps["running_mse"][-1]) if steps else None,
-        "eval_seconds": evaluation.get("seconds"),
+    Its content depends on the records alone (and the command): a rerun
+    with nothing new writes the same files.
+    """
+    records = all_records(args)
+    for strategy in args.strategies:
+        records.setdefault(strategy, {})
+    cells = {
+        strategy: {seed: record["cell"] for seed, record in sorted(by_seed.items())}
+        for strategy, by_seed in records.items()
     }
-
-
-def _cells(entry):
-    fid = entry.get("fid")
-    cells = [f"{fid[k]:.1f}" for k in ("rec", "gen1", "gen2")] if fid else [None] * 3
-    if "reconstruction_mse" in entry:
-        cells += [
-            f"{entry['reconstruction_mse']:.4f}",
-            f"{entry['kl']:.1f}",
-            f"{entry['active_var_mean']} / {entry['active_mean_sigma']} of "
-            f"{entry['latent_dim']}",
-            None if entry["final_gamma"] is None else f"{entry['final_gamma']:.3f}",
-        ]
-    else:
-        cells += [None] * 4
-    return cells + [
-        f"{entry['train_seconds']:.0f} s",
-        f"{entry.get('time_ratio_to_running', float('nan')):.2f}",
-        f"{entry['train_cpu_seconds']:.0f} s",
-        f"{entry['train_cpu_seconds'] / max(entry['train_seconds'], 1e-9):.2f}",
-    ]
-
-
-def write_report(args, rows, timings, command, curve, started):
-    """``compare_balancing.{json,md}`` of the runs trained (and evaluated)."""
-    full = (args.epochs, args.epochs2, args.fid_images, args.limit) == (
-        FULL_EPOCHS,
-        FULL_EPOCHS2,
-        FULL_FID_IMAGES,
-        None,
+    summaries, pairs = summarise_cells(cells)
+    curve = plot_ratio_bands(
+        records, os.path.join(args.results, "compare_balancing_seeds.png")
     )
-    reference = timings.get("running", {}).get("seconds")
+    done = [record for by_seed in records.values() for record in by_seed.values()]
+    finished = sorted(record["finished_utc"] for record in done)
     report = {
         "command": command,
-        "budget": "full" if full else "reduced",
-        "preset": PRESET,
-        "epochs": args.epochs,
-        "epochs2": args.epochs2,
-        "train_images": args.limit or 60000,
-        "fid_images": args.fid_images,
-        "fid_network": "fid_inception (2015-12-05 graph, converted weights)",
-        "seed": args.seed,
-        "beta": BETA,
-        "machine": common.describe_machine(),
-        "python": sys.version.split()[0],
-        "started_utc": started,
-        "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        "strategies": {},
+        "machines": sorted({record["machine"] for record in done}),
+        "records_finished_utc": [finished[0], finished[-1]] if finished else None,
+        **budget(args),
+        "seeds": sorted(set(args.seeds) | {s for c in cells.values() for s in c}),
+        "strategies": list(records),
+        "records": os.path.relpath(args.records, args.results),
+        "cells": cells,
+        "summaries": summaries,
+        "pairs": pairs,
+        "curve": curve,
     }
-    for strategy, timing in timings.items():
-        workdir = os.path.join(args.out, strategy)
-        entry = {
-            "label": LABELS[strategy],
-            "train_seconds": round(timing["seconds"], 1),
-            "train_cpu_seconds": round(timing.get("cpu_seconds", 0.0), 1),
-        }
-        if reference:
-            entry["time_ratio_to_running"] = round(timing["seconds"] / reference, 3)
-        entry.update(strategy_dynamics(strategy, read_steps(workdir)) or {})
-        history = read_history(workdir)
-        if history:
-            entry["val_mse_per_epoch"] = [round(v, 6) for v in history["val_mse"]]
-        entry.update(rows.get(strategy, {}))
-        report["strategies"][strategy] = entry
-    images = args.limit or 60000
-    if full:
-        budget = (
-            f"Budget: the full one, the script's defaults: {args.epochs} stage-1 "
-            f"+ {args.epochs2} stage-2 epochs on all 60,000 training images "
-            f"({args.epochs * 600} stage-1 steps), FID on the first "
-            f"{args.fid_images} test images (10,000, the paper's protocol, "
-            "would take ~2.6 h of Inception alone on this CPU: "
-            "`--fid-images 10000`, or a GPU)."
-        )
-    else:
-        budget = (
-            f"**Reduced budget**: {args.epochs} stage-1 + {args.epochs2} stage-2 "
-            f"epoch(s) on {images} training images, FID on {args.fid_images} "
-            "test images. The full budget is the default command, `python "
-            f"benchmarks/compare_balancing.py` ({FULL_EPOCHS} + {FULL_EPOCHS2} "
-            "epochs on all 60,000 images, about 75 min of training for the five "
-            "runs on the 2-core machine when it is not shared, then FID on "
-            f"{FULL_FID_IMAGES} test images, about 30 min more). These reduced "
-            f"runs cover the first {args.epochs * images // 100} stage-1 steps "
-            "only: read them as such."
-        )
-    lines = [
-        "# Balancing strategies on Fashion-MNIST",
-        "",
-        f"Command: `{command}`",
-        "",
-        budget,
-        "",
-        f"Preset `{PRESET}` (the same network, seed {args.seed} and schedule for "
-        "every strategy; learning rate halved at the preset's fractions of the "
-        "run). Evaluation: `vae_balance.evaluation.protocol.evaluate_workdir`; "
-        "FID with the standard 2015-12-05 Inception network on the first "
-        f"{args.fid_images} test images (28x28, padding cropped), generated sets "
-        f"of the same size; with N = {args.fid_images} every FID is biased "
-        "upwards, so compare the rows with each other, not with published "
-        "10,000-image numbers. MSE, KL and active latents are measured on the "
-        "same test images (KL: summed over latents, mean over images; active: "
-        "Var(mu_j) >= 0.01, and mean sigma_j <= 0.8 as in the reference code); "
-        "final gamma: the decoder's at the last stage-1 step. Times: wall clock "
-        f"of the whole two-stage job ({report['machine']}), as ratios to "
-        "`running` measured in this one run, and the job's CPU time (all "
-        "threads), which other processes sharing the cores affect far less "
-        "than the wall clock; cores = CPU / wall. Every job does the same work "
-        "per step (learned: one more scalar), so time differences come from "
-        "the machine's changing load, not from the strategy. The strategy is "
-        "used by both stages; stage 2 always has KL weight 1, so `fixed` and "
-        "`beta` share their stage-2 objective.",
-        "",
-        markdown_table(
-            ["strategy", "REC FID", "GEN-1 FID", "GEN-2 FID", "rec. MSE", "KL",
-             "active (Var mu / sigma)", "final gamma", "train time",
-             "time ratio", "CPU time", "cores"],
-            [[e["label"], *_cells(e)] for e in report["strategies"].values()],
-        ),
-        "",
-        f"beta = {BETA:g}: fixed gamma = 1 with KL weight beta minimises the "
-        "same objective (up to the factor 1/beta) as gamma^2 = beta with KL "
-        "weight 1, so beta = 0.01 is the constant gamma^2 one would pick by "
-        "hand, close to the MSE the balanced runs reach (not tuned further); "
-        "the disentangling beta > 1 would only push further towards the "
-        "KL-dominated plain VAE.",
-        "",
-        *dynamics_lines(report, args),
-    ]  # fmt: skip
-    if curve:
-        lines += [
-            f"![gamma^2 and batch MSE, learned vs running]({os.path.basename(curve)})",
-            "",
-            "gamma^2 (thick) and the batch MSE (thin) per stage-1 step; below, "
-            "their ratio (1: balanced). running: gamma^2 starts at 1 and moves "
-            "at most 1% of the way to the batch MSE per step (a time constant "
-            "of 100 steps), then follows it from above. learned: log-gamma "
-            "starts at 0 and moves by Adam steps of the learning rate, so "
-            "gamma^2 lags the MSE by far more; meanwhile the KL is "
-            "over-weighted by the ratio shown below.",
-            "",
-        ]
-    stem = os.path.join(args.results, "compare_balancing")
-    common.write_report(stem, report, lines)
+    stem = os.path.join(args.results, "compare_balancing_seeds")
+    common.write_report(stem, report, report_lines(report))
     return report
 
 
-def dynamics_lines(report, args):
-    """Markdown: how fast each strategy balances, and its MSE per epoch."""
-    entries = report["strategies"]
-    if not any("val_mse_per_epoch" in e for e in entries.values()):
-        return []
-    epochs = max(len(e.get("val_mse_per_epoch", [])) for e in entries.values())
-    shown = sorted({1, min(3, epochs), (epochs + 1) // 2, epochs})
-    rows = []
-    for entry in entries.values():
-        mse = entry.get("val_mse_per_epoch", [])
-        steps = entry.get("steps_to_balance", "-")
-        ratio = entry.get("final_gamma2_over_mse")
-        rows.append(
-            [
-                entry["label"],
-                "never" if "steps_to_balance" in entry and steps is None else steps,
-                None if ratio is None else f"{ratio:.2f}",
-            ]
-            + [f"{mse[e - 1]:.4f}" if e <= len(mse) else None for e in shown]
-        )
-    lines = [
-        "### How fast: balancing and reconstruction error over training",
-        "",
-        "Steps until gamma^2 first comes within 2x of the batch MSE (100-step "
-        "moving average, so step 100 is the first measured), the median "
-        "gamma^2 / batch MSE over the last 600 steps (1: balanced; "
-        "fixed-gamma strategies have none), and the held-out MSE (test images, "
-        "after each stage-1 epoch) at epochs " + ", ".join(str(e) for e in shown) + ".",
-        "",
-        markdown_table(
-            ["strategy", "steps to gamma^2 <= 2x MSE", "final gamma^2 / MSE"]
-            + [f"MSE ep. {e}" for e in shown],
-            rows,
-        ),
-        "",
-    ]
-    if os.path.exists(os.path.join(args.results, "compare_balancing_mse.png")):
-        lines += ["![held-out MSE per epoch](compare_balancing_mse.png)", ""]
-    return lines
-
-
-def run_one_seed(args, command):
-    """Trains every strategy (``--seed``), then evaluates them; the report is
-    written after training and after every evaluation."""
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-    os.makedirs(args.out, exist_ok=True)
-    os.makedirs(args.results, exist_ok=True)
-    timings = {s: train_strategy(s, args) for s in args.strategies}
-    curve = plot_gamma(args, os.path.join(args.results, "compare_balancing_gamma.png"))
-    plot_mse(args, os.path.join(args.results, "compare_balancing_mse.png"))
-    rows = {}
-    report = write_report(args, rows, timings, command, curve, started)
-    extractor = _feature_extractor()
-    for strategy in args.strategies:
-        workdir = os.path.join(args.out, strategy)
-        evaluation = evaluate_run(workdir, args, args.seed, extractor)
-        rows[strategy] = strategy_row(strategy, evaluation, read_steps(workdir))
-        print(f"[{strategy}] FID {rows[strategy]['fid']}", flush=True)
-        report = write_report(args, rows, timings, command, curve, started)
-    return report
-
-
-# ----------------------------------------------------------------- seeds
+# --------------------------------------------------------------------- run
 def run_seeds(args, command):
-    """Trains and evaluates the (strategy, seed) runs without a record, then
-    reports (`balancing_seeds`); returns the report.
-
-    Seed by seed (a stopped comparison has whole pairs); the report is
-    rewritten after every new record. ``--report-only``: the report of the
-    records as they are, nothing trained.
-    """
+    """Trains and evaluates the (strategy, seed) runs without a record, seed
+    by seed (a stopped comparison has whole pairs), rewriting the report
+    after every new record; returns the report. ``--report-only``: the
+    report of the records as they are, nothing trained."""
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.results, exist_ok=True)
     runs = [(strategy, seed) for seed in args.seeds for strategy in args.strategies]
     missing = [
         (strategy, seed)
         for strategy, seed in runs
-        if seeds.read_record(
-            seeds.run_dir(args.records, strategy, seed), strategy, seed, args
-        )
+        if read_record(run_dir(args.records, strategy, seed), strategy, seed, args)
         is None
     ]
     print(
@@ -616,52 +694,38 @@ def run_seeds(args, command):
         + (", ".join(f"{s}-seed{seed}" for s, seed in missing) or "none"),
         flush=True,
     )
-    if args.report_only:
-        missing = []
-    extractor = None
-    report = None
-    for strategy, seed in missing:
-        workdir = seeds.run_dir(args.out, strategy, seed)
-        timing = train_strategy(strategy, args, seed=seed, workdir=workdir)
+    extractor = report = None
+    for strategy, seed in [] if args.report_only else missing:
+        workdir = run_dir(args.out, strategy, seed)
+        timing = train_strategy(strategy, args, seed)
         steps = read_steps(workdir)
         if steps is None:
             raise FileNotFoundError(
                 f"{workdir} has no stage-1 step log: delete the work directory "
                 "to train the run again."
             )
-        extractor = extractor or _feature_extractor()
+        if extractor is None:
+            from vae_balance.fid.inception import get_feature_extractor
+
+            extractor = get_feature_extractor()
         print(f"[{strategy}, seed {seed}] evaluating {workdir}", flush=True)
         evaluation = evaluate_run(workdir, args, seed, extractor)
-        seeds.write_record(
-            seeds.run_dir(args.records, strategy, seed),
-            strategy,
-            seed,
-            args,
-            evaluation,
-            timing,
-            steps,
-            strategy_dynamics(strategy, steps),
-        )
-        report = seeds.write_report(args, command)
+        dynamics = strategy_dynamics(strategy, steps)
+        path = run_dir(args.records, strategy, seed)
+        write_record(path, strategy, seed, args, evaluation, timing, steps, dynamics)
+        report = write_report(args, command)
         print(f"[{strategy}, seed {seed}] recorded", flush=True)
-    return report or seeds.write_report(args, command)
+    return report or write_report(args, command)
 
 
 def main(argv=None):
     args = parse_args(argv)
     # The command that makes the runs and the report (--report-only only
     # rewrites it).
-    command = shlex.join(
-        ["python", "benchmarks/compare_balancing.py"]
-        + [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
-    )
-    if args.seeds:
-        report = run_seeds(args, command)
-        print("\n".join(seeds.report_lines(report)))
-        return report
-    report = run_one_seed(args, command)
-    with open(os.path.join(args.results, "compare_balancing.md")) as f:
-        print(f.read())
+    argv = sys.argv[1:] if argv is None else argv
+    kept = [a for a in argv if a != "--report-only"]
+    report = run_seeds(args, common.command_line("compare_balancing.py", kept))
+    print("\n".join(report_lines(report)))
     return report
 
 

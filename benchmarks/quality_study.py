@@ -2,7 +2,7 @@
 
 A run trained with ``--snapshot-every N`` keeps a copy of its stage-1
 checkpoint every N epochs in ``WORKDIR/snapshots/``, with the CPU seconds
-trained so far in its record. For each snapshot this script measures one
+trained so far in its record. For each snapshot ``points`` measures one
 point of the curve, at a fixed, cheap protocol:
 
 1. the BatchNorm statistics recomputed for the snapshot's weights (100
@@ -11,13 +11,19 @@ point of the curve, at a fixed, cheap protocol:
    fitted for ``--stage2-epochs`` epochs on it (``--stage2-lr``, halved every
    ``--stage2-lr-epochs``), and a 10-component Gaussian mixture on z_mean;
 3. ``--num-images`` GEN-2 and GMM images (seeded) against as many test
-   images: standard FID (the 2015 Inception network, `vae_balance.fid`), and
-   GEN-2 with Dai & Wipf's per-image min-max stretch (their ``fid_score.py``).
+   images (`vae_balance.evaluation.protocol.load_test_images`): standard FID
+   (the 2015 Inception network), and GEN-2 with Dai & Wipf's per-image
+   min-max stretch (`vae_balance.evaluation.image_sets.minmax_stretch`).
 
-A point costs minutes, not a second full stage 2. Points are cached in
-``WORKDIR/quality_points/epochNNNN.json``: rerunning skips them.
+A point costs minutes, not a second full stage 2. Points are written to
+``WORKDIR/quality_points/epochNNNN.json`` (rerunning skips them); the test
+images' features are cached there too (`vae_balance.fid.feature_cache`) and,
+with ``--shared-feature-cache DIR``, shared between runs. ``report`` writes
+the curves of several runs to ``--out`` ``.json``, ``.md`` and ``.png``
+(default ``benchmarks/results/quality_study``).
 
-    python benchmarks/quality_study.py points runs/study/infogan-running
+    python benchmarks/quality_study.py points runs/study/infogan-running \\
+        --shared-feature-cache runs/study/features
     python benchmarks/quality_study.py report runs/study/infogan-running \\
         runs/study/infogan-learned runs/study/resnet-running \\
         --out benchmarks/results/quality_study
@@ -27,18 +33,22 @@ import argparse
 import glob
 import json
 import os
-import sys
 import time
 
+import common
 import keras
 import numpy as np
 import tensorflow as tf
+from common import markdown_table
 
 from vae_balance.config import VAEConfig
 from vae_balance.datasets import pipeline
 from vae_balance.evaluation import metrics
 from vae_balance.evaluation.image_sets import minmax_stretch
+from vae_balance.evaluation.protocol import load_test_images
+from vae_balance.fid.feature_cache import FeatureCache
 from vae_balance.fid.inception import get_feature_extractor
+from vae_balance.files import write_json
 from vae_balance.model import batchnorm
 from vae_balance.model.builders import build_second_stage
 from vae_balance.sampling.gmm import LatentGMM
@@ -59,7 +69,10 @@ def parse_args(argv=None):
     points.add_argument("--stage2-lr", type=float, default=1e-3)
     points.add_argument("--stage2-lr-epochs", type=int, default=4)
     points.add_argument("--data-dir")
-    points.add_argument("--real-features", help=".npz cache of the test features")
+    points.add_argument(
+        "--shared-feature-cache",
+        help="folder where the test images' features are shared between runs",
+    )
     points.add_argument("--seed", type=int, default=0)
     report = commands.add_parser("report", help="the curves' JSON, Markdown, PNG")
     report.add_argument("workdirs", nargs="+")
@@ -77,11 +90,6 @@ def snapshots(workdir):
             record = json.load(f)
         found.append((int(record["epoch"]), path, record))
     return found
-
-
-def load_images(config, split, num_images, data_dir):
-    images = pipeline.load_split(config, split, data_dir, limit=num_images)
-    return np.stack(list(images.as_numpy_iterator())).astype("float32")
 
 
 def fit_second_stage(config, z_mean, z_log_sigma, args):
@@ -110,21 +118,7 @@ def generate(first_stage, second_stage, gmm, num_images, seed, config):
     )
 
 
-def real_features(args, extractor, test):
-    """The test images' features (cached in ``--real-features``)."""
-    path = args.real_features
-    if path and os.path.exists(path):
-        with np.load(path) as saved:
-            if int(saved["num_images"]) == len(test):
-                return saved["features"]
-    features = metrics.extract_features(test, extractor, verbose=0)
-    if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        np.savez(path, features=features, num_images=len(test))
-    return features
-
-
-def measure_point(args, config, snapshot, train, test, real, extractor):
+def measure_point(args, config, snapshot, train, test, real, extract):
     """One point of the curve; ``test`` at the network's shape."""
     epoch, path, record = snapshot
     start, cpu_start = time.time(), time.process_time()
@@ -139,19 +133,15 @@ def measure_point(args, config, snapshot, train, test, real, extractor):
     vae2 = fit_second_stage(config, z_mean, z_log_sigma, args)
     gmm = LatentGMM.fit(z_mean, num_components=10, seed=args.seed)
     gen2, mixture = generate(vae, vae2, gmm, len(test), args.seed, config)
-    scores = {}
-    for name, images in (
-        ("gen2", gen2),
-        ("gmm", mixture),
-        ("gen2_stretched", minmax_stretch(gen2)),
-    ):
-        features = metrics.extract_features(images, extractor, verbose=0)
-        scores[name] = round(float(metrics.fid_from_features(real, features)), 3)
+    sets = {"gen2": gen2, "gmm": mixture, "gen2_stretched": minmax_stretch(gen2)}
     return {
         "epoch": epoch,
         "global_step": record["global_step"],
         "train_cpu_seconds": record.get("cpu_seconds"),
-        "fid": scores,
+        "fid": {
+            name: round(float(metrics.fid_from_features(real, extract(images))), 3)
+            for name, images in sets.items()
+        },
         "val_mse_recalibrated": round(val_mse, 6),
         "val_mse_batch_statistics": round(train_mse, 6),
         "gamma_squared": float(vae.running_mse.numpy()),
@@ -162,8 +152,7 @@ def measure_point(args, config, snapshot, train, test, real, extractor):
 
 def run_points(args):
     run = Workdir(args.workdir)
-    with open(run.config_path) as f:
-        config = VAEConfig.from_dict(json.load(f))
+    config = VAEConfig.from_dict(run.read_config())
     out_dir = run.path(POINTS_DIR)
     todo = [
         s
@@ -173,38 +162,46 @@ def run_points(args):
     if not todo:
         print(f"[points] {args.workdir}: every snapshot measured")
         return
-    train = load_images(config, "train", None, args.data_dir)
-    test = load_images(config, "test", args.num_images, args.data_dir)
+    train = pipeline.load_split(config, "train", args.data_dir)
+    train = np.stack(list(train.as_numpy_iterator())).astype("float32")
+    test = load_test_images(config, args.num_images, args.data_dir)
+    test = test.astype("float32") / 255.0
     extractor = get_feature_extractor()
-    real = real_features(args, extractor, pipeline.remove_padding(test, config))
+
+    def extract(images):
+        return metrics.extract_features(images, extractor, verbose=0)
+
+    cache = FeatureCache(
+        os.path.join(out_dir, "features"), extractor, args.shared_feature_cache
+    )
+    native = pipeline.remove_padding(test, config)
+    real, _ = cache.features("real", native, extract, share=True)
+    protocol = {
+        "num_images": len(test),
+        "stage2_epochs": args.stage2_epochs,
+        "stage2_lr": args.stage2_lr,
+        "stage2_lr_epochs": args.stage2_lr_epochs,
+        "gmm_components": 10,
+        "seed": args.seed,
+    }
     for snapshot in todo:
-        point = measure_point(args, config, snapshot, train, test, real, extractor)
-        point["protocol"] = {
-            "num_images": len(test),
-            "stage2_epochs": args.stage2_epochs,
-            "stage2_lr": args.stage2_lr,
-            "stage2_lr_epochs": args.stage2_lr_epochs,
-            "gmm_components": 10,
-            "seed": args.seed,
-        }
-        os.makedirs(out_dir, exist_ok=True)
-        target = os.path.join(out_dir, f"epoch{snapshot[0]:04d}.json")
-        with open(target + ".tmp", "w") as f:
-            json.dump(point, f, indent=2)
-        os.replace(target + ".tmp", target)
+        point = measure_point(args, config, snapshot, train, test, real, extract)
+        point["protocol"] = protocol
+        write_json(os.path.join(out_dir, f"epoch{snapshot[0]:04d}.json"), point)
         print(f"[points] {args.workdir} epoch {snapshot[0]}: {json.dumps(point)}")
-        sys.stdout.flush()
 
 
 # ------------------------------------------------------------------ report
 def read_points(workdir):
-    paths = sorted(glob.glob(os.path.join(workdir, POINTS_DIR, "epoch*.json")))
-    return [json.load(open(path)) for path in paths]
+    points = []
+    for path in sorted(glob.glob(os.path.join(workdir, POINTS_DIR, "epoch*.json"))):
+        with open(path) as f:
+            points.append(json.load(f))
+    return points
 
 
 def describe(workdir):
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = json.load(f)
+    config = Workdir(workdir).read_config()
     network = config.get("network", "resnet")
     return f"{config['name']} ({network}), balance {config['balance']}"
 
@@ -217,27 +214,25 @@ def run_report(args):
         }
         for w in args.workdirs
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out + ".json", "w") as f:
-        json.dump(curves, f, indent=2)
-    lines = [
-        "| run | epoch | train CPU h | GEN-2 FID | GMM FID | GEN-2 FID, stretched"
-        " | val MSE (recalibrated) |",
-        "|---|---|---|---|---|---|---|",
+    rows = [
+        [
+            name,
+            p["epoch"],
+            f"{(p['train_cpu_seconds'] or 0) / 3600:.2f}",
+            *(f"{p['fid'][k]:.1f}" for k in ("gen2", "gmm", "gen2_stretched")),
+            f"{p['val_mse_recalibrated']:.5f}",
+        ]
+        for name, curve in curves.items()
+        for p in curve["points"]
     ]
-    for name, curve in curves.items():
-        for p in curve["points"]:
-            hours = (p["train_cpu_seconds"] or 0) / 3600
-            fid = p["fid"]
-            lines.append(
-                f"| {name} | {p['epoch']} | {hours:.2f} | {fid['gen2']:.1f} | "
-                f"{fid['gmm']:.1f} | {fid['gen2_stretched']:.1f} | "
-                f"{p['val_mse_recalibrated']:.5f} |"
-            )
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    table = markdown_table(
+        ["run", "epoch", "train CPU h", "GEN-2 FID", "GMM FID",
+         "GEN-2 FID, stretched", "val MSE (recalibrated)"],
+        rows,
+    )  # fmt: skip
+    common.write_report(args.out, curves, table + "\n")
     plot(curves, args.out + ".png")
-    print("\n".join(lines))
+    print(table)
 
 
 def plot(curves, path):
@@ -247,34 +242,19 @@ def plot(curves, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for index, (name, curve) in enumerate(curves.items()):
+    for index, curve in enumerate(curves.values()):
         points = curve["points"]
-        if not points:
-            continue
         hours = [(p["train_cpu_seconds"] or 0) / 3600 for p in points]
-        color = f"C{index}"
-        ax.plot(
-            hours,
-            [p["fid"]["gen2"] for p in points],
-            "o-",
-            color=color,
-            label=f"{curve['setting']}: GEN-2",
-        )
-        ax.plot(
-            hours,
-            [p["fid"]["gmm"] for p in points],
-            "s--",
-            color=color,
-            label=f"{curve['setting']}: GMM",
-        )
+        for key, style, label in (("gen2", "o-", "GEN-2"), ("gmm", "s--", "GMM")):
+            fids = [p["fid"][key] for p in points]
+            label = f"{curve['setting']}: {label}"
+            ax.plot(hours, fids, style, color=f"C{index}", label=label)
     ax.axhline(29.3, color="grey", linestyle=":", label="Dai & Wipf, 2-Stage VAE")
     ax.set_xlabel("stage-1 training, CPU hours (2-core machine)")
     ax.set_ylabel("FID (2,000 vs 2,000 test images)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=120)
 
 
 def main(argv=None):

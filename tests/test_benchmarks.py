@@ -24,14 +24,14 @@ def _load(name):
 
 
 def test_balance_dynamics_of_the_running_rule_with_a_constant_mse():
-    seeds_module = _load("balancing_seeds")
+    compare = _load("compare_balancing")
     steps = np.arange(1, 1001)
     m, gamma = 1.0, []
     for _ in steps:  # gamma of step t comes from m after step t - 1
         gamma.append(np.sqrt(m))
         m = min(m, 0.99 * m + 0.01 * 0.01)
     log = {"step": steps, "mse": np.full(1000, 0.01), "gamma": np.array(gamma)}
-    result = seeds_module.balance_dynamics(log)
+    result = compare.balance_dynamics(log)
     # At step k, gamma^2 = 0.01 + 0.99 ** k  <=  2 x 0.01  from k = 459 on.
     assert result["steps_to_balance"] == 459
     expected = np.median((0.01 + 0.99 ** np.arange(401, 1001)) / 0.01)
@@ -39,16 +39,16 @@ def test_balance_dynamics_of_the_running_rule_with_a_constant_mse():
 
 
 def test_balance_dynamics_of_a_gamma_that_never_balances():
-    seeds_module = _load("balancing_seeds")
+    compare = _load("compare_balancing")
     log = {
         "step": np.arange(1, 301),
         "mse": np.full(300, 0.01),
         "gamma": np.ones(300),
     }
-    result = seeds_module.balance_dynamics(log)
+    result = compare.balance_dynamics(log)
     assert result["steps_to_balance"] is None
     assert result["final_gamma2_over_mse"] == pytest.approx(100.0)
-    assert seeds_module.balance_dynamics({**log, "mse": np.ones(50)}) is None
+    assert compare.balance_dynamics({**log, "mse": np.ones(50)}) is None
 
 
 def _row(preset, label, speed, framework="tensorflow"):
@@ -212,7 +212,7 @@ def test_sign_test_and_summaries_solved_by_hand():
 
 
 def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
-    seeds_module = _load("balancing_seeds")
+    compare = _load("compare_balancing")
 
     def cell(fid_gen2, precision, cpu):
         return {
@@ -232,7 +232,7 @@ def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
         "learned": {0: cell(65, 0.35, 1400), 1: cell(66, 0.36, 1450)},
         "batch": {0: cell(59, 0.42, 1480)},  # seed 1 not trained yet
     }
-    summaries, pairs = seeds_module.summarise_cells(cells)
+    summaries, pairs = compare.summarise_cells(cells)
     assert summaries["running"]["fid_gen2"]["mean"] == 61.0
     assert summaries["batch"]["fid_gen2"]["std"] is None
     gen2 = pairs["running-learned"]["fid_gen2"]
@@ -261,12 +261,12 @@ def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
         "pairs": pairs,
         "curve": None,
     }
-    text = "\n".join(seeds_module.report_lines(report))
+    text = "\n".join(compare.report_lines(report))
     assert "finished 2026-12-02 21:37:41 to 2026-12-02 22:00:00 UTC" in text
     assert "| running | 2 | 51.0 +- 1.4 | 81.0 +- 1.4 | 61.0 +- 1.4 |" in text
     assert "| batch | 1 | 49.0 (1 seed) |" in text
     assert "| running-learned | GEN-2 FID | -5.0, -4.0 | -4.5 |" in text
-    assert seeds_module.run_dir("runs/c", "learned", 2) == "runs/c/learned-seed2"
+    assert compare.run_dir("runs/c", "learned", 2) == "runs/c/learned-seed2"
 
 
 def _fake_run(seed, fid_gen2, fid_images=500):
@@ -291,7 +291,7 @@ def _fake_run(seed, fid_gen2, fid_images=500):
     mse = np.full(300, 0.02)
     gamma = np.sqrt(np.where(step < 50, 0.2, 0.02))  # balanced from step 50
     steps = {"step": step, "gamma": gamma, "mse": mse, "running_mse": gamma**2}
-    dynamics = sys.modules["balancing_seeds"].balance_dynamics(steps)
+    dynamics = sys.modules["compare_balancing"].balance_dynamics(steps)
     return evaluation, timing, steps, dynamics
 
 
@@ -307,24 +307,23 @@ def _seed_comparison(tmp_path, monkeypatch, record=True):
     """The comparison's modules and arguments; ``record``: all 4 runs recorded."""
     compare = _load("compare_balancing")
     monkeypatch.setitem(sys.modules, "compare_balancing", compare)
-    seeds_module = sys.modules["balancing_seeds"]
     args = compare.parse_args(
         [*ARGV, "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
     )
     if record:
         for (strategy, seed), fid in FIDS.items():
-            path = seeds_module.run_dir(args.records, strategy, seed)
-            seeds_module.write_record(path, strategy, seed, args, *_fake_run(seed, fid))
-    return compare, seeds_module, args
+            path = compare.run_dir(args.records, strategy, seed)
+            compare.write_record(path, strategy, seed, args, *_fake_run(seed, fid))
+    return compare, args
 
 
 def test_a_record_keeps_the_runs_numbers_without_machine_paths(tmp_path, monkeypatch):
-    _, seeds_module, args = _seed_comparison(tmp_path, monkeypatch)
-    path = seeds_module.run_dir(args.records, "learned", 1)
+    compare, args = _seed_comparison(tmp_path, monkeypatch)
+    path = compare.run_dir(args.records, "learned", 1)
     assert path == os.path.join(
         str(tmp_path), "res", "compare_balancing_seeds", "learned-seed1"
     )
-    record = seeds_module.read_record(path, "learned", 1, args)
+    record = compare.read_record(path, "learned", 1, args)
     assert record["cell"]["fid_gen2"] == 67
     assert record["cell"]["fid_rec"] == 57
     assert record["cell"]["train_cpu_seconds"] == 1301.0
@@ -337,17 +336,17 @@ def test_a_record_keeps_the_runs_numbers_without_machine_paths(tmp_path, monkeyp
         kept = json.load(f)
     assert kept["gen2"]["fid"] == 67
     assert "cache" not in kept and "workdir" not in kept
-    renamed = seeds_module.run_dir(args.records, "learned", 2)
+    renamed = compare.run_dir(args.records, "learned", 2)
     os.rename(path, renamed)
-    with pytest.raises(seeds_module.RecordError, match="learned, seed 1, not of"):
-        seeds_module.read_record(renamed, "learned", 2, args)
+    with pytest.raises(compare.RecordError, match="learned, seed 1, not of"):
+        compare.read_record(renamed, "learned", 2, args)
     os.remove(os.path.join(renamed, "steps.npz"))
-    with pytest.raises(seeds_module.RecordError, match="incomplete or unreadable"):
-        seeds_module.read_record(renamed, "learned", 2, args)
+    with pytest.raises(compare.RecordError, match="incomplete or unreadable"):
+        compare.read_record(renamed, "learned", 2, args)
 
 
 def test_a_rerun_with_every_run_recorded_trains_nothing(tmp_path, monkeypatch):
-    compare, seeds_module, args = _seed_comparison(tmp_path, monkeypatch)
+    compare, args = _seed_comparison(tmp_path, monkeypatch)
 
     def no_training(*a, **k):
         raise AssertionError("a recorded run was trained again")
@@ -374,9 +373,7 @@ def test_a_rerun_with_every_run_recorded_trains_nothing(tmp_path, monkeypatch):
     )
     record_json = results / "compare_balancing_seeds" / "running-seed0" / "record.json"
     record_bytes = record_json.read_bytes()
-    with pytest.raises(
-        seeds_module.RecordError, match="fid_images: record 500, asked 5000"
-    ):
+    with pytest.raises(compare.RecordError, match="fid_images: record 500, asked 5000"):
         compare.run_seeds(other, command + " --fid-images 5000")
     assert record_json.read_bytes() == record_bytes
     assert before == {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()}
@@ -385,14 +382,14 @@ def test_a_rerun_with_every_run_recorded_trains_nothing(tmp_path, monkeypatch):
 def test_only_the_runs_without_a_record_are_trained_and_evaluated(
     tmp_path, monkeypatch
 ):
-    compare, seeds_module, args = _seed_comparison(tmp_path, monkeypatch)
+    compare, args = _seed_comparison(tmp_path, monkeypatch)
     # learned-seed1 stopped before its record.json: unfinished, made again;
     # running-seed1 was never recorded.
     os.remove(os.path.join(args.records, "learned-seed1", "record.json"))
     shutil.rmtree(os.path.join(args.records, "running-seed1"))
     trained, evaluated = [], []
 
-    def train(strategy, args, seed, workdir):
+    def train(strategy, args, seed):
         trained.append((strategy, seed))
         return _fake_run(seed, FIDS[strategy, seed])[1]
 
@@ -423,7 +420,7 @@ def test_only_the_runs_without_a_record_are_trained_and_evaluated(
 def test_a_stopped_run_keeps_its_time_and_the_report_says_it_was_resumed(
     tmp_path, monkeypatch
 ):
-    compare, seeds_module, args = _seed_comparison(tmp_path, monkeypatch, False)
+    compare, args = _seed_comparison(tmp_path, monkeypatch, False)
     training = importlib.import_module("vae_balance.training.job")
     clock = iter([1000.0, 1100.0, 5000.0, 5030.0])  # start, stop; start, end
     monkeypatch.setattr(compare.time, "time", lambda: next(clock))
@@ -446,54 +443,53 @@ def test_a_stopped_run_keeps_its_time_and_the_report_says_it_was_resumed(
     assert (timing["epochs"], timing["epochs2"], timing["stops"]) == (2, 3, 1)
 
     evaluation, _, steps, dynamics = _fake_run(0, 60)
-    path = seeds_module.run_dir(args.records, "running", 0)
-    record = seeds_module.write_record(
+    path = compare.run_dir(args.records, "running", 0)
+    record = compare.write_record(
         path, "running", 0, args, evaluation, timing, steps, dynamics
     )
     assert record["cell"]["train_seconds"] == pytest.approx(130.0)
     assert record["cell"]["train_stops"] == 1
-    seeds_module.write_record(
-        seeds_module.run_dir(args.records, "learned", 0),
+    compare.write_record(
+        compare.run_dir(args.records, "learned", 0),
         "learned", 0, args, *_fake_run(0, 65),
     )  # fmt: skip
-    seeds_module.write_report(args, "c")
+    compare.write_report(args, "c")
     text = (tmp_path / "res" / "compare_balancing_seeds.md").read_text()
     assert "Stopped and resumed from their checkpoints: running, seed 0 (1x)." in text
 
 
-def test_the_one_seed_report_reads_the_evaluation_wings_results(tmp_path):
+def test_one_seed_is_the_seeds_mode_with_seeds_0(tmp_path, monkeypatch):
     compare = _load("compare_balancing")
+    monkeypatch.setitem(sys.modules, "compare_balancing", compare)
+    defaults = compare.parse_args([])
+    assert defaults.seeds == [0, 1, 2]
+    assert defaults.strategies == ["running", "learned", "batch"]
     args = compare.parse_args(
-        ["--epochs", "1", "--epochs2", "2", "--fid-images", "300"]
+        ["--seeds", "0", "--strategies", "running,fixed", "--epochs", "2"]
+        + ["--epochs2", "3", "--fid-images", "500"]
         + ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res")]
     )
-    evaluation = {
-        "fid": {"rec": 40.04, "gen1": 80.0, "gen2": 60.55, "gen2_adjusted": 59.0},
-        "reconstruction_mse": 0.01234,
-        "stage1": {
-            "latent_dim": 64,
-            "kl": 25.25,
-            "inactive_var_mean": 4,
-            "inactive_mean_sigma": 6,
-            "variance_law": 0.9,
-        },
-        "seconds": 12.0,
-    }
-    steps = {"gamma": np.array([1.0, 0.125]), "running_mse": np.array([1.0, 0.0156])}
-    row = compare.strategy_row("running", evaluation, steps)
-    assert row["fid"] == {"rec": 40.04, "gen1": 80.0, "gen2": 60.55}
-    assert (row["active_var_mean"], row["active_mean_sigma"]) == (60, 58)
-    assert row["final_gamma"] == 0.125
-    timings = {"running": {"seconds": 100.0, "cpu_seconds": 150.0}}
-    command = "python benchmarks/compare_balancing.py"
-    report = compare.write_report(args, {"running": row}, timings, command, None, "s")
-    assert report["budget"] == "reduced"
-    text = (tmp_path / "res" / "compare_balancing.md").read_text()
+    for strategy, fid in (("running", 60), ("fixed", 240)):
+        evaluation, timing, steps, _ = _fake_run(0, fid)
+        dynamics = compare.strategy_dynamics(strategy, steps)
+        path = compare.run_dir(args.records, strategy, 0)
+        compare.write_record(
+            path, strategy, 0, args, evaluation, timing, steps, dynamics
+        )
+    command = "python benchmarks/compare_balancing.py --seeds 0"
+    report = compare.write_report(args, command)
+    assert report["seeds"] == [0] and report["strategies"] == ["running", "fixed"]
+    assert report["summaries"]["running"]["fid_gen2"]["std"] is None
+    assert report["cells"]["running"][0]["steps_to_balance"] == 100
+    assert "steps_to_balance" not in report["cells"]["fixed"][0]  # a fixed gamma
+    assert report["pairs"] == {}
+    text = (tmp_path / "res" / "compare_balancing_seeds.md").read_text()
+    assert "| running | 1 | 50.0 (1 seed) | 80.0 (1 seed) | 60.0 (1 seed) |" in text
     assert (
-        "| running (paper) | 40.0 | 80.0 | 60.5 | 0.0123 | 25.2 | 60 / 58 of 64 | "
-        "0.125 | 100 s | 1.00 | 150 s | 1.50 |" in text
+        "| fixed | 0 | 230.0 | 260.0 | 240.0 | 0.400 | 0.010 | 0.01200 | - | - |"
+        in (text)
     )
-    assert "**Reduced budget**: 1 stage-1 + 2 stage-2" in text
+    assert (tmp_path / "res" / "compare_balancing_seeds.png").stat().st_size > 0
 
 
 def test_multiply_adds_of_the_infogan_count_through_spectral_norm():

@@ -191,7 +191,7 @@ def _test_images(run, test_images, num_images, data_dir):
     """The test images at the network's shape: ``test_images`` (padded when
     given at the native size), else the first ``num_images`` of the split."""
     if test_images is None:
-        test_images = _load_test_images(run.config, num_images, data_dir)
+        test_images = load_test_images(run.config, num_images, data_dir)
     image_shape = tuple(int(d) for d in run.first_stage.encoder.inputs[0].shape[1:])
     return _fit_test_images(test_images, image_shape, run.pad)
 
@@ -221,7 +221,10 @@ def _set_entries(sets, bn_check):
     }
 
 
-def _load_test_images(config, num_images, data_dir):
+def load_test_images(config, num_images=None, data_dir=None):
+    """The first ``num_images`` test images of a run's data, uint8: the
+    dataset's test split (padded as for training), or your own images'
+    held-out split."""
     if config.data:  # your own images: the run's held-out split
         return user_data.held_out_images(config, num_images)
     dataset = pipeline.load_split(
