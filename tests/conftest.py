@@ -130,15 +130,16 @@ def copy_tiny_run(tiny_run, tmp_path):
     return factory
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def converted(tmp_path_factory):
-    """default_1.pt converted by the command-line converter (FID tests)."""
+    """default_1.pt converted by the command-line converter (FID and
+    evaluation tests), once per session: read-only."""
     path = str(tmp_path_factory.mktemp("fid") / "fid_inception.weights.h5")
     assert vae_balance.fid.inception.main(["convert", fid_helpers.REFERENCE, path]) == 0
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def keras_model(converted):
-    """The Keras FID network with those weights."""
+    """The Keras FID network with those weights (read-only)."""
     return vae_balance.fid.convert.load_fid_inception(converted)

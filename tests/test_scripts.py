@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import cli_in_process
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,7 +125,11 @@ def test_short_paper_preset_run_recalibrates_batchnorm(tmp_path):
         os.path.join(workdir, "images", "originals-final.png")
     )
 
-    # Without the recalibration, the same run warns and names the fix.
+    # Without the recalibration, the same run warns and names the fix; a
+    # shorter one shows it too: after 8 steps the statistics still hold 99%
+    # of their initial values and the ratio is 2.1 (warns above 1.5).
+    args = ["train_cifar.py", "--smoke", "--data-dir", data_dir, "--limit", "200"]
+    args += ["--epochs", "2", "--batch-size", "50", "--learning-rate", "2e-3"]
     result = _run([*args, "--workdir", str(tmp_path / "stale"), "--no-recalibrate-bn"])
     assert result.returncode == 0, result.stderr[-4000:]
     assert "StaleBatchNormWarning" in result.stderr
@@ -181,40 +186,27 @@ def test_script_smoke_run_produces_every_output(script, write_data, tmp_path):
     assert f"Outputs in {workdir}" in result.stdout
     _check_outputs(workdir)
 
-    # The CLI draws a grid from the exported sampler ...
+    # The CLI draws a grid from the exported sampler ... (in this process:
+    # the script run above is the end-to-end subprocess; the commands below
+    # are the same cli.main a `python -m vae_balance` process would call)
     grid = str(tmp_path / "grid.png")
-    result = _run(
-        [
-            "-m",
-            "vae_balance",
-            "sample",
-            os.path.join(workdir, "sampler"),
-            "--num",
-            "16",
-            "--out",
-            grid,
-        ]
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    sampler = os.path.join(workdir, "sampler")
+    code, _ = cli_in_process("sample", sampler, "--num", "16", "--out", grid)
+    assert code == 0
     side = 32 if script == "train_cifar.py" else 64
     assert Image.open(grid).size[0] == 4 * side
     # ... and re-exports only when asked to overwrite.
-    result = _run(["-m", "vae_balance", "export", workdir])
-    assert result.returncode != 0 and "already exists" in result.stderr
-    result = _run(["-m", "vae_balance", "export", workdir, "--overwrite"])
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, _ = cli_in_process("export", workdir)
+    assert isinstance(code, str) and "already exists" in code
+    code, output = cli_in_process("export", workdir, "--overwrite")
+    assert code == 0, output[-3000:]
 
 
-def test_cli_rejects_unknown_preset_and_bad_values(tmp_path):
-    result = _run(["-m", "vae_balance", "train", "--preset", "imagenet"])
-    assert result.returncode == 2 and "invalid choice: 'imagenet'" in result.stderr
-    assert "cifar10" in result.stderr
-    result = _run(["-m", "vae_balance", "train", "--preset", "tiny", "--epochs", "0"])
-    assert result.returncode != 0 and "--epochs must be positive" in result.stderr
-    result = _run(["-m", "vae_balance", "sample", str(tmp_path)])
-    assert result.returncode != 0 and "not a SavedModel directory" in result.stderr
-
-
+# Unknown presets and bad values are refused in tests/cli/test_main.py
+# (test_unknown_choices_are_refused_listing_the_valid_ones,
+# test_non_finite_or_out_of_range_values_are_refused): the same parser and
+# SystemExit that a `python -m vae_balance` process turns into its exit
+# status and stderr, which the test below checks once in a real process.
 def test_the_cli_starts_without_tensorflow_start_up_logs(tmp_path):
     env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
@@ -224,7 +216,7 @@ def test_the_cli_starts_without_tensorflow_start_up_logs(tmp_path):
         text=True,
         timeout=300,
     )
-    assert result.returncode != 0
+    assert result.returncode != 0 and "not a SavedModel directory" in result.stderr
     assert result.stderr.strip().startswith("error: ")  # nothing before it
     assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower()
 

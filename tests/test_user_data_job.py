@@ -4,9 +4,11 @@ A folder of 40x48 PNGs (resized from the 28x28 originals) goes through
 ``train --data FOLDER`` twice: uninterrupted, and stopped by SIGTERM in
 stage 1 and in stage 2 then resumed; the two end bit for bit alike. Its
 export, copied elsewhere, generates 40x48 images in a fresh process, and
-``evaluate`` scores the held-out split. An ``.npz`` of 28x28 images (padded
-to 32x32 for the ResNet, cropped back on export) and a JPEG folder at 32x32
-through ``vae_balance.train`` in Python do the same in a few lines.
+``evaluate`` scores the held-out split (the commands after the runs, export,
+sample and a refused resume, run in this process: the same ``cli.main``).
+An ``.npz`` of 28x28 images (padded to 32x32 for the ResNet, cropped back on
+export) and a JPEG folder at 32x32 through ``vae_balance.train`` in Python do
+the same in a few lines.
 """
 
 import csv
@@ -18,6 +20,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import cli_in_process
 from PIL import Image
 from resume_helpers import ENV, model_state, run_cli
 
@@ -134,16 +137,15 @@ def test_a_folder_run_stopped_by_sigterm_resumes_bit_for_bit(folder_runs, stage)
 
 @pytest.mark.slow
 def test_a_changed_folder_is_refused_on_resume(folder_runs):
-    tmp_path = folder_runs["tmp_path"]
     extra = os.path.join(folder_runs["folder"], "zz-new.png")
     Image.fromarray(np.zeros((40, 48), np.uint8)).save(extra)
     try:
-        code, output = run_cli(tmp_path, folder_runs["train"]("reference"))
+        code, _ = cli_in_process(*folder_runs["train"]("reference"))
     finally:
         os.remove(extra)
-    assert code != 0
-    assert "changed since the run started" in output
-    assert f"num_files {COUNT} -> {COUNT + 1}" in output
+    assert isinstance(code, str) and code.startswith("error: ")  # exit status 1
+    assert "changed since the run started" in code
+    assert f"num_files {COUNT} -> {COUNT + 1}" in code
 
 
 @pytest.mark.slow
@@ -152,9 +154,7 @@ def test_the_export_of_a_folder_run_generates_40x48_images_from_a_copy(
 ):
     tmp_path = folder_runs["tmp_path"]
     exported = str(tmp_path / "exported")
-    code, output = run_cli(
-        tmp_path, ["export", folder_runs["killed"], "--out", exported]
-    )
+    code, output = cli_in_process("export", folder_runs["killed"], "--out", exported)
     assert code == 0, output[-3000:]
     copied = str(tmp_path / "elsewhere" / "sampler")
     shutil.copytree(exported, copied)
@@ -165,10 +165,10 @@ def test_the_export_of_a_folder_run_generates_40x48_images_from_a_copy(
     images = _generate_in_a_fresh_process(copied, tmp_path)
     assert images.shape == (4, 40, 48, 1)
     assert 0 <= images.min() and images.max() <= 1 and images.std() > 0
-    code, output = run_cli(
-        tmp_path, ["sample", copied, "--num", "4", "--out", str(tmp_path / "s.png")]
+    code, output = cli_in_process(
+        "sample", copied, "--num", "4", "--out", tmp_path / "s.png"
     )
-    assert "Wrote 4 samples (40x48x1)" in output, output[-2000:]
+    assert code == 0 and "Wrote 4 samples (40x48x1)" in output, output[-2000:]
 
 
 @pytest.mark.slow
@@ -199,8 +199,11 @@ def test_an_npz_of_28x28_images_trains_and_exports_28x28(tmp_path):
     path = str(tmp_path / "fashion.npz")
     np.savez(path, x=_fashion())
     workdir = str(tmp_path / "npz")
-    code, output = run_cli(
-        tmp_path, ["train", "--preset", "tiny", "--data", path, "--workdir", workdir]
+    # In this process (the folder runs above are the subprocess ones), one
+    # epoch per stage: the shapes do not depend on the training.
+    code, output = cli_in_process(
+        *("train", "--preset", "tiny", "--data", path, "--workdir", workdir),
+        *("--epochs", "1", "--epochs2", "1", "--grid-every", "100"),
     )
     assert code == 0, output[-3000:]
     assert "resnet at 32x32x1 (zero padding top, bottom, left, right: 2, 2, 2, 2" in (

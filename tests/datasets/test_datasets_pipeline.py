@@ -1,4 +1,5 @@
-"""vae_balance.datasets.pipeline: folders, arrays, batching, padding."""
+"""vae_balance.datasets.pipeline and .arrays: folders, arrays, batching,
+padding."""
 
 import dataclasses
 import logging
@@ -10,7 +11,7 @@ from datasets_helpers import as_array
 from PIL import Image
 
 from vae_balance.config import PRESETS
-from vae_balance.datasets import pipeline
+from vae_balance.datasets import arrays, pipeline
 from vae_balance.datasets.registry import DataError, DatasetNotFoundError
 
 
@@ -34,7 +35,7 @@ def test_folder_splits_load_sorted_images(image_folder):
     root, images = image_folder
     train = pipeline.load_split("folder", "train", root)
     np.testing.assert_allclose(as_array(train), images[:4] / 255.0, atol=1e-7)
-    test = pipeline.from_folder(root / "test", image_shape=(10, 10, 3), dtype="uint8")
+    test = arrays.from_folder(root / "test", image_shape=(10, 10, 3), dtype="uint8")
     np.testing.assert_array_equal(as_array(test)[:, 1:9, 1:9], images[4:])
     with pytest.raises(DatasetNotFoundError, match="No 'validation' subfolder"):
         pipeline.load_split("folder", "validation", root)
@@ -59,7 +60,7 @@ def test_bad_images_in_a_folder_are_named_or_skipped(image_folder, bad, caplog):
     with pytest.raises(DataError, match=r"sub/bad\.png"):
         pipeline.load_split("folder", "train", root)
     with pytest.raises(DataError, match=r"sub/bad\.png"):
-        pipeline.from_folder(root / "train", image_shape=(8, 8, 3))
+        arrays.from_folder(root / "train", image_shape=(8, 8, 3))
     with caplog.at_level(logging.WARNING, logger="vae_balance.data"):
         dataset = pipeline.load_split("folder", "train", root, skip_bad=True)
     assert pipeline.num_examples(dataset) == 4
@@ -68,31 +69,29 @@ def test_bad_images_in_a_folder_are_named_or_skipped(image_folder, bad, caplog):
 
 def test_from_arrays_checks_dtype_range_and_nan():
     uint8 = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28) % 256
-    dataset = pipeline.from_arrays(uint8.astype(np.uint8), image_shape=(32, 32, 1))
+    dataset = arrays.from_arrays(uint8.astype(np.uint8), image_shape=(32, 32, 1))
     images = as_array(dataset)
     assert images.shape == (2, 32, 32, 1) and images.dtype == np.float32
     np.testing.assert_allclose(images[:, 2:30, 2:30, 0], uint8 / 255.0, atol=1e-7)
     floats = np.random.default_rng(3).uniform(size=(5, 4, 4, 3))
-    np.testing.assert_allclose(
-        as_array(pipeline.from_arrays(floats)), floats, atol=1e-7
-    )
+    np.testing.assert_allclose(as_array(arrays.from_arrays(floats)), floats, atol=1e-7)
     floats[3, 0, 0, 0] = np.nan
     with pytest.raises(DataError, match=r"images\[3\] contains NaN"):
-        pipeline.from_arrays(floats)
+        arrays.from_arrays(floats)
     floats[3, 0, 0, 0] = 0.5
     floats[1, 1, 1, 1] = 255.0
     with pytest.raises(DataError, match=r"images\[1\].*outside \[0, 1\]"):
-        pipeline.from_arrays(floats)
+        arrays.from_arrays(floats)
     floats[1, 1, 1, 1] = 0.5
     with pytest.raises(DataError, match="dtype int64"):
-        pipeline.from_arrays(uint8)
+        arrays.from_arrays(uint8)
     with pytest.raises(DataError, match="do not fit"):
-        pipeline.from_arrays(floats[:, :3], image_shape=(4, 4, 3))
+        arrays.from_arrays(floats[:, :3], image_shape=(4, 4, 3))
 
 
 # ------------------------------------------------------------------ pipelines
 def test_make_train_dataset_is_seeded_reshuffled_and_full():
-    images = pipeline.from_arrays(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1))
+    images = arrays.from_arrays(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1))
 
     def epochs(seed, count=2):
         dataset = pipeline.make_train_dataset(images, batch_size=4, seed=seed)
@@ -120,12 +119,12 @@ def test_make_train_dataset_is_seeded_reshuffled_and_full():
 
 
 def test_large_arrays_are_streamed_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "_IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(arrays, "_IN_MEMORY_BYTES", 0)
     array = np.lib.format.open_memmap(
         tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(2500, 2, 2, 1)
     )
     array[:] = (np.arange(2500) % 256).astype(np.uint8)[:, None, None, None]
-    dataset = pipeline._array_dataset(array)
+    dataset = arrays.array_dataset(array)
     assert pipeline.num_examples(dataset) == 2500
     np.testing.assert_array_equal(as_array(dataset), array)
 

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vae_balance.datasets import pipeline, stream
+from vae_balance.datasets import arrays, stream
 
 
 @pytest.fixture
 def numbered():
     """40 uint8 images of 2x2x1 whose pixels are their index."""
     values = np.repeat(np.arange(40, dtype=np.uint8), 4).reshape(40, 2, 2, 1)
-    return pipeline.from_arrays(values).map(lambda x: tf.cast(x * 255.0, tf.uint8))
+    return arrays.from_arrays(values).map(lambda x: tf.cast(x * 255.0, tf.uint8))
 
 
 def _indices(dataset):

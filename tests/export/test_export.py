@@ -2,6 +2,7 @@
 saved_model_cli, reloading without vae_balance, and `python -m vae_balance
 sample` on new and old exports."""
 
+import copy
 import json
 import os
 import shutil
@@ -19,7 +20,6 @@ import vae_balance
 from vae_balance import (
     TwoStageSampler,
     build_second_stage,
-    build_vae,
     export_sampler,
     get_preset,
 )
@@ -80,20 +80,14 @@ def test_export_refuses_an_existing_path_unless_overwrite(two_stages, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def padded(tmp_path_factory):
+def padded(padded_stage1, tmp_path_factory):
     """Tiny Fashion-MNIST-shaped stages (28x28 padded to 32x32, latent 4),
     trained 2 and 3 eager steps so gamma^2 and the step counts moved, and
-    their export with the config."""
-    config = get_preset(
-        "tiny", dataset="fashion_mnist", image_shape=(32, 32, 1), pad=PAD
-    )
-    rng = np.random.default_rng(0)
-    native = rng.uniform(size=(16, 28, 28, 1)).astype("float32")
-    keras.utils.set_random_seed(0)
-    vae = build_vae(config)
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
-    vae.fit(_pad(native), batch_size=8, epochs=1, verbose=0)
-    vae2 = build_second_stage(config)
+    their export with the config. Stage 1 is conftest.padded_stage1, shared
+    with test_export_gmm.py."""
+    config, vae, native, rng = padded_stage1  # conftest.py: shared, read-only
+    rng = copy.deepcopy(rng)
+    vae2 = build_second_stage(config)  # its weights follow stage 1's fit
     vae2.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
     codes = rng.normal(size=(24, 4)).astype("float32")
     vae2.fit(codes, batch_size=8, epochs=1, verbose=0)

@@ -2,6 +2,7 @@
 SavedModel (in this process and a fresh one without vae_balance), its
 metadata, and `python -m vae_balance export` picking up a run's gmm.npz."""
 
+import copy
 import json
 import os
 import shutil
@@ -11,9 +12,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_export import PAD, _crop, _pad, _python
+from test_export import _crop, _python
 
-from vae_balance import build_second_stage, build_vae, export_sampler, get_preset
+from vae_balance import build_second_stage, export_sampler
 from vae_balance.cli import main as cli
 from vae_balance.export.savedmodel import describe_signatures, read_sampler_metadata
 from vae_balance.sampling.gmm import GMM_NOISE, LatentGMM
@@ -22,19 +23,13 @@ from vae_balance.workdir import GMM_FILE, save_model_atomic
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(padded_stage1, tmp_path_factory):
     """A Fashion-MNIST-shaped tiny run (28 -> 32, latent 4) in a work
     directory: both stages, config.json, latents.npz, gmm.npz; and the
     export of (vae, vae2) with the mixture reloaded from gmm.npz."""
-    config = get_preset(
-        "tiny", dataset="fashion_mnist", image_shape=(32, 32, 1), pad=PAD
-    )
-    rng = np.random.default_rng(0)
-    native = rng.uniform(size=(16, 28, 28, 1)).astype("float32")
+    config, vae, _, rng = padded_stage1  # conftest.py: shared, read-only
+    rng = copy.deepcopy(rng)
     keras.utils.set_random_seed(0)
-    vae = build_vae(config)
-    vae.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
-    vae.fit(_pad(native), batch_size=8, epochs=1, verbose=0)
     vae2 = build_second_stage(config)
     workdir = tmp_path_factory.mktemp("run")
     save_model_atomic(vae, str(workdir / "stage1.keras"))

@@ -68,6 +68,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
     import vae_balance
+    from vae_balance.model import batchnorm
 
     images = np.random.default_rng(0).uniform(size=(24, 8, 8, 1))
     images = images.astype("float32")
@@ -152,6 +153,18 @@ MIRRORED_SCRIPT = textwrap.dedent(
         "single": [w.numpy().tolist() for w in single.weights],
         "mirrored": [np.asarray(w.value).tolist() for w in vae2.weights],
     }
+
+    # Precise BatchNorm of the two trained models, each under its strategy.
+    recalibrated = {}
+    for name, vae in (("single", single), ("mirrored", vae2)):
+        batchnorm.recalibrate_batchnorm(vae, images, batch_size=8)
+        layers = batchnorm.batchnorm_layers(vae.encoder)
+        layers += batchnorm.batchnorm_layers(vae.decoder)
+        recalibrated[name] = [
+            np.concatenate([l.moving_mean.numpy(), l.moving_variance.numpy()]).tolist()
+            for l in layers
+        ]
+        recalibrated[name + "_synchronized"] = layers[0].synchronized
     json.dump(
         {
             "logs": [logs1, logs2],
@@ -163,6 +176,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
             "replica_weight_spread": spread,
             "weights": weights,
             "names": [w.path for w in single.weights],
+            "recalibrated": recalibrated,
         },
         open(sys.argv[1], "w"),
     )
@@ -170,11 +184,17 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_mirrored_strategy_on_two_devices_matches_one_device(tmp_path):
-    out = tmp_path / "mirrored.json"
+@pytest.fixture(scope="module")
+def two_devices(tmp_path_factory):
+    """What MIRRORED_SCRIPT measured, in one process with two CPU devices."""
+    out = tmp_path_factory.mktemp("mirrored") / "mirrored.json"
     _wait([_python(MIRRORED_SCRIPT, out)], timeout=300)
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_devices_matches_one_device(two_devices):
+    result = two_devices
     single_logs, mirrored_logs = result["logs"]
     assert len(single_logs) == len(mirrored_logs) == 3
     for step, (single, mirrored) in enumerate(zip(single_logs, mirrored_logs)):
@@ -347,51 +367,10 @@ def test_one_device_build_keeps_local_batch_norm_and_it_can_be_forced():
 
 
 # ------------------------------------ precise BatchNorm under a strategy
-RECALIBRATE_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-    )
-    import keras
-    import numpy as np
-    import vae_balance
-    from vae_balance.model import batchnorm
-
-    images = np.random.default_rng(0).uniform(size=(32, 8, 8, 1))
-    images = images.astype("float32")
-    result = {}
-    for name, strategy in (
-        ("single", tf.distribute.get_strategy()),
-        ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
-    ):
-        with strategy.scope():
-            keras.utils.set_random_seed(0)
-            vae = vae_balance.build_vae("tiny")
-            vae.compile(optimizer=keras.optimizers.SGD(0.01))
-        vae.fit(images, batch_size=8, epochs=1, shuffle=False, verbose=0)
-        batchnorm.recalibrate_batchnorm(vae, images, batch_size=8)
-        layers = batchnorm.batchnorm_layers(vae.encoder)
-        layers += batchnorm.batchnorm_layers(vae.decoder)
-        result[name] = [
-            np.concatenate([l.moving_mean.numpy(), l.moving_variance.numpy()]).tolist()
-            for l in layers
-        ]
-        result[name + "_synchronized"] = layers[0].synchronized
-    with open(sys.argv[1], "w") as f:
-        json.dump(result, f)
-    """
-)
-
-
 @pytest.mark.slow
-def test_recalibration_under_a_mirrored_strategy_matches_one_device(tmp_path):
-    out = tmp_path / "recalibrate.json"
-    _wait([_python(RECALIBRATE_SCRIPT, out)], timeout=300)
-    result = json.loads(out.read_text())
+def test_recalibration_under_a_mirrored_strategy_matches_one_device(two_devices):
+    # MIRRORED_SCRIPT's two trained models, recalibrated on its 24 images.
+    result = two_devices["recalibrated"]
     assert result["mirrored_synchronized"] and not result["single_synchronized"]
-    for single, mirrored in zip(result["single"], result["mirrored"]):
+    for single, mirrored in zip(result["single"], result["mirrored"], strict=True):
         np.testing.assert_allclose(mirrored, single, rtol=RTOL, atol=ATOL)

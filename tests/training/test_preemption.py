@@ -24,7 +24,7 @@ from resume_helpers import free_ports, model_state, run_cli, start_cli
 import vae_balance  # noqa: F401  (registers the classes for load_model)
 
 STEPS = 8  # 64 training images, batch 8
-EPOCHS = 3
+EPOCHS = 2  # per stage: 16 steps, three interruptions in each
 
 
 def _write_data(root):

@@ -14,13 +14,13 @@ import tensorflow as tf
 
 from vae_balance import build_vae
 from vae_balance.config import get_preset
-from vae_balance.datasets import pipeline, stream
+from vae_balance.datasets import arrays, stream
 from vae_balance.model import batchnorm
 from vae_balance.training import stages
 from vae_balance.workdir import Workdir, list_checkpoints, load_checkpoint
 
 IMAGES = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
-DATASET = pipeline.from_arrays(IMAGES)  # unbatched, as the job passes it
+DATASET = arrays.from_arrays(IMAGES)  # unbatched, as the job passes it
 STEPS = 16 // 8
 
 

@@ -12,10 +12,12 @@ The modules, in dependency order (each imports only the ones above it):
 - `vae_balance.datasets.sources`: where a split is read from: local files or
   tensorflow-datasets (after a network probe), driven by one `SplitRequest`,
   and the "not found" messages.
+- `vae_balance.datasets.arrays`: images in memory as datasets: `from_arrays`,
+  `from_folder`, the central zero padding to a shape, uint8 -> float32.
 - `vae_balance.datasets.pipeline`: the public entry points: `load_split`,
-  `load_dataset`, `from_arrays`, `from_folder`, `make_train_dataset`,
-  `make_eval_dataset`, `num_examples`, `remove_padding`. It depends on
-  `vae_balance.config` (preset names), never the reverse.
+  `load_dataset`, `make_train_dataset`, `make_eval_dataset`, `num_examples`,
+  `config_padding`, `remove_padding`. It depends on `vae_balance.config`
+  (preset names), never the reverse.
 
 This package's ``__init__`` imports only the registry (no TensorFlow, no
 configuration), so `vae_balance.config` can import the registry without a

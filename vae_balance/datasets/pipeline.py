@@ -30,8 +30,9 @@ memory-mapped one for CelebA), so each dataset has a known cardinality
   images are zero-padded by `config_padding` pixels per side to the preset's
   32x32 (the decoder needs a power-of-two side); `remove_padding` crops back.
 - ``"folder"``: ``data_dir`` is a folder of PNG / JPEG / BMP images, all of
-  one size (``data_dir/<split>/`` when present); see `from_folder`.
-- NumPy arrays: `from_arrays`.
+  one size (``data_dir/<split>/`` when present); see
+  `vae_balance.datasets.arrays.from_folder`.
+- NumPy arrays: `vae_balance.datasets.arrays.from_arrays`.
 
 A dataset that is missing raises `DatasetNotFoundError` listing where it was
 looked for and how to get it. tfds is only asked to download when the split
@@ -46,7 +47,8 @@ import tensorflow as tf
 
 from vae_balance.config import PRESETS
 from vae_balance.datasets import sources
-from vae_balance.datasets.formats import jpeg_roundtrip_images, read_image_folder
+from vae_balance.datasets.arrays import array_dataset, fit_to_shape, to_float
+from vae_balance.datasets.formats import jpeg_roundtrip_images
 from vae_balance.datasets.registry import (
     DATASETS,
     SPLITS,
@@ -56,13 +58,11 @@ from vae_balance.datasets.registry import (
     padding,
 )
 
-# Arrays up to this size become one in-memory tensor; larger ones (CelebA
-# train, 2 GB) are streamed from the memory-mapped cache in chunks.
-_IN_MEMORY_BYTES = 1 << 30
 # make_train_dataset shuffles the whole split when it fits in this buffer.
 _SHUFFLE_BUFFER_BYTES = 4 << 30
 
 
+# Long only by its docstring (the public API); the reading is in `sources`.
 def load_split(
     config_or_name,
     split="train",
@@ -129,10 +129,10 @@ def load_split(
         raise DataError(f"The {split!r} split of {request.name} is empty (0 images).")
     if jpeg_roundtrip:
         images = jpeg_roundtrip_images(images)
-    images = _fit_to_shape(images, request.image_shape, f"{request.name} {split}")
-    dataset = _array_dataset(images)
+    images = fit_to_shape(images, request.image_shape, f"{request.name} {split}")
+    dataset = array_dataset(images)
     if dtype == "float32":
-        dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset
 
 
@@ -254,7 +254,7 @@ def make_train_dataset(
         )
     batches = images.batch(batch_size, drop_remainder=drop_remainder)
     if spec.dtype == tf.uint8:
-        batches = batches.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+        batches = batches.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
@@ -263,7 +263,7 @@ def make_eval_dataset(images, batch_size):
     spec = _image_spec(images)
     batches = images.batch(batch_size)
     if spec.dtype == tf.uint8:
-        batches = batches.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+        batches = batches.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
@@ -276,73 +276,6 @@ def num_examples(dataset):
             "from_arrays dataset before repeat() or filter()."
         )
     return count
-
-
-def from_arrays(images, *, image_shape=None):
-    """An unbatched dataset of float32 images in [0, 1] from a NumPy array.
-
-    Args:
-        images: ``(n, H, W)`` or ``(n, H, W, C)``; uint8 (divided by 255) or
-            floats already in [0, 1].
-        image_shape: the shape to deliver; smaller images are zero-padded
-            centrally (like MNIST's 28 -> 32), others must match.
-
-    Raises:
-        DataError: NaN or values outside [0, 1] (naming the first bad image
-            index), another dtype, a wrong shape or no images.
-    """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4:
-        raise DataError(
-            f"images must be (n, H, W) or (n, H, W, C), got shape {images.shape}."
-        )
-    if len(images) == 0:
-        raise DataError("images is empty (0 images).")
-    if images.dtype == np.uint8:
-        images = _fit_to_shape(images, image_shape, "images")
-        return _array_dataset(images).map(_to_float)
-    if not np.issubdtype(images.dtype, np.floating):
-        raise DataError(
-            f"images must be uint8 (0-255) or floats in [0, 1], got dtype "
-            f"{images.dtype}; e.g. images.astype('float32') / 255."
-        )
-    flat = images.reshape(len(images), -1)
-    bad = np.isnan(flat).any(axis=1)
-    if bad.any():
-        raise DataError(f"images[{int(np.argmax(bad))}] contains NaN values.")
-    bad = (flat < 0).any(axis=1) | (flat > 1).any(axis=1)
-    if bad.any():
-        index = int(np.argmax(bad))
-        raise DataError(
-            f"images[{index}] has values outside [0, 1] (min "
-            f"{flat[index].min():g}, max {flat[index].max():g}); float images "
-            "must be in [0, 1] (divide 0-255 images by 255)."
-        )
-    images = _fit_to_shape(images.astype(np.float32), image_shape, "images")
-    return _array_dataset(images)
-
-
-def from_folder(path, *, image_shape=None, limit=None, skip_bad=False, dtype="float32"):
-    """An unbatched dataset of the PNG / JPEG / BMP images under a folder.
-
-    Files are found recursively and sorted by path; files with other
-    extensions are ignored (their count is logged). All images must have one
-    shape: ``image_shape`` if given (smaller images are zero-padded centrally),
-    else the first image's.
-
-    Raises:
-        DataError: an unreadable or truncated image, or one of another size or
-            channel count (naming the file), unless ``skip_bad``.
-    """
-    _check_choice("dtype", dtype, ("float32", "uint8"))
-    images = read_image_folder(path, image_shape, limit, skip_bad)
-    if len(images) == 0:
-        raise DataError(f"No usable images in {path}.")
-    images = _fit_to_shape(images, image_shape, str(path))
-    dataset = _array_dataset(images)
-    return dataset.map(_to_float) if dtype == "float32" else dataset
 
 
 def config_padding(config_or_name):
@@ -412,45 +345,6 @@ def _check_choice(what, value, choices):
         raise ValueError(f"Unknown {what} {value!r}; choose from {', '.join(choices)}.")
 
 
-def _fit_to_shape(images, image_shape, what):
-    """Zero-pads smaller images centrally to image_shape; checks the rest."""
-    if image_shape is None:
-        return images
-    image_shape = tuple(image_shape)
-    have = tuple(images.shape[1:])
-    if have == image_shape:
-        return images
-    height, width = image_shape[0] - have[0], image_shape[1] - have[1]
-    if (
-        len(have) == 3
-        and have[2] == image_shape[2]
-        and min(height, width) >= 0
-        and height % 2 == 0
-        and width % 2 == 0
-    ):
-        pad = ((0, 0), (height // 2,) * 2, (width // 2,) * 2, (0, 0))
-        return np.pad(images, pad)
-    raise DataError(
-        f"{what}: images of shape {have} do not fit the image_shape "
-        f"{image_shape} (only a central zero padding is applied)."
-    )
-
-
-def _array_dataset(images):
-    """An unbatched dataset over a (possibly memory-mapped) array."""
-    if images.nbytes <= _IN_MEMORY_BYTES:
-        return tf.data.Dataset.from_tensor_slices(np.ascontiguousarray(images))
-    count, chunk = len(images), 1024
-
-    def chunks():
-        for start in range(0, count, chunk):
-            yield np.asarray(images[start : start + chunk])
-
-    spec = tf.TensorSpec((None,) + tuple(images.shape[1:]), tf.as_dtype(images.dtype))
-    dataset = tf.data.Dataset.from_generator(chunks, output_signature=spec)
-    return dataset.unbatch().apply(tf.data.experimental.assert_cardinality(count))
-
-
 def _image_spec(dataset):
     spec = dataset.element_spec
     if not isinstance(spec, tf.TensorSpec) or spec.shape.rank != 3:
@@ -458,9 +352,3 @@ def _image_spec(dataset):
             f"Expected an unbatched dataset of (H, W, C) images, got {spec}."
         )
     return spec
-
-
-def _to_float(images):
-    if images.dtype == tf.uint8:
-        return tf.cast(images, tf.float32) / 255.0
-    return images

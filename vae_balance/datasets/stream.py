@@ -48,7 +48,7 @@ def image_epoch(images, batch_size, seed, epoch, start_step=0):
 
     Args:
         images: an unbatched dataset of images with a deterministic order
-            (`pipeline.load_split`, `pipeline.from_arrays`).
+            (`pipeline.load_split`, `arrays.from_arrays`).
         batch_size: images per (full) batch.
         seed: the run's seed.
         epoch: the epoch (0-based): its order is seeded by `epoch_seed`.

@@ -156,14 +156,7 @@ def read_source(
     arrays = {
         split: _fit_size(images, size, center_crop) for split, images in arrays.items()
     }
-    if "all" in arrays:
-        train, held_out = split_held_out(arrays["all"], val_fraction, batch_size)
-        split = {"split": "held-out", "val_fraction": val_fraction}
-        split["split_seed"] = SPLIT_SEED
-    else:
-        train, held_out = arrays["train"], arrays["test"]
-        _check_enough(len(train), batch_size, None)
-        split = {"split": "test"}
+    train, held_out, split = _split(arrays, val_fraction, batch_size)
     block = {
         "kind": source.kind,
         "path": source.path,
@@ -176,6 +169,19 @@ def read_source(
         "num_held_out": len(held_out),
     }
     return UserData(train, held_out, block)
+
+
+def _split(arrays, val_fraction, batch_size):
+    """``(train, held_out, the split's record)``: the source's own test split,
+    else ``val_fraction`` of its images held out."""
+    if "all" in arrays:
+        train, held_out = split_held_out(arrays["all"], val_fraction, batch_size)
+        split = {"split": "held-out", "val_fraction": val_fraction}
+        split["split_seed"] = SPLIT_SEED
+        return train, held_out, split
+    train, held_out = arrays["train"], arrays["test"]
+    _check_enough(len(train), batch_size, None)
+    return train, held_out, {"split": "test"}
 
 
 def _parse_size(image_size):

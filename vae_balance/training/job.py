@@ -13,9 +13,11 @@ newest verified checkpoint, at the step where it was written, and ends with
 the weights and logs an uninterrupted run would have (`fit_stage`,
 `vae_balance.training.checkpoints`). Step checkpoints are written every
 ``checkpoint_minutes`` (and ``checkpoint_steps``) and on SIGTERM / SIGINT,
-which then raise `TrainingInterrupted` (`vae_balance.training.preemption`). Under a
-multi-worker strategy the chief writes the run; the other workers write to
-scratch copies. Every file is written to a temporary name and renamed,
+which then raise `TrainingInterrupted` (`vae_balance.training.preemption`).
+Under a multi-worker strategy the chief writes the run; the other workers
+write to scratch copies (`vae_balance.training.workers`). The images come
+from the arguments or from files (`vae_balance.training.data`). Every file
+is written to a temporary name and renamed,
 so a run killed at any point leaves only complete files behind; the next run
 deletes the temporaries. A write that fails (a full disk) raises `SaveError`
 and keeps the last complete checkpoint; a NaN or Inf loss raises
@@ -27,8 +29,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import shutil
-import tempfile
 import time
 
 import keras
@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from vae_balance.config import VAEConfig, get_preset
-from vae_balance.datasets import pipeline, stream, user_data
+from vae_balance.datasets import pipeline, stream
 from vae_balance.export.savedmodel import export_sampler
 from vae_balance.model import batchnorm, distribute
 from vae_balance.model.builders import build_second_stage, build_vae
@@ -46,6 +46,7 @@ from vae_balance.training.callbacks import (
     ImageGrids,
     TrackModel,
 )
+from vae_balance.training.data import load_data
 from vae_balance.training.options import DEFAULT_CHECKPOINT_MINUTES, RunOptions
 from vae_balance.training.preemption import StopRequests
 from vae_balance.training.stages import (
@@ -54,6 +55,7 @@ from vae_balance.training.stages import (
     fit_stage,
 )
 from vae_balance.training.validation import FreshStatisticsForValidation
+from vae_balance.training.workers import worker_workdir
 from vae_balance.workdir import (
     SaveError,
     Workdir,
@@ -64,9 +66,7 @@ from vae_balance.workdir import (
     list_checkpoints,
 )
 
-__all__ = ["NUM_TEST_IMAGES", "RunResult", "reproducible_graphs", "train"]
-
-NUM_TEST_IMAGES = 1000  # test images for the validation loss and grids
+__all__ = ["RunResult", "reproducible_graphs", "train"]
 
 
 @dataclasses.dataclass
@@ -188,36 +188,31 @@ def train(
     config = get_preset(config) if not isinstance(config, VAEConfig) else config
     _check_interval(checkpoint_minutes, checkpoint_steps)
     strategy = _strategy_and_precision(strategy, precision)
-    is_chief, task = distribute.worker_role(strategy)
-    # The chief writes the run; the other workers write to a scratch copy.
-    root = workdir if is_chief else _worker_scratch(workdir, task)
     stops = StopRequests() if handle_signals else contextlib.nullcontext()
-    run = RunOptions(
-        config=config,
-        workdir=Workdir(root),
-        strategy=strategy,
-        start=start,
-        train_data=train_data,
-        test_images=test_images,
-        data_dir=data_dir,
-        limit=limit,
-        verbose=verbose,
-        grid_every=grid_every,
-        jit_compile=jit_compile,
-        num_grid_images=num_grid_images,
-        skip_bad=skip_bad,
-        recalibrate_bn=recalibrate_bn,
-        recalibrate_batches=recalibrate_batches,
-        checkpoint_minutes=checkpoint_minutes,
-        checkpoint_steps=checkpoint_steps,
-        snapshot_every=snapshot_every,
-        stops=stops if handle_signals else None,
-    )
-    try:
+    # The chief writes the run; the other workers write to a scratch copy.
+    with worker_workdir(workdir, strategy) as root:
+        run = RunOptions(
+            config=config,
+            workdir=Workdir(root),
+            strategy=strategy,
+            start=start,
+            train_data=train_data,
+            test_images=test_images,
+            data_dir=data_dir,
+            limit=limit,
+            verbose=verbose,
+            grid_every=grid_every,
+            jit_compile=jit_compile,
+            num_grid_images=num_grid_images,
+            skip_bad=skip_bad,
+            recalibrate_bn=recalibrate_bn,
+            recalibrate_batches=recalibrate_batches,
+            checkpoint_minutes=checkpoint_minutes,
+            checkpoint_steps=checkpoint_steps,
+            snapshot_every=snapshot_every,
+            stops=stops if handle_signals else None,
+        )
         return _run_locked(run, stops, allow_config_change)
-    finally:
-        if not is_chief:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def _strategy_and_precision(strategy, precision):
@@ -286,40 +281,9 @@ def _check_interval(minutes, steps):
         raise ValueError(f"checkpoint_steps must be a positive integer, got {steps}.")
 
 
-# What a non-chief worker copies from the chief's work directory to resume.
-_RESUME_FILES = (
-    "config.json",
-    "batchnorm.json",
-    "latents.npz",
-    "stage1.keras",
-    "stage2.keras",
-    "history_stage1.csv",
-    "history_stage2.csv",
-    "steps_stage1.csv",
-    "steps_stage2.csv",
-    "checkpoints",
-)
-
-
-def _worker_scratch(workdir, task):
-    """A temporary work directory for a non-chief worker, holding a copy of
-    the chief's resumable state (Keras' multi-worker checkpointing: only the
-    chief writes the run; the others write to directories of their own,
-    deleted at the end)."""
-    scratch = tempfile.mkdtemp(prefix=f"vae_balance-{task}-")
-    for name in _RESUME_FILES:
-        source = os.path.join(workdir, name)
-        if os.path.isdir(source):
-            shutil.copytree(source, os.path.join(scratch, name))
-        elif os.path.exists(source):
-            shutil.copy2(source, scratch)
-    print(f"[{task}] not the chief: writing to the scratch directory {scratch}")
-    return scratch
-
-
 def _run(run):
     """The body of `train`, with the work directory locked."""
-    train_images, test_images = _load_data(
+    train_images, test_images = load_data(
         run.config,
         run.train_data,
         run.test_images,
@@ -455,31 +419,3 @@ def _export(run, stages, first_logs, second_logs):
         f"{run.workdir.images_dir}; curves: {run.workdir.curves_path}"
     )
     return RunResult(run.workdir.root, sampler_path, first_logs, second_logs, seconds)
-
-
-# ------------------------------------------------------------------ data
-def _load_data(config, train_data, test_images, data_dir, limit, skip_bad=False):
-    """(unbatched train dataset, NumPy test images) from arguments or files."""
-    if train_data is None and config.data:  # your own images, read again
-        train_data, held_out = user_data.load_splits(config, skip_bad=skip_bad)
-        test_images = held_out if test_images is None else test_images
-    if train_data is None:
-        train_data = pipeline.load_split(
-            config, "train", data_dir, limit=limit, dtype="uint8", skip_bad=skip_bad
-        )
-    elif isinstance(train_data, np.ndarray):
-        train_data = pipeline.from_arrays(train_data, image_shape=config.image_shape)
-    if limit is not None:
-        train_data = train_data.take(limit)
-    if test_images is None:
-        test_limit = min(limit or NUM_TEST_IMAGES, NUM_TEST_IMAGES)
-        test_images = pipeline.load_split(
-            config, "test", data_dir, limit=test_limit, skip_bad=skip_bad
-        )
-    if not isinstance(test_images, np.ndarray):
-        test_images = np.stack(
-            list(test_images.take(NUM_TEST_IMAGES).as_numpy_iterator())
-        )
-    elif test_images.dtype == np.uint8:
-        test_images = test_images.astype("float32") / 255.0
-    return train_data, test_images[:NUM_TEST_IMAGES].astype("float32")
