@@ -313,12 +313,12 @@ def test_cli_subcommands_are_registered():
 
 
 def test_the_latent_report_gives_the_mean_kl_solved_by_hand():
-    from vae_balance.evaluation.protocol import _latent_report
+    from vae_balance.evaluation.results import latent_report
 
     # KL per image = 0.5 * sum(mu^2 + sigma^2 - 2 log sigma - 1): image 1
     # (mu 1, 0; sigma 1) gives 0.5, image 2 (mu 0; log sigma log 2, 0) gives
     # 0.5 * (4 - 2 log 2 - 1) = 1.5 - log 2.
     z_mean = np.array([[1.0, 0.0], [0.0, 0.0]], "float32")
     z_log_sigma = np.array([[0.0, 0.0], [np.log(2.0), 0.0]], "float32")
-    kl = _latent_report(z_mean, z_log_sigma)["kl"]
+    kl = latent_report(z_mean, z_log_sigma)["kl"]
     assert kl == pytest.approx((0.5 + 1.5 - np.log(2.0)) / 2, rel=1e-6)

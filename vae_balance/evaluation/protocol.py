@@ -21,31 +21,35 @@ per image set under ``WORKDIR/features/`` (`vae_balance.fid.feature_cache`): a
 second evaluation only computes what changed. CLI: ``python -m vae_balance
 evaluate WORKDIR`` and ``python -m vae_balance fid REAL FAKE``
 (`vae_balance.cli.evaluate`). Reading image sets and their FID
-(`load_images`, `fid_from_sources`) is in `vae_balance.evaluation.image_sets`.
+(`load_images`, `fid_from_sources`) is in `vae_balance.evaluation.image_sets`;
+the entries of ``evaluation.json`` are put together by
+`vae_balance.evaluation.results`.
 """
 
 import os
 import time
+import types
 
 import numpy as np
 
 from vae_balance.datasets import pipeline, user_data
 from vae_balance.datasets.registry import pad_box
-from vae_balance.evaluation import likelihood, metrics
+from vae_balance.evaluation import likelihood
 from vae_balance.evaluation.image_sets import check_images, minmax_stretch
 from vae_balance.evaluation.interpolation import save_interpolations
-from vae_balance.evaluation.precision_recall import DEFAULT_K
 from vae_balance.evaluation.report import markdown
-from vae_balance.evaluation.scores import (
-    KID_SUBSET_SIZE,
-    KID_SUBSETS,
-    SETS,
-    score_image_sets,
+from vae_balance.evaluation.results import (
+    description_entries,
+    likelihood_entries,
+    protocol_entry,
+    score_entries,
+    set_entries,
 )
+from vae_balance.evaluation.scores import score_image_sets
 from vae_balance.fid.feature_cache import FeatureCache, images_sha256
 from vae_balance.fid.inception import get_feature_extractor
 from vae_balance.files import sha256
-from vae_balance.model import batchnorm, losses
+from vae_balance.model import batchnorm
 from vae_balance.sampling.gmm import DEFAULT_COMPONENTS, fit_gmm
 from vae_balance.sampling.latent import build_samplers
 from vae_balance.sampling.run import load_run
@@ -59,7 +63,6 @@ INTERPOLATION_STEPS = 10
 
 
 # -------------------------------------------------------------- workdir
-# Long only by its documented arguments; the body reads as named steps.
 def evaluate_workdir(
     workdir,
     test_images=None,
@@ -83,15 +86,14 @@ def evaluate_workdir(
     ``latents.npz`` (for the mixture) from ``workdir``; writes ``gmm.npz``
     (reused while it matches), ``features/``, ``images/interpolations.png``,
     ``evaluation.json`` and ``evaluation.md``. All generated sets have as
-    many images as the real one. Images padded by the loader
-    (``config["pad"]``, 28 -> 32 for Fashion-MNIST) are cropped back to their
-    native size for the features and the likelihood, as in published
-    numbers; the MSE is measured on what the network sees.
+    many images as the real one. Images padded by the loader (``config.pad``)
+    are cropped back to their native size for the features and the
+    likelihood, as in published numbers; the MSE is on what the network sees.
 
     Args:
         workdir: a training work directory.
-        test_images: (n, h, w, c) test images (uint8 or floats in [0, 1]), at
-            the network's input shape or at the native shape before padding;
+        test_images: (n, h, w, c) test images (uint8 or floats in [0, 1]) at
+            the network's input shape or the native one before padding;
             None: the dataset's test split through `vae_balance.data`.
         num_images: evaluate on the first ``num_images`` test images (the
             paper: 10,000).
@@ -99,10 +101,8 @@ def evaluate_workdir(
         feature_extractor: callable images -> features; None: the standard
             FID Inception network.
         batch_size: batch size of every forward pass.
-        seed: seeds the latent noise of REC, GEN-1 and the mixture (drawn in
-            that order from one generator), GEN-2's u (`second_stage_noise`,
-            as the export's ``generate(num_images, seed)``), the mixture's
-            fit, KID's subsets and the likelihood's samples.
+        seed: seeds the latent noise of every set (see `_generate_sets`), the
+            mixture's fit, KID's subsets and the likelihood's samples.
         verbose: progress bars.
         gmm_components: components of the ex-post mixture; 0: no ``gmm``.
         nll_images: test images of the likelihood (the first ones); 0: none.
@@ -111,74 +111,51 @@ def evaluate_workdir(
         cache: cache features and scores under ``WORKDIR/features``.
         shared_feature_cache: a folder where the real set's features are
             shared between runs (used only when their key matches).
-        stretch: also score GEN-2 and GMM with every generated image min-max
-            stretched to [0, 1] (`image_sets.minmax_stretch`, Dai & Wipf's
-            ``fid_score.py``): ``gen2_stretched`` and ``gmm_stretched``,
-            comparable with their Table 1; the standard sets are unchanged.
+        stretch: also score GEN-2 and GMM with every image min-max stretched
+            (`image_sets.minmax_stretch`, as Dai & Wipf's Table 1):
+            ``gen2_stretched`` and ``gmm_stretched``; the others are unchanged.
 
     Returns:
         The results dict, as written to ``evaluation.json``.
     """
+    return _evaluate(types.SimpleNamespace(**locals()))  # the arguments, by name
+
+
+def _evaluate(args):
+    """`evaluate_workdir` on its arguments (a namespace of them, by name)."""
     start = time.time()
-    run = load_run(workdir)
-    wanted = max(num_images, nll_images or 0)
-    test_images = _test_images(run, test_images, wanted, data_dir)
-    real = test_images[:num_images]
-    if len(real) < 2:
-        raise ValueError(f"Need at least 2 test images, got {len(real)}.")
+    batch_size, seed, verbose = args.batch_size, args.seed, args.verbose
+    run = load_run(args.workdir)
+    test_images, real = _test_images(run, args)
     x = _as_floats(real)
+    feature_extractor = args.feature_extractor
     if feature_extractor is None:
         feature_extractor = get_feature_extractor()
-    # The job recomputes stage 1's BatchNorm statistics; a run that skipped
-    # it (--no-recalibrate-bn, an older version) is flagged here.
-    bn_check = batchnorm.check_batchnorm(
-        run.first_stage, x[:1000], batch_size, what=run.paths[0]
+    bn_check = _check_batchnorm(run, x, batch_size)
+    sets, labels, gmm_report = _image_sets(
+        run, x, args.gmm_components, args.stretch, batch_size, seed, verbose
     )
-    gmm, gmm_report = _mixture(run.workdir, gmm_components, seed, verbose)
-    samplers = build_samplers(run.first_stage, run.second_stage, gmm)
-    rng = np.random.default_rng(seed)
-    sets = _generate_sets(*run.stages, samplers, x, batch_size, rng, seed)
-    if stretch:
-        sets.update(_stretched_sets(sets, run.pad))
     features = FeatureCache(
-        run.workdir.features_dir if cache else None,
+        run.workdir.features_dir if args.cache else None,
         feature_extractor,
-        shared_feature_cache,
-    )
-    labels = {**LABELS, **{name: s.label for name, s in samplers.items()}}
-    labels.update(
-        {s: f"{labels[n]}, stretched" for n, s in STRETCHED.items() if n in labels}
+        args.shared_feature_cache,
     )
     scores = score_image_sets(
         real, sets, labels, features, run.pad, batch_size, seed, verbose
     )
     nll = _likelihood(
-        run.workdir,
-        run.first_stage,
-        test_images[:nll_images],
-        nll_samples,
-        seed,
-        run.pad,
-        features,
-        verbose,
+        run, test_images[: args.nll_images], args.nll_samples, seed, features, verbose
     )
-    grid = _interpolations(
-        run.workdir,
-        run.first_stage,
-        test_images,
-        interpolation_pairs,
-        run.pad,
-        batch_size,
-    )
+    grid = _interpolations(run, test_images, args.interpolation_pairs, batch_size)
     results = {
-        **_description(run.workdir, run.config, real, seed, feature_extractor, run.pad),
+        **description_entries(run, real, seed, feature_extractor),
         "protocol": {
-            **_protocol(real, run.pad, features, seed, nll),
-            "minmax_stretch": bool(stretch),
+            **protocol_entry(real, run.pad, features, seed, nll),
+            "minmax_stretch": bool(args.stretch),
         },
-        **_score_entries(scores, labels, gmm_report),
-        **_likelihood_entries(nll),
-        **_set_entries(sets, bn_check),
+        **score_entries(scores, labels, gmm_report),
+        **likelihood_entries(nll),
+        **set_entries(sets, bn_check),
         "interpolations": grid,
         "cache": {"computed": features.computed, "reused": features.reused},
         "seconds": round(time.time() - start, 1),
@@ -187,38 +164,51 @@ def evaluate_workdir(
     return results
 
 
-def _test_images(run, test_images, num_images, data_dir):
-    """The test images at the network's shape: ``test_images`` (padded when
-    given at the native size), else the first ``num_images`` of the split."""
+def _test_images(run, args):
+    """``(test_images, real)``: the test images at the network's shape and
+    the real set, their first ``num_images``.
+
+    They are ``args.test_images`` (padded when given at the native size), else
+    the first images of the split, enough for the likelihood's too.
+    """
+    test_images = args.test_images
     if test_images is None:
-        test_images = load_test_images(run.config, num_images, data_dir)
+        wanted = max(args.num_images, args.nll_images or 0)
+        test_images = load_test_images(run.config, wanted, args.data_dir)
     image_shape = tuple(int(d) for d in run.first_stage.encoder.inputs[0].shape[1:])
-    return _fit_test_images(test_images, image_shape, run.pad)
+    test_images = _fit_test_images(test_images, image_shape, run.pad)
+    real = test_images[: args.num_images]
+    if len(real) < 2:
+        raise ValueError(f"Need at least 2 test images, got {len(real)}.")
+    return test_images, real
 
 
-def _score_entries(scores, labels, gmm_report):
-    """The FID summary, each set's scores, their labels and the GMM's fit."""
-    return {
-        "fid": {name: score["fid"] for name, score in scores.items()},
-        **{name: scores.get(name) for name in SETS},
-        "labels": {name: labels[name] for name in scores},
-        "gmm_fit": gmm_report,
-    }
+def _check_batchnorm(run, x, batch_size):
+    """`batchnorm.check_batchnorm` of stage 1 on the first 1,000 images.
+
+    The job recomputes stage 1's BatchNorm statistics; a run that skipped it
+    (--no-recalibrate-bn, an older version) is flagged here.
+    """
+    return batchnorm.check_batchnorm(
+        run.first_stage, x[:1000], batch_size, what=run.paths[0]
+    )
 
 
-def _set_entries(sets, bn_check):
-    """The reconstruction MSE, BatchNorm check and latent-space reports."""
-    return {
-        # gen2_adjusted: latent.adjust_latents, each latent rescaled to
-        # variance 1 over the generated set.
-        "adjust_target_variance": 1.0,
-        "reconstruction_mse": sets["mse"],
-        # Inference-mode vs training-mode (batch statistics) MSE of decoded
-        # z_mean on the first 1,000 test images: about equal when BatchNorm's
-        # moving statistics match the weights.
-        "batchnorm_check": dict(zip(("inference_mse", "training_mse"), bn_check)),
-        **_latent_reports(sets),
-    }
+def _image_sets(run, x, gmm_components, stretch, batch_size, seed, verbose):
+    """``(sets, labels, gmm_report)``: the latent codes and image sets of
+    `_generate_sets` (with the stretched ones when asked), their labels and
+    the mixture's fit (or why there is none)."""
+    gmm, gmm_report = _mixture(run.workdir, gmm_components, seed, verbose)
+    samplers = build_samplers(run.first_stage, run.second_stage, gmm)
+    rng = np.random.default_rng(seed)
+    sets = _generate_sets(*run.stages, samplers, x, batch_size, rng, seed)
+    if stretch:
+        sets.update(_stretched_sets(sets, run.pad))
+    labels = {**LABELS, **{name: s.label for name, s in samplers.items()}}
+    labels.update(
+        {s: f"{labels[n]}, stretched" for n, s in STRETCHED.items() if n in labels}
+    )
+    return sets, labels, gmm_report
 
 
 def load_test_images(config, num_images=None, data_dir=None):
@@ -326,16 +316,16 @@ def _stretched_sets(sets, pad):
     }
 
 
-def _likelihood(workdir, vae, images, num_samples, seed, pad, features, verbose):
+def _likelihood(run, images, num_samples, seed, features, verbose):
     """`likelihood.likelihood_report` of the test images (cached), or None."""
     if len(images) == 0 or not num_samples:
         return None
     inputs = {
-        "stage1_sha256": sha256(workdir.stage_path("stage1")),
+        "stage1_sha256": sha256(run.workdir.stage_path("stage1")),
         "images_sha256": images_sha256(images, quantize=False),
         "num_samples": int(num_samples),
         "seed": int(seed),
-        "pad": pad,
+        "pad": run.pad,
     }
 
     def compute():
@@ -344,110 +334,29 @@ def _likelihood(workdir, vae, images, num_samples, seed, pad, features, verbose)
                 f"Likelihood of {len(images)} test images, K = {num_samples} "
                 "importance samples each"
             )
-        return likelihood.likelihood_report(vae, images, num_samples, seed, pad)
+        return likelihood.likelihood_report(
+            run.first_stage, images, num_samples, seed, run.pad
+        )
 
     return features.result("likelihood", inputs, compute)
 
 
-def _likelihood_entries(report):
-    """The top-level likelihood keys of the results (null without it)."""
-    if report is None:
-        return {"nll_nats": None, "nll_bits_per_dim": None, "elbo": None}
-    settings = {k: v for k, v in report.items() if k not in ("elbo",)}
-    return {
-        "nll_nats": report["nll_nats"],
-        "nll_bits_per_dim": report["nll_bits_per_dim"],
-        "elbo": report["elbo"],
-        "likelihood": settings,
-    }
-
-
-def _interpolations(workdir, vae, images, pairs, pad, batch_size):
+def _interpolations(run, images, pairs, batch_size):
     """``images/interpolations.png`` of the first test images, or None."""
     pairs = min(int(pairs or 0), len(images) // 2)
     if pairs < 1:
         return None
+    workdir = run.workdir
     save_interpolations(
-        vae,
+        run.first_stage,
         _as_floats(images),
         workdir.interpolations_path,
         num_pairs=pairs,
         steps=INTERPOLATION_STEPS,
-        pad=pad,
+        pad=run.pad,
         batch_size=batch_size,
     )
     return os.path.relpath(workdir.interpolations_path, workdir.root)
-
-
-def _protocol(real, pad, features, seed, nll):
-    """How every number was measured: images, network, weights, resize."""
-    fingerprint = features.fingerprint
-    preprocessing = fingerprint["preprocessing"] or {}
-    return {
-        "num_images": len(real),
-        "num_generated": len(real),
-        "image_shape": list(pipeline.remove_padding(real[:1], pad).shape[1:]),
-        "network": fingerprint["network"],
-        "weights_sha256": fingerprint["weights_sha256"],
-        "resize": preprocessing.get("resize"),
-        "preprocessing": preprocessing,
-        "kid": {
-            "kernel": "(x.y / d + 1)^3",
-            "num_subsets": KID_SUBSETS,
-            "subset_size": min(KID_SUBSET_SIZE, len(real)),
-        },
-        "precision_recall": {"k": DEFAULT_K},
-        "nll": None
-        if nll is None
-        else {k: nll[k] for k in ("num_images", "num_samples", "bin_width")},
-        "seed": seed,
-    }
-
-
-def _description(workdir, config, real, seed, feature_extractor, pad):
-    """What was evaluated, on what, how: the first entries of the results."""
-    return {
-        "workdir": os.path.abspath(workdir.root),
-        "name": config.name,
-        "dataset": config.dataset,
-        "num_images": len(real),
-        "seed": seed,
-        "feature_extractor": getattr(
-            feature_extractor, "name", type(feature_extractor).__name__
-        ),
-        "fid_image_shape": list(pipeline.remove_padding(real[:1], pad).shape[1:]),
-    }
-
-
-def _latent_report(z_mean, z_log_sigma):
-    variance_of_means, mean_variance = metrics.latent_variances(z_mean, z_log_sigma)
-    return {
-        "latent_dim": int(z_mean.shape[1]),
-        "variance_law": metrics.variance_law(z_mean, z_log_sigma),
-        "variance_law_reference_code": metrics.variance_law(
-            z_mean, z_log_sigma, reference_bug=True
-        ),
-        "mean_variance_of_means": float(variance_of_means.mean()),
-        "mean_posterior_variance": float(mean_variance.mean()),
-        # KL(q(z|x) || N(0, I)) summed over the latents, mean over the images.
-        "kl": float(np.mean(losses.kl_divergence(z_mean, z_log_sigma))),
-        "inactive_mean_sigma": int(
-            metrics.inactive_latents(z_mean, z_log_sigma, "mean_sigma").sum()
-        ),
-        "inactive_var_mean": int(
-            metrics.inactive_latents(z_mean, z_log_sigma, "var_mean").sum()
-        ),
-    }
-
-
-def _latent_reports(sets):
-    """The ``stage1`` and ``stage2`` latent diagnostics of the results."""
-    second = _latent_report(sets["u_mean"], sets["u_log_sigma"])
-    second["generated_latent_variance"] = float(sets["z_generated"].var(axis=0).mean())
-    return {
-        "stage1": _latent_report(sets["z_mean"], sets["z_log_sigma"]),
-        "stage2": second,
-    }
 
 
 def _write_reports(workdir, results):
