@@ -30,6 +30,7 @@ import dataclasses
 import math
 import os
 import time
+import types
 
 import keras
 import numpy as np
@@ -102,8 +103,6 @@ def _second_stage_spec(config):
     )
 
 
-# Long only by its signature and docstring (the documented public API); the
-# body resolves the options and runs `_run` with the work directory locked.
 def train(
     config,
     workdir,
@@ -131,88 +130,69 @@ def train(
     Args:
         config: a `VAEConfig` or a preset name.
         workdir: output directory (created); rerun the same call to resume.
-        train_data: unbatched `tf.data.Dataset` of training images in [0, 1]
-            or a NumPy array; None loads ``config.dataset`` with
-            `vae_balance.data` (from ``data_dir``, else tensorflow-datasets).
-        test_images: test images (NumPy or dataset) for the reconstruction
-            grids and the validation loss (the first 1000); None loads the
-            dataset's test split.
+        train_data: unbatched `tf.data.Dataset` or NumPy array of training
+            images in [0, 1]; None: ``config.dataset`` via `vae_balance.data`.
+        test_images: test images (NumPy or dataset) for the grids and the
+            validation loss (the first 1000); None: the dataset's test split.
         data_dir: local data for `vae_balance.data`.
         limit: use only the first ``limit`` training images (smoke runs).
         verbose: Keras progress bar setting.
         grid_every: write image grids and curves every this many epochs.
         jit_compile: XLA compilation of the training step.
-        allow_config_change: resume even if the model-defining configuration
-            differs from the one saved in the work directory.
+        allow_config_change: resume with a model-defining configuration
+            other than the one saved in the work directory.
         num_grid_images: images per PNG grid.
-        skip_bad: skip unreadable or wrongly shaped image files (the count is
-            logged) instead of stopping with a `registry.DataError` naming them.
-        strategy: a `tf.distribute.Strategy`, or a name for
-            `vae_balance.model.distribute.get_strategy` ("default", "mirrored",
-            "multiworker"); None: the current (default) strategy. The models
-            are built, compiled and reloaded inside its scope.
-        precision: None keeps the global Keras dtype policy; else a name for
-            `vae_balance.model.distribute.set_precision`, set before any model is
-            built ("float32", "mixed_float16", "mixed_bfloat16").
-        recalibrate_bn: after stage 1, recompute its BatchNorm moving
-            statistics from ``recalibrate_batches`` training batches with the
-            final weights (`vae_balance.recalibrate_batchnorm`), before the
-            grids, the latent codes and the export. Also done for a resumed
-            run whose finished stage 1 was not recalibrated yet.
+        skip_bad: skip bad image files (logging the count) instead of raising.
+        strategy: a `tf.distribute.Strategy`, a name ("default", "mirrored",
+            "multiworker") or None: the current (default) strategy.
+        precision: None keeps Keras's dtype policy; else "float32",
+            "mixed_float16" or "mixed_bfloat16", set before any model.
+        recalibrate_bn: after stage 1, recompute its BatchNorm statistics
+            from training batches with the final weights.
         recalibrate_batches: the bound on the batches of that pass.
-        checkpoint_minutes: inside an epoch, write a step checkpoint after the
-            step at which this many minutes have passed since the last one
-            (None: only at epoch ends). A killed run loses at most this much.
+        checkpoint_minutes: inside an epoch, write a step checkpoint every
+            this many minutes (None: only at epoch ends).
         checkpoint_steps: also write one every this many steps (None: never).
-        snapshot_every: keep a copy of stage 1's checkpoint every this many
-            epochs in ``snapshots/`` (with the CPU seconds trained so far in
-            its record), for quality-against-compute studies; None: none.
-        handle_signals: on SIGTERM or SIGINT (main thread only), finish the
-            current step, write a step checkpoint and raise
-            `TrainingInterrupted`; a second signal exits at once.
+        snapshot_every: keep stage 1's checkpoint every this many epochs.
+        handle_signals: on SIGTERM or SIGINT, write a step checkpoint and
+            raise `TrainingInterrupted`; a second signal exits at once.
 
-    Returns:
-        A `RunResult`; the sampler SavedModel is ``workdir/sampler``.
-
-    Raises:
-        WorkdirError: the work directory is locked by another run, holds
-            another configuration or an unreadable checkpoint.
-        SaveError: a file could not be written (e.g. the disk is full); the
-            complete files written before, checkpoints included, are kept.
-        TrainingDiverged: a loss became NaN or Inf; the last good checkpoint
-            is kept.
-        TrainingInterrupted: SIGTERM or SIGINT; the same call resumes.
-        registry.DataError, registry.DatasetNotFoundError: bad or missing data.
+    Returns a `RunResult` (the sampler SavedModel is ``workdir/sampler``);
+    raises the errors of the module docstring, and `registry.DataError` or
+    `DatasetNotFoundError`. `RunOptions` details several options.
     """
+    return _train(types.SimpleNamespace(**locals()))  # the arguments, by name
+
+
+# The `RunOptions` fields that `train` passes on as given; it resolves the rest.
+_RESOLVED = ("config", "workdir", "strategy", "start", "stops")
+_PASSED_ON = tuple(
+    field.name
+    for field in dataclasses.fields(RunOptions)
+    if field.name not in _RESOLVED
+)
+
+
+def _train(args):
+    """`train` on its arguments (a namespace of them, by name): resolves them
+    into `RunOptions` and runs `_run` with the work directory locked."""
     start = time.time()
+    config = args.config
     config = get_preset(config) if not isinstance(config, VAEConfig) else config
-    _check_interval(checkpoint_minutes, checkpoint_steps)
-    strategy = _strategy_and_precision(strategy, precision)
-    stops = StopRequests() if handle_signals else contextlib.nullcontext()
+    _check_interval(args.checkpoint_minutes, args.checkpoint_steps)
+    strategy = _strategy_and_precision(args.strategy, args.precision)
+    stops = StopRequests() if args.handle_signals else contextlib.nullcontext()
     # The chief writes the run; the other workers write to a scratch copy.
-    with worker_workdir(workdir, strategy) as root:
+    with worker_workdir(args.workdir, strategy) as root:
         run = RunOptions(
             config=config,
             workdir=Workdir(root),
             strategy=strategy,
             start=start,
-            train_data=train_data,
-            test_images=test_images,
-            data_dir=data_dir,
-            limit=limit,
-            verbose=verbose,
-            grid_every=grid_every,
-            jit_compile=jit_compile,
-            num_grid_images=num_grid_images,
-            skip_bad=skip_bad,
-            recalibrate_bn=recalibrate_bn,
-            recalibrate_batches=recalibrate_batches,
-            checkpoint_minutes=checkpoint_minutes,
-            checkpoint_steps=checkpoint_steps,
-            snapshot_every=snapshot_every,
-            stops=stops if handle_signals else None,
+            stops=stops if args.handle_signals else None,
+            **{name: getattr(args, name) for name in _PASSED_ON},
         )
-        return _run_locked(run, stops, allow_config_change)
+        return _run_locked(run, stops, args.allow_config_change)
 
 
 def _strategy_and_precision(strategy, precision):
