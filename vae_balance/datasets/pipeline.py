@@ -62,7 +62,6 @@ from vae_balance.datasets.registry import (
 _SHUFFLE_BUFFER_BYTES = 4 << 30
 
 
-# Long only by its docstring (the public API); the reading is in `sources`.
 def load_split(
     config_or_name,
     split="train",
@@ -83,10 +82,9 @@ def load_split(
             preset name, or a dataset name: "cifar10", "celeb_a",
             "fashion_mnist", "mnist" or "folder".
         split: "train", "validation" (CelebA and folders) or "test".
-        data_dir: where the data is: the local layout (see the module
-            docstring), or a tfds data directory. None searches the dataset's
-            `DatasetSpec.local_dirs`, then tfds's default directory.
-            Required for "folder".
+        data_dir: the local layout (see the module docstring) or a tfds data
+            directory; None searches the dataset's `DatasetSpec.local_dirs`,
+            then tfds's default directory. Required for "folder".
         source: "auto" (local files first, then tfds), "local" or "tfds".
         limit: keep only the first ``limit`` images (smoke runs). CelebA
             decodes only those and writes no cache.
@@ -111,7 +109,6 @@ def load_split(
         DataError: a bad file (named), an empty split, a shape mismatch.
         ValueError: an unknown dataset, split, source or dtype.
     """
-    # Over 60 lines only through the docstring of its eleven arguments.
     request = _split_request(
         config_or_name,
         split,
@@ -124,6 +121,12 @@ def load_split(
         dtype=dtype,
         jpeg_roundtrip=jpeg_roundtrip,
     )
+    return _read_dataset(request, dtype, jpeg_roundtrip)
+
+
+def _read_dataset(request, dtype, jpeg_roundtrip):
+    """The `tf.data.Dataset` of a checked `sources.SplitRequest` (`load_split`)."""
+    split = request.split
     images = sources.read_split(request)
     if len(images) == 0:
         raise DataError(f"The {split!r} split of {request.name} is empty (0 images).")

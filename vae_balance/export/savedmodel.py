@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-# Long only by its docstring (the public API); the steps are helpers below.
+# Long: its public docstring documents every signature; the steps are helpers.
 def export_sampler(
     sampler_or_models, path, overwrite=False, config=None, pad=None, gmm=None
 ):

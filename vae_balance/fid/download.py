@@ -111,33 +111,10 @@ def download(url, destination, sha256, size=None, progress=True, timeout=TIMEOUT
     if os.path.isfile(destination) and file_sha256(destination) == sha256:
         return destination
     os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+    bar_name = os.path.basename(destination) if progress else None
 
     def fetch(tmp):
-        digest = hashlib.sha256()
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                total = int(response.headers.get("Content-Length") or size or 0)
-                bar = (
-                    _Progress(os.path.basename(destination), total)
-                    if progress
-                    else None
-                )
-                done = 0
-                with open(tmp, "wb") as f:
-                    for chunk in iter(lambda: response.read(_CHUNK), b""):
-                        f.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        if bar:
-                            bar.update(done)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if bar:
-                    bar.close()
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", None) or error
-            raise DownloadError(f"could not download {url}: {reason}") from error
-        found = digest.hexdigest()
+        found, done = _stream(url, tmp, timeout, size, bar_name)
         if found != sha256:
             raise ChecksumError(
                 f"The download of {url} is corrupt or not the expected file: "
@@ -147,3 +124,33 @@ def download(url, destination, sha256, size=None, progress=True, timeout=TIMEOUT
             )
 
     return atomic_write(destination, write=fetch, suffix=".part")
+
+
+def _stream(url, path, timeout, size, bar_name):
+    """Writes what ``url`` sends to ``path`` (synced to disk), with a progress
+    bar named ``bar_name`` (None: none); returns ``(sha256 hex, bytes)``.
+
+    ``size`` is the bar's total when the server gives no Content-Length. A
+    network or file error raises `DownloadError`.
+    """
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or size or 0)
+            bar = _Progress(bar_name, total) if bar_name is not None else None
+            done = 0
+            with open(path, "wb") as f:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if bar:
+                        bar.update(done)
+                f.flush()
+                os.fsync(f.fileno())
+            if bar:
+                bar.close()
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise DownloadError(f"could not download {url}: {reason}") from error
+    return digest.hexdigest(), done

@@ -145,7 +145,7 @@ class _Moments:
         return self.m2 / self.count
 
 
-# Long only by its docstring (the public API); the pass is in small helpers.
+# Long: its public docstring (with example and reference); the pass is in helpers.
 def recalibrate_batchnorm(
     model,
     data,
