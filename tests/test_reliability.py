@@ -40,7 +40,8 @@ from vae_balance.config import PRESETS, get_preset
 from vae_balance.datasets import formats, pipeline, registry
 from vae_balance.export import savedmodel
 from vae_balance.model import distribute
-from vae_balance.model.vae import BALANCES, BalancedVAE
+from vae_balance.model.balancing import BALANCES
+from vae_balance.model.vae import BalancedVAE
 from vae_balance.training import job as training
 from vae_balance.workdir import (
     SaveError,

@@ -14,10 +14,11 @@ if _startup.is_command_line():
 from vae_balance._version import __version__ as __version__  # noqa: E402
 from vae_balance.config import PRESETS, VAEConfig, get_preset  # noqa: E402
 from vae_balance.export.savedmodel import export_sampler  # noqa: E402
+from vae_balance.model.balancing import BALANCES  # noqa: E402
 from vae_balance.model.batchnorm import check_batchnorm, recalibrate_batchnorm  # noqa: E402
 from vae_balance.model.builders import build_second_stage, build_vae  # noqa: E402
 from vae_balance.model.schedules import StaircaseSchedule  # noqa: E402
-from vae_balance.model.vae import BALANCES, BalancedVAE, paper_adam  # noqa: E402
+from vae_balance.model.vae import BalancedVAE, paper_adam  # noqa: E402
 from vae_balance.sampling.two_stage import (  # noqa: E402
     TwoStageSampler,
     encode_dataset,

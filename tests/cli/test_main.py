@@ -9,7 +9,7 @@ from cli_helpers import cli_in_process
 
 from vae_balance.cli import main as cli
 from vae_balance.config import PRESETS, get_preset
-from vae_balance.model.vae import BALANCES
+from vae_balance.model.balancing import BALANCES
 from vae_balance.training import job as training
 from vae_balance.workdir import WorkdirError
 

@@ -1,5 +1,7 @@
-"""Your own images (`vae_balance.datasets.user_data`): sources, sizes, splits,
-the recorded data block, and a named error for each kind of bad input."""
+"""Your own images (`vae_balance.datasets.user_data` and the modules it reads
+with: `data_source`, `image_folder`, `array_sources`, `image_shapes`):
+sources, sizes, splits, the recorded data block, and a named error for each
+kind of bad input."""
 
 import json
 import os
@@ -9,7 +11,13 @@ import pytest
 from PIL import Image
 
 from vae_balance.config import PRESETS, VAEConfig
-from vae_balance.datasets import user_data
+from vae_balance.datasets import (
+    array_sources,
+    data_source,
+    image_folder,
+    image_shapes,
+    user_data,
+)
 from vae_balance.datasets.formats import read_idx
 from vae_balance.datasets.pipeline import remove_padding
 from vae_balance.datasets.registry import DataError, DatasetNotFoundError
@@ -43,16 +51,17 @@ def _quiet(*_):
 # ------------------------------------------------------------- sources
 def test_parse_source_names_a_folder_an_array_file_or_a_tfds_dataset(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 4, 4), np.uint8))
-    assert user_data.parse_source(str(tmp_path)).kind == "folder"
-    assert user_data.parse_source(str(tmp_path / "x.npy")).kind == "array"
-    assert user_data.parse_source("tfds:mnist") == user_data.DataSource("tfds", "mnist")
+    assert data_source.parse_source(str(tmp_path)).kind == "folder"
+    assert data_source.parse_source(str(tmp_path / "x.npy")).kind == "array"
+    tfds_mnist = data_source.DataSource("tfds", "mnist")
+    assert data_source.parse_source("tfds:mnist") == tfds_mnist
     with pytest.raises(DatasetNotFoundError, match="no such folder or file"):
-        user_data.parse_source(str(tmp_path / "missing"))
+        data_source.parse_source(str(tmp_path / "missing"))
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="not .npz or .npy"):
-        user_data.parse_source(str(tmp_path / "notes.txt"))
+        data_source.parse_source(str(tmp_path / "notes.txt"))
     with pytest.raises(DataError, match="needs a dataset name"):
-        user_data.parse_source("tfds:")
+        data_source.parse_source("tfds:")
 
 
 def test_a_png_folder_keeps_its_native_size_and_holds_out_a_tenth(fashion, tmp_path):
@@ -114,8 +123,8 @@ def test_npz_uses_the_key_x_or_its_only_array_and_lists_the_keys_otherwise(
 def test_tfds_sources_use_their_test_split_or_hold_out_one(monkeypatch, fashion):
     # A stub of the loader: tfds.load hangs offline.
     splits = {"train": fashion[:30], "test": fashion[30:]}
-    monkeypatch.setattr(user_data, "tfds_splits", lambda name: list(splits))
-    monkeypatch.setattr(user_data, "tfds_images", lambda name, split: splits[split])
+    monkeypatch.setattr(array_sources, "tfds_splits", lambda name: list(splits))
+    monkeypatch.setattr(array_sources, "tfds_images", lambda name, split: splits[split])
     data = user_data.read_source("tfds:fashion_mnist", batch_size=8, log=_quiet)
     assert data.block["kind"] == "tfds" and data.block["path"] == "fashion_mnist"
     assert data.block["split"] == "test" and len(data.held_out) == 10
@@ -126,14 +135,14 @@ def test_tfds_sources_use_their_test_split_or_hold_out_one(monkeypatch, fashion)
 
 # ------------------------------------------------------ network and pads
 def test_the_network_shape_and_the_uneven_padding_of_any_size():
-    assert user_data.network_shape((40, 48, 1), "resnet") == (64, 64, 1)
-    assert user_data.network_shape((100, 80, 3), "resnet") == (128, 128, 3)
-    assert user_data.network_shape((100, 80, 3), "infogan") == (100, 80, 3)
-    assert user_data.network_shape((27, 30, 1), "infogan") == (28, 32, 1)
-    assert user_data.centre_pad((40, 48), (64, 64)) == (12, 12, 8, 8)
-    assert user_data.centre_pad((27, 30), (28, 32)) == (0, 1, 1, 1)
+    assert image_shapes.network_shape((40, 48, 1), "resnet") == (64, 64, 1)
+    assert image_shapes.network_shape((100, 80, 3), "resnet") == (128, 128, 3)
+    assert image_shapes.network_shape((100, 80, 3), "infogan") == (100, 80, 3)
+    assert image_shapes.network_shape((27, 30, 1), "infogan") == (28, 32, 1)
+    assert image_shapes.centre_pad((40, 48), (64, 64)) == (12, 12, 8, 8)
+    assert image_shapes.centre_pad((27, 30), (28, 32)) == (0, 1, 1, 1)
     images = np.arange(2 * 27 * 30).reshape(2, 27, 30, 1)
-    padded = user_data.pad_images(images, (0, 1, 1, 1))
+    padded = image_shapes.pad_images(images, (0, 1, 1, 1))
     assert padded.shape == (2, 28, 32, 1)
     np.testing.assert_array_equal(remove_padding(padded, (0, 1, 1, 1)), images)
 
@@ -208,7 +217,7 @@ def test_an_empty_or_unreadable_folder_is_a_named_error(tmp_path):
         user_data.read_source(str(tmp_path / "empty"), batch_size=1)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.png").write_bytes(b"not a png")
-    with pytest.raises(user_data.BadImageError, match="a.png: unreadable"):
+    with pytest.raises(image_folder.BadImageError, match="a.png: unreadable"):
         user_data.read_source(str(tmp_path / "junk"), batch_size=1)
     with pytest.raises(DataError, match="No readable image among the 1 files"):
         user_data.read_source(str(tmp_path / "junk"), batch_size=1, skip_bad=True)
@@ -230,7 +239,7 @@ def test_a_truncated_image_is_named_or_skipped_with_skip_bad(fashion, tmp_path):
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
     with pytest.raises(
-        user_data.BadImageError, match="005.png: unreadable or truncated"
+        image_folder.BadImageError, match="005.png: unreadable or truncated"
     ):
         user_data.read_source(folder, batch_size=4, log=_quiet)
     said = []
@@ -246,7 +255,7 @@ def test_an_image_over_the_decompression_bomb_limit_is_refused_undecoded(
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(os.path.join(folder, "big.png"))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 28x28 < 1000 < 40x40
 
-    with pytest.raises(user_data.BadImageError) as error:
+    with pytest.raises(image_folder.BadImageError) as error:
         user_data.read_source(folder, batch_size=4, log=_quiet)
     message = str(error.value)
     assert "big.png: " in message and "decompression-bomb limit" in message

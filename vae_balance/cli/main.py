@@ -17,8 +17,8 @@ from vae_balance.cli import evaluate as evaluation_commands
 from vae_balance.cli import sample as sampler_commands
 from vae_balance.config import PRESETS, get_preset
 from vae_balance.datasets import registry
+from vae_balance.model.balancing import BALANCES
 from vae_balance.model.distribute import PRECISIONS, STRATEGIES
-from vae_balance.model.vae import BALANCES
 from vae_balance.training import job as training
 from vae_balance.training import user_run
 from vae_balance.training.options import DEFAULT_CHECKPOINT_MINUTES

@@ -18,6 +18,24 @@ The modules, in dependency order (each imports only the ones above it):
   `load_dataset`, `make_train_dataset`, `make_eval_dataset`, `num_examples`,
   `config_padding`, `remove_padding`. It depends on `vae_balance.config`
   (preset names), never the reverse.
+- `vae_balance.datasets.stream`: each epoch's data as a function of the seed
+  and the epoch.
+
+Your own images (``train --data``), TensorFlow-free, each importing only
+the registry, except `user_data` which puts them together:
+
+- `vae_balance.datasets.data_source`: what ``--data`` names (`DataSource`,
+  `parse_source`) and the seeded held-out split (`split_held_out`).
+- `vae_balance.datasets.image_folder`: a folder of image files, read and
+  decoded (`read_folder`, `decode_user_image`, `BadImageError`).
+- `vae_balance.datasets.array_sources`: an .npz / .npy file or a tfds
+  dataset (`read_array`, `read_tfds`, `check_array`).
+- `vae_balance.datasets.image_shapes`: the resize to ``image_size``, the
+  network's shape and the zero padding to it (`network_shape`, `centre_pad`,
+  `pad_images`).
+- `vae_balance.datasets.user_data`: `read_source` (a source read, resized and
+  split into a `UserData` with its ``data`` block) and a run's recorded images
+  read again (`load_splits`, `held_out_images`, `check_unchanged`).
 
 This package's ``__init__`` imports only the registry (no TensorFlow, no
 configuration), so `vae_balance.config` can import the registry without a

@@ -6,15 +6,13 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from vae_balance.model import _keras_compat, losses
+from vae_balance.model import _keras_compat, balancing, losses
 from vae_balance.model.distribute import (
     global_batch_means,
     in_multi_worker_mode,
     replica_sliced_normal,
 )
-
-BALANCES = ("running", "learned", "batch", "fixed")
-RUNNING_RULES = ("min", "ema", "ema_min")
+from vae_balance.model.inputs import check_networks, prepare_batch
 
 
 @keras.saving.register_keras_serializable(package="vae_balance")
@@ -98,10 +96,10 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        fixed_gamma = _check_arguments(
+        fixed_gamma = balancing.check_arguments(
             balance, running_rule, momentum, fixed_gamma, min_gamma, kl_weight
         )
-        _check_networks(encoder, decoder)
+        check_networks(encoder, decoder)
         self.encoder = encoder
         self.decoder = decoder
         self.balance = balance
@@ -200,29 +198,25 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
         return ops.sqrt(self._gamma_squared(None))
 
     def _gamma_squared(self, batch_mse):
-        """gamma^2 used in the loss: a constant of the step except "learned"."""
-        if self.balance == "learned":
-            gamma_squared = ops.exp(2.0 * ops.cast(self.log_gamma, "float32"))
-        elif self.balance == "fixed":
-            gamma_squared = ops.convert_to_tensor(self.fixed_gamma**2, "float32")
-        elif self.balance == "batch" and batch_mse is not None:
-            gamma_squared = ops.stop_gradient(batch_mse)
-        else:
-            gamma_squared = ops.stop_gradient(ops.cast(self.running_mse, "float32"))
-        return ops.maximum(gamma_squared, self.min_gamma**2)
+        """gamma^2 used in the loss: a constant of the step except "learned"
+        (the rule: `balancing.gamma_squared`)."""
+        return balancing.gamma_squared(
+            self.balance,
+            batch_mse,
+            running_mse=self.running_mse,
+            log_gamma=self.log_gamma,
+            fixed_gamma=self.fixed_gamma,
+            min_gamma=self.min_gamma,
+        )
 
     def _update_balance(self, batch_mse):
-        """The one writer of the balancing state, called after each step."""
-        m = ops.cast(self.running_mse, "float32")
-        mu = self.momentum
-        if self.running_rule == "min":
-            new = ops.minimum(m, mu * m + (1.0 - mu) * batch_mse)
-        elif self.running_rule == "ema":
-            new = mu * m + (1.0 - mu) * batch_mse
-        else:  # "ema_min"
-            ema = mu * ops.cast(self.ema_mse, "float32") + (1.0 - mu) * batch_mse
+        """The one writer of the balancing state, called after each step
+        (the rule: `balancing.next_running_mse`)."""
+        new, ema = balancing.next_running_mse(
+            self.running_rule, self.momentum, self.running_mse, self.ema_mse, batch_mse
+        )
+        if ema is not None:  # running_rule="ema_min"
             self.ema_mse.assign(ema)
-            new = ops.minimum(m, ema)
         self.running_mse.assign(new)
 
     def _own_state(self):
@@ -277,42 +271,7 @@ class BalancedVAE(_keras_compat.PrebuiltTrainerHooks, keras.Model):
     # --------------------------------------------------------------- losses
     def _prepare(self, data):
         """Unpacks (x,), (x, y) or x; converts uint8; checks the batch."""
-        if isinstance(data, (tuple, list)):
-            data = data[0]
-        x = ops.convert_to_tensor(data)
-        dtype = keras.backend.standardize_dtype(x.dtype)
-        if dtype == "uint8":
-            x = ops.cast(x, "float32") / 255.0
-        elif not dtype.startswith(("float", "bfloat")):
-            raise TypeError(
-                f"BalancedVAE expects float inputs (images in [0, 1]) or uint8 "
-                f"images (divided by 255), got dtype {x.dtype}. Cast with "
-                "x.astype('float32') / 255 for 0-255 images."
-            )
-        x = tf.debugging.assert_all_finite(
-            x, "BalancedVAE: a batch contains NaN or Inf values; clean the data."
-        )
-        if self.input_range is not None:
-            low, high = self.input_range
-            tol = 1e-6
-            with tf.control_dependencies(
-                [
-                    tf.debugging.assert_greater_equal(
-                        x,
-                        tf.cast(low - tol, x.dtype),
-                        message=f"BalancedVAE: input values below {low}; images "
-                        f"must be floats in [{low}, {high}] (divide 0-255 by 255).",
-                    ),
-                    tf.debugging.assert_less_equal(
-                        x,
-                        tf.cast(high + tol, x.dtype),
-                        message=f"BalancedVAE: input values above {high}; images "
-                        f"must be floats in [{low}, {high}] (divide 0-255 by 255).",
-                    ),
-                ]
-            ):
-                x = tf.identity(x)
-        return x
+        return prepare_batch(data, self.input_range)
 
     def _compute_losses(self, x, training):
         """Forward pass and every loss term; shared by train and test steps."""
@@ -426,86 +385,3 @@ def paper_adam(learning_rate=1e-4):
     return keras.optimizers.Adam(
         learning_rate=learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8
     )
-
-
-def _check_arguments(
-    balance, running_rule, momentum, fixed_gamma, min_gamma, kl_weight
-):
-    """Raises a ValueError naming the valid values for a bad constructor argument.
-
-    Returns:
-        ``fixed_gamma`` as a float for ``balance="fixed"`` (default 1), else None.
-    """
-    if balance not in BALANCES:
-        raise ValueError(
-            f"Unknown balance={balance!r}. Valid values: {', '.join(BALANCES)}."
-        )
-    if running_rule not in RUNNING_RULES:
-        raise ValueError(
-            f"Unknown running_rule={running_rule!r}. Valid values: "
-            f"{', '.join(RUNNING_RULES)}."
-        )
-    if not 0.0 < float(momentum) < 1.0:
-        raise ValueError(
-            f"momentum must be strictly between 0 and 1, got {momentum}. "
-            "The paper uses 0.99 (about 100 steps of memory)."
-        )
-    if balance != "fixed" and fixed_gamma is not None:
-        raise ValueError(
-            f"fixed_gamma={fixed_gamma} is the constant gamma of balance='fixed', "
-            f"but balance={balance!r} sets gamma itself and would ignore it: "
-            "drop fixed_gamma, or use balance='fixed'. (The live gamma of any "
-            "balance is the model's read-only `gamma` property.)"
-        )
-    if balance == "fixed" and fixed_gamma is None:
-        fixed_gamma = 1.0
-    if float(min_gamma) <= 0.0:
-        raise ValueError(f"min_gamma must be > 0, got {min_gamma}.")
-    if fixed_gamma is not None and float(fixed_gamma) < float(min_gamma):
-        raise ValueError(
-            f"Need min_gamma <= fixed_gamma, got min_gamma={min_gamma}, "
-            f"fixed_gamma={fixed_gamma}."
-        )
-    if float(kl_weight) < 0.0:
-        raise ValueError(f"kl_weight must be >= 0, got {kl_weight}.")
-    return None if fixed_gamma is None else float(fixed_gamma)
-
-
-def _static_shape(tensor):
-    return tuple(tensor.shape[1:])
-
-
-def _check_networks(encoder, decoder):
-    """Raises a ValueError naming both shapes when the networks do not fit."""
-    for name, net in (("encoder", encoder), ("decoder", decoder)):
-        if not getattr(net, "inputs", None) or not getattr(net, "outputs", None):
-            raise ValueError(
-                f"The {name} must be a built Keras model with known inputs and "
-                "outputs (a functional model, or a Sequential given an Input)."
-            )
-    if len(encoder.outputs) != 2:
-        raise ValueError(
-            "The encoder must output [z_mean, z_log_sigma], got "
-            f"{len(encoder.outputs)} output(s)."
-        )
-    mean_shape, log_sigma_shape = (_static_shape(t) for t in encoder.outputs)
-    if mean_shape != log_sigma_shape:
-        raise ValueError(
-            f"Encoder outputs z_mean {mean_shape} and z_log_sigma "
-            f"{log_sigma_shape} must have the same shape."
-        )
-    decoder_in = _static_shape(decoder.inputs[0])
-    if decoder_in != mean_shape:
-        raise ValueError(
-            f"Encoder latent shape {mean_shape} does not match decoder input "
-            f"shape {decoder_in}: build both with the same latent_dim."
-        )
-    image_in, image_out = (
-        _static_shape(encoder.inputs[0]),
-        _static_shape(decoder.outputs[0]),
-    )
-    if image_in != image_out:
-        raise ValueError(
-            f"Encoder input shape {image_in} does not match decoder output shape "
-            f"{image_out}: the decoder must reconstruct the encoder's input."
-        )

@@ -19,7 +19,8 @@ import os
 import re
 
 from vae_balance.config import VAEConfig, get_preset
-from vae_balance.datasets import user_data
+from vae_balance.datasets import data_source, image_shapes, user_data
+from vae_balance.datasets.image_folder import BadImageError
 from vae_balance.datasets.registry import DataError, pad_box
 from vae_balance.model.builders import build_second_stage, build_vae
 from vae_balance.training import job
@@ -53,12 +54,12 @@ def config_for_data(
     """
     base = get_preset(preset or default_preset(network))
     network = network or base.network
-    shape = user_data.network_shape(data.image_shape, network)
+    shape = image_shapes.network_shape(data.image_shape, network)
     overrides = {
         "name": name or _run_name(data.block["path"]),
         "dataset": data.block["kind"],
         "image_shape": shape,
-        "pad": user_data.centre_pad(data.image_shape, shape),
+        "pad": image_shapes.centre_pad(data.image_shape, shape),
         "network": network,
         "data": data.block,
     }
@@ -122,7 +123,7 @@ def prepare(
     *,
     image_size=None,
     center_crop=False,
-    val_fraction=user_data.DEFAULT_VAL_FRACTION,
+    val_fraction=data_source.DEFAULT_VAL_FRACTION,
     network=None,
     latent_dim=None,
     base_filters=None,
@@ -204,12 +205,12 @@ def train(data, workdir, preset=None, **options):
     )
     for line in describe(config, images):
         print(line)
-    box = user_data.centre_pad(images.image_shape, config.image_shape)
+    box = image_shapes.centre_pad(images.image_shape, config.image_shape)
     return job.train(
         config,
         workdir,
-        train_data=user_data.pad_images(images.train, box),
-        test_images=user_data.pad_images(images.held_out, box),
+        train_data=image_shapes.pad_images(images.train, box),
+        test_images=image_shapes.pad_images(images.held_out, box),
         **options,
     )
 
@@ -229,7 +230,7 @@ def for_command_line(args, base):
             base,
             image_size=args.image_size,
             center_crop=args.center_crop,
-            val_fraction=args.val_fraction or user_data.DEFAULT_VAL_FRACTION,
+            val_fraction=args.val_fraction or data_source.DEFAULT_VAL_FRACTION,
             network=args.network,
             latent_dim=args.latent_dim,
             base_filters=args.width,
@@ -238,13 +239,13 @@ def for_command_line(args, base):
         )
     except (DataError, FileNotFoundError, ValueError) as error:
         hint = " (--skip-bad skips bad image files)" * (
-            isinstance(error, user_data.BadImageError) and not args.skip_bad
+            isinstance(error, BadImageError) and not args.skip_bad
         )
         raise SystemExit(f"error: {error}{hint}") from None
     for line in describe(config, images):
         print(line, flush=True)
-    box = user_data.centre_pad(images.image_shape, config.image_shape)
+    box = image_shapes.centre_pad(images.image_shape, config.image_shape)
     return config, {
-        "train_data": user_data.pad_images(images.train, box),
-        "test_images": user_data.pad_images(images.held_out, box),
+        "train_data": image_shapes.pad_images(images.train, box),
+        "test_images": image_shapes.pad_images(images.held_out, box),
     }
