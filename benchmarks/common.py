@@ -1,11 +1,11 @@
 """What the benchmark scripts share: the machine and command line of their
 reports, worker processes, timing, and the report writers (`markdown_table`,
-the one table helper of every Markdown report; `write_report`;
-`save_figure`).
+the one table helper of every Markdown report; `write_report`; `figure`).
 
-Not a script. The scripts run as ``python benchmarks/NAME.py``, so this
-folder is on ``sys.path`` and they import this module as ``common``; it
-imports no other benchmark module, and TensorFlow only when called.
+Not a script: the scripts run as ``python benchmarks/NAME.py`` and import it
+as ``common``; it imports no other benchmark module. TensorFlow, matplotlib
+and the package load inside the functions that need them, so that the
+PyTorch worker processes (`torch_peer.py`) import this module without them.
 """
 
 import json
@@ -17,29 +17,21 @@ import sys
 import time
 
 
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo ("AMD EPYC"), or None."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() or None
-    except OSError:
-        pass
-    return None
-
-
 def describe_machine():
-    """``"x86_64 (AMD EPYC), 2 CPU cores, no GPU"``: the line each report
-    starts from. Absolute speeds differ from one machine (and one day's
-    neighbours on the host) to the next; ratios within one run are what the
-    reports compare."""
-    import tensorflow as tf  # the scripts parse their arguments before TF loads
+    """``"x86_64 (AMD EPYC), 2 CPU cores, no GPU"``: each report's first line."""
+    import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     accelerator = f"{len(gpus)} GPU(s)" if gpus else "no GPU"
-    model = cpu_model()
-    arch = f"{platform.machine()} ({model})" if model else platform.machine()
+    arch = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [
+                line.split(":", 1)[1].strip() for line in f if "model name" in line
+            ]
+        arch += f" ({models[0]})" if models and models[0] else ""
+    except OSError:
+        pass
     return f"{arch}, {os.cpu_count()} CPU cores, {accelerator}"
 
 
@@ -50,14 +42,14 @@ def command_line(script, argv=None):
     return shlex.join(["python", f"benchmarks/{script}"] + arguments)
 
 
-def run_worker(script, name, kwargs, env=None, label=None):
+def run_worker(script, name, kwargs, label=None):
     """Runs ``script --worker name --kwargs <JSON>`` in a fresh Python
     process (its own thread pools) and returns the JSON result it prints
     last; raises RuntimeError with the end of its stderr if it fails.
     ``label`` names the worker in that error (default ``name``)."""
     command = [sys.executable, os.path.abspath(script), "--worker", name]
     command += ["--kwargs", json.dumps(kwargs)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = "\n".join(done.stderr.splitlines()[-15:])
@@ -66,16 +58,8 @@ def run_worker(script, name, kwargs, env=None, label=None):
 
 
 def markdown_table(headers, rows):
-    """A Markdown table: the header row, its rule, one line per row.
-
-    Cells are written with ``str``; None is written "-".
-
-    Example:
-        >>> print(markdown_table(["preset", "images/s"], [["tiny", 12.5]]))
-        | preset | images/s |
-        |---|---|
-        | tiny | 12.5 |
-    """
+    """A Markdown table: the header row, its rule, one line per row; cells
+    are written with ``str``, None as "-"."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         cells = ("-" if cell is None else str(cell) for cell in row)
@@ -84,25 +68,35 @@ def markdown_table(headers, rows):
 
 
 def write_report(path_stem, data, markdown):
-    """Writes ``<path_stem>.json`` (``data``) and ``<path_stem>.md``
-    (``markdown``, a string or a list of lines), each atomically; returns
-    the Markdown text."""
+    """Writes ``<path_stem>.json`` (``data``) and ``.md`` (``markdown``, a
+    string or lines), each atomically; returns the Markdown text."""
     from vae_balance.files import atomic_write, write_json
 
-    if not isinstance(markdown, str):
-        markdown = "\n".join(markdown)
+    markdown = markdown if isinstance(markdown, str) else "\n".join(markdown)
     os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
     write_json(path_stem + ".json", data)
     atomic_write(path_stem + ".md", markdown)
     return markdown
 
 
-def save_figure(fig, path, dpi=100):
-    """Lays out, writes and closes a report figure; returns ``path``."""
+def figure(width, height):
+    """``(fig, ax)`` of a new report figure (matplotlib's Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    return plt.subplots(figsize=(width, height))
+
+
+def save_figure(fig, path, dpi=100):
+    """Lays out, writes (unless ``path`` is None) and closes a figure;
+    returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    if path is not None:
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -122,23 +116,13 @@ def clock(call, warmup, repeats):
 
 
 def step_speed(first, times, warmup, batch_size):
-    """A training timing's entries: warm-up and timed steps, the warm-up's
-    seconds, seconds per timed step and images per second."""
-    return {
-        "warmup_steps": warmup,
-        "timed_steps": len(times),
-        "first_steps_seconds": round(first, 2),
-        "seconds_per_step": sum(times) / len(times),
-        "images_per_second": len(times) * batch_size / sum(times),
-    }
+    """A training timing's entries, from `clock`'s ``(first, times)``."""
+    return {"warmup_steps": warmup, "timed_steps": len(times),
+            "first_steps_seconds": round(first, 2),
+            "seconds_per_step": sum(times) / len(times),
+            "images_per_second": len(times) * batch_size / sum(times)}  # fmt: skip
 
 
 def ratio(value):
     """``"2.50x"``, or "-" for None."""
     return "-" if value is None else f"{value:.2f}x"
-
-
-def first_line(text, limit=160):
-    """The first line of an error message, cut at ``limit`` characters."""
-    line = (text or "").strip().splitlines()[0] if (text or "").strip() else "?"
-    return line if len(line) <= limit else line[: limit - 3] + "..."

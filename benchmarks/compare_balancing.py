@@ -1,45 +1,16 @@
 """Balancing strategies head to head on Fashion-MNIST, over seeds.
 
-Every (strategy, seed) pair is one training run of the `fashion_mnist` preset
-(both stages, `vae_balance.training.job.train`) in its own work directory,
-``--out/<strategy>-seed<seed>`` (resumed where it stopped), evaluated right
-after by `vae_balance.evaluation.protocol.evaluate_workdir` on the first
-``--fid-images`` test images: FID, KID, precision and recall of REC, GEN-1
-and GEN-2, and the reconstruction MSE (features cached per run, the test
-images' once under ``--out/features``). One seed is ``--seeds 0``.
+Each (strategy, seed) run trains the `fashion_mnist` preset in
+``--out/<strategy>-seed<seed>`` (resumed where it stopped), is evaluated by
+`vae_balance.evaluation.evaluate_workdir` and leaves a committed record in
+``--records/<strategy>-seed<seed>/`` (``record.json`` written last); a
+recorded run is not made again. After each record, the report
+``compare_balancing_seeds.{json,md,png}`` is rewritten from the records alone.
 
-What a finished run leaves is its *record*, a small directory
-``--records/<strategy>-seed<seed>/`` (default
-``benchmarks/results/compare_balancing_seeds/``, committed): the evaluation
-(``evaluation.json``), the training time and balance dynamics
-(``record.json``, written last) and the per-step gamma and batch MSE of
-stage 1 (``steps.npz``). A recorded run is neither trained nor evaluated
-again: the comparison can stop at any point and continue later, from a
-fresh clone or on another machine (copy the records). The report is
-rewritten from the records alone after every new one, in ``--results``
-(default ``benchmarks/results/``): ``compare_balancing_seeds.{json,md,png}``
-with every cell, the mean and standard deviation per strategy, the paired
-per-seed differences of ``running`` against ``learned`` and ``batch`` (95%
-Student-t interval, sign test: `seed_statistics`) and gamma^2 / batch MSE
-over the stage-1 steps (mean over seeds, min-max band).
-
-Strategies (`BalancedVAE` ``balance=``): ``running`` (the paper: gamma^2 =
-running min-average of the batch MSE), ``learned`` (Dai & Wipf: trainable
-log-gamma), ``batch`` (sigma-VAE: this batch's MSE), ``fixed`` (gamma = 1,
-the plain VAE) and ``beta`` (gamma = 1, KL weight ``BETA``).
-
-    python benchmarks/compare_balancing.py       # seeds 0 1 2, running,learned,batch
-    python benchmarks/compare_balancing.py --seeds 0 \\
-        --strategies running,learned,batch,fixed,beta
+    python benchmarks/compare_balancing.py    # seeds 0 1 2, running,learned,batch
     python benchmarks/compare_balancing.py --report-only    # train nothing
-    python benchmarks/compare_balancing.py --seeds 0 --epochs 1 --epochs2 2 \\
-        --fid-images 300 --out runs/compare_quick --results /tmp/compare_quick
 
-On the project's idle 2-core machine a run takes about 10 min of training
-(12 + 24 epochs) and 10 min of evaluation (5,000 images per set, plus 2 min
-once for the test images'): about 3 h for the default 9 runs. FID with N
-test images is biased upwards by roughly a constant / N: compare numbers of
-one N only.
+The strategies, the statistics, run times: docs/benchmarks.md.
 """
 
 import argparse
@@ -55,16 +26,15 @@ import numpy as np
 import seed_statistics
 from common import markdown_table
 
+from vae_balance.config import get_preset
+from vae_balance.evaluation import evaluate_workdir
+from vae_balance.fid import inception
 from vae_balance.files import write_json
+from vae_balance.training import job as training
 from vae_balance.workdir import Workdir
 
 PRESET = "fashion_mnist"
-# Fixed gamma = 1 with KL weight beta minimises, up to the factor 1 / beta,
-# the same objective as gamma^2 = beta with KL weight 1: beta = 0.01 is the
-# constant gamma^2 ~ the MSE the balanced runs reach (0.01-0.02), the one
-# one would pick by hand (not tuned further). The disentangling beta > 1
-# would only push further towards the KL-dominated plain VAE.
-BETA = 0.01
+BETA = 0.01  # ~ the MSE the balanced runs reach: docs/benchmarks.md says why
 STRATEGIES = {
     "running": {"balance": "running"},
     "learned": {"balance": "learned"},
@@ -73,13 +43,6 @@ STRATEGIES = {
     "beta": {"balance": "fixed", "gamma": 1.0, "kl_weight": BETA},
 }
 DEFAULT_STRATEGIES = ("running", "learned", "batch")
-DEFAULT_SEEDS = (0, 1, 2)
-DEFAULT_FID_IMAGES = 5000
-# The full budget: 12 + 24 epochs. Measured on the 2-core machine (fused
-# BatchNorm): a stage-1 epoch 51-55 s when not shared, a stage-2 epoch
-# 6-11 s, and ~60 s of fixed costs per job (tracing, latents, grids, export).
-FULL_EPOCHS = 12
-FULL_EPOCHS2 = 24
 PAIRS = (("running", "learned"), ("running", "batch"))
 # (key, label, lower is better, format)
 METRICS = (
@@ -98,43 +61,18 @@ METRICS = (
 def parse_args(argv=None):
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=FULL_EPOCHS)
-    parser.add_argument("--epochs2", type=int, default=FULL_EPOCHS2)
-    parser.add_argument("--fid-images", type=int, default=DEFAULT_FID_IMAGES)
-    parser.add_argument(
-        "--strategies",
-        default=",".join(DEFAULT_STRATEGIES),
-        help=f"comma-separated subset of {','.join(STRATEGIES)}",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=list(DEFAULT_SEEDS),
-        help="one run per (strategy, seed); one seed: --seeds 0",
-    )
-    parser.add_argument(
-        "--out",
-        default=os.path.join("runs", "compare_balancing"),
-        help="one work directory per run goes here (resumable)",
-    )
-    parser.add_argument(
-        "--results",
-        default=os.path.join(here, "results"),
-        help="where the JSON, Markdown and PNG go",
-    )
-    parser.add_argument(
-        "--records",
-        help="one small directory per finished run, the runs not to redo "
-        "(default: RESULTS/compare_balancing_seeds)",
-    )
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help="rewrite the report from the records, train nothing",
-    )
-    parser.add_argument("--limit", type=int, help="first N training images only")
-    parser.add_argument("--data-dir")
+    add = parser.add_argument
+    add("--epochs", type=int, default=12, help="stage 1 (the full budget: 12)")
+    add("--epochs2", type=int, default=24, help="stage 2 (the full budget: 24)")
+    add("--fid-images", type=int, default=5000)
+    add("--strategies", default=",".join(DEFAULT_STRATEGIES), help=",".join(STRATEGIES))
+    add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one seed: --seeds 0")
+    add("--out", default=os.path.join("runs", "compare_balancing"), help="work dirs")
+    add("--results", default=os.path.join(here, "results"), help="the report")
+    add("--records", help="default: RESULTS/compare_balancing_seeds")
+    add("--report-only", action="store_true", help="rewrite the report only")
+    add("--limit", type=int, help="first N training images only")
+    add("--data-dir")
     args = parser.parse_args(argv)
     if args.records is None:
         args.records = os.path.join(args.results, "compare_balancing_seeds")
@@ -144,14 +82,12 @@ def parse_args(argv=None):
     unknown = sorted(set(args.strategies) - set(STRATEGIES))
     if unknown:
         parser.error(f"unknown strategies {unknown}; valid: {list(STRATEGIES)}")
-    return args
+    return args  # fmt: skip
 
 
 def config_for(strategy, args, seed):
     """The preset with the strategy's balancing and the benchmark's budget;
     the learning rate is halved at the preset's fractions of the run."""
-    from vae_balance.config import get_preset
-
     base = get_preset(PRESET)
     return get_preset(
         base,
@@ -170,10 +106,16 @@ def run_dir(out, strategy, seed):
 
 
 # ------------------------------------------------- training and evaluation
-def _read_timing(path, train_images, workdir):
+def train_strategy(strategy, args, seed):
+    """Trains (or resumes) ``--out/<strategy>-seed<seed>``; returns its
+    cumulative timing (wall and CPU seconds, epochs, stops)."""
+    workdir = run_dir(args.out, strategy, seed)
+    os.makedirs(workdir, exist_ok=True)
+    timing_path = os.path.join(workdir, "benchmark_timing.json")
+    train_images = args.limit or 60000
     timing = {"seconds": 0.0, "cpu_seconds": 0.0, "epochs": 0, "epochs2": 0}
-    if os.path.exists(path):
-        with open(path) as f:
+    if os.path.exists(timing_path):
+        with open(timing_path) as f:
             timing = json.load(f)
     if timing.get("train_images", train_images) != train_images:
         raise ValueError(
@@ -181,46 +123,24 @@ def _read_timing(path, train_images, workdir):
             f"comparison asks for {train_images} (--limit): pass another --out, "
             "or delete that work directory to train it again."
         )
-    return timing
-
-
-def train_strategy(strategy, args, seed):
-    """Trains (or resumes) ``--out/<strategy>-seed<seed>``; returns its
-    cumulative timing (wall and CPU seconds, epochs, stops)."""
-    from vae_balance.training import job as training
-
-    workdir = run_dir(args.out, strategy, seed)
-    os.makedirs(workdir, exist_ok=True)
-    timing_path = os.path.join(workdir, "benchmark_timing.json")
-    train_images = args.limit or 60000
-    timing = _read_timing(timing_path, train_images, workdir)
     done = os.path.exists(Workdir(workdir).stage_path("stage2"))
     if done and (timing["epochs"], timing["epochs2"]) == (args.epochs, args.epochs2):
         print(f"[{strategy}, seed {seed}] already trained ({timing['seconds']:.0f} s)")
         return timing
     print(f"[{strategy}, seed {seed}] training {args.epochs} + {args.epochs2} epochs")
-    start, cpu_start = time.time(), _cpu_seconds()
-    stops = timing.get("stops", 0)
+    start, cpu_start, stops = time.time(), _cpu_seconds(), timing.get("stops", 0)
 
     def spent(epochs, epochs2, stops):
-        return {
-            "seconds": timing["seconds"] + time.time() - start,
-            "cpu_seconds": timing.get("cpu_seconds", 0.0) + _cpu_seconds() - cpu_start,
-            "epochs": epochs,
-            "epochs2": epochs2,
-            "train_images": train_images,
-            "stops": stops,
-        }
+        cpu = timing.get("cpu_seconds", 0.0) + _cpu_seconds() - cpu_start
+        seconds = timing["seconds"] + time.time() - start
+        return dict(seconds=seconds, cpu_seconds=cpu, epochs=epochs, epochs2=epochs2,
+                    train_images=train_images, stops=stops)  # fmt: skip
 
     try:
         training.train(
-            config_for(strategy, args, seed),
-            workdir,
-            data_dir=args.data_dir,
-            limit=args.limit,
-            verbose=2,
-            grid_every=max(args.epochs, args.epochs2),
-        )
+            config_for(strategy, args, seed), workdir, data_dir=args.data_dir,
+            limit=args.limit, verbose=2, grid_every=max(args.epochs, args.epochs2),
+        )  # fmt: skip
     except BaseException:
         # Stopped (SIGTERM, Ctrl-C, an error): the time so far is kept and
         # the resumed run adds its own; only a hard kill loses a part.
@@ -238,23 +158,14 @@ def _cpu_seconds():
 
 
 def evaluate_run(workdir, args, seed, extractor):
-    """`evaluate_workdir` of one run on the first ``--fid-images`` test
-    images (no mixture, likelihood or interpolations); the test images'
-    features shared under ``--out/features``."""
-    from vae_balance.evaluation import evaluate_workdir
-
+    """`evaluate_workdir` on the first ``--fid-images`` test images (no
+    mixture, likelihood or interpolations), their features shared."""
     return evaluate_workdir(
-        workdir,
-        num_images=args.fid_images,
-        data_dir=args.data_dir,
-        feature_extractor=extractor,
-        seed=seed,
-        verbose=0,
-        gmm_components=0,
-        nll_images=0,
-        interpolation_pairs=0,
+        workdir, num_images=args.fid_images, data_dir=args.data_dir,
+        feature_extractor=extractor, seed=seed, verbose=0, gmm_components=0,
+        nll_images=0, interpolation_pairs=0,
         shared_feature_cache=os.path.join(args.out, "features"),
-    )
+    )  # fmt: skip
 
 
 def read_steps(workdir):
@@ -270,23 +181,19 @@ def read_steps(workdir):
 
 
 def balance_dynamics(steps, factor=2.0, window=100, tail=600):
-    """How fast gamma^2 reaches the reconstruction error, from the step log.
-
-    The batch MSE is smoothed by a ``window``-step moving average; returns the
-    first step at which gamma^2 <= ``factor`` x that average (None: never),
-    and the median of gamma^2 / batch MSE over the last ``tail`` steps.
-    """
+    """How fast gamma^2 reaches the reconstruction error, from the step log:
+    the first step at which gamma^2 <= ``factor`` x the ``window``-step moving
+    average of the batch MSE (None: never), and the median of gamma^2 / batch
+    MSE over the last ``tail`` steps."""
     if steps is None or len(steps["mse"]) < window:
         return None
     average = np.convolve(steps["mse"], np.ones(window) / window, mode="valid")
-    gamma_squared = steps["gamma"][window - 1 :] ** 2
-    within = np.nonzero(gamma_squared <= factor * average)[0]
+    within = np.nonzero(steps["gamma"][window - 1 :] ** 2 <= factor * average)[0]
     ratio = steps["gamma"] ** 2 / steps["mse"]
+    first = int(steps["step"][window - 1 + within[0]]) if len(within) else None
     return {
         "balance_factor": factor,
-        "steps_to_balance": (
-            int(steps["step"][window - 1 + within[0]]) if len(within) else None
-        ),
+        "steps_to_balance": first,
         "final_gamma2_over_mse": float(np.median(ratio[-tail:])),
     }
 
@@ -301,34 +208,28 @@ def strategy_dynamics(strategy, steps):
 # ----------------------------------------------------------------- records
 def budget(args):
     """What a record must have been made with to stand for this comparison."""
-    return {
-        "epochs": args.epochs,
-        "epochs2": args.epochs2,
-        "train_images": args.limit or 60000,
-        "fid_images": args.fid_images,
-    }
+    asked = {"epochs": args.epochs, "epochs2": args.epochs2}
+    return {**asked, "train_images": args.limit or 60000, "fid_images": args.fid_images}
 
 
 class RecordError(ValueError):
     """A record that cannot stand for the run asked for."""
 
 
-def _budget_differences(made, asked):
-    return ", ".join(
-        f"{key}: record {made.get(key)}, asked {value}"
-        for key, value in asked.items()
-        if made.get(key) != value
-    )
+def check_budget(made, args, what, remedy):
+    """RecordError, naming what differs, when ``made`` is not this budget."""
+    asked = budget(args).items()
+    found = [
+        f"{k}: record {made.get(k)}, asked {v}" for k, v in asked if made.get(k) != v
+    ]
+    if found:
+        raise RecordError(f"{what} ({', '.join(found)}); {remedy}")
 
 
 def read_record(path, strategy, seed, args):
     """The record of (``strategy``, ``seed``) in ``path``; None without
-    ``record.json`` (an unfinished record: the run is made again).
-
-    Raises RecordError, overwriting nothing, for a record that is unreadable,
-    incomplete, of another run (a copied or renamed directory) or of another
-    budget: the comparison stops and says what to do.
-    """
+    ``record.json`` (unfinished: the run is made again). RecordError for a
+    record unreadable, incomplete, of another run or of another budget."""
     record_path = os.path.join(path, "record.json")
     if not os.path.exists(record_path):
         return None
@@ -349,53 +250,32 @@ def read_record(path, strategy, seed, args):
             f"{strategy}, seed {seed}: a copied or renamed directory? Move it "
             f"to {run_dir(os.path.dirname(path), *run)} or delete it."
         )
-    if made != budget(args):
-        raise RecordError(
-            f"{record_path} was made with another budget "
-            f"({_budget_differences(made, budget(args))}); records of different "
-            "budgets cannot be compared. Pass --records (or --results) and --out "
-            "to other directories for this budget, or delete that record to "
-            "remake the run."
-        )
+    remedy = "pass --records (or --results) and --out for it, or delete it"
+    check_budget(made, args, f"{record_path} was made with another budget", remedy)
     return record
 
 
 def write_record(path, strategy, seed, args, evaluation, timing, steps, dynamics):
     """Writes a finished run's record, ``record.json`` last; returns it.
-    ``dynamics``: `balance_dynamics` of ``steps`` (None for a fixed gamma).
-    Raises RecordError, writing nothing, for a run of another budget."""
-    made = {
-        "epochs": timing["epochs"],
-        "epochs2": timing["epochs2"],
-        "train_images": timing.get("train_images", budget(args)["train_images"]),
-        "fid_images": evaluation["num_images"],
-    }
-    if made != budget(args):
-        raise RecordError(
-            f"The run in {evaluation.get('workdir')} does not match this "
-            f"comparison ({_budget_differences(made, budget(args))}); delete its "
-            "work directory (--out) to train it again."
-        )
+    RecordError, writing nothing, for a run of another budget."""
+    made = {key: timing.get(key) for key in ("epochs", "epochs2", "train_images")}
+    made["train_images"] = made["train_images"] or budget(args)["train_images"]
+    made["fid_images"] = evaluation["num_images"]
+    what = f"The run in {evaluation.get('workdir')} does not match this comparison"
+    check_budget(made, args, what, "delete its --out to train it again")
     os.makedirs(path, exist_ok=True)
     dropped = ("cache", "interpolations", "workdir")  # no machine-specific paths
     kept = {k: v for k, v in evaluation.items() if k not in dropped}
     write_json(os.path.join(path, "evaluation.json"), kept)
-    curve = {
-        "step": steps["step"].astype(np.int32),
-        "gamma": steps["gamma"].astype(np.float32),
-        "mse": steps["mse"].astype(np.float32),
-    }
+    curve = {"step": steps["step"].astype(np.int32)}
+    curve.update({k: steps[k].astype(np.float32) for k in ("gamma", "mse")})
     np.savez_compressed(os.path.join(path, "steps.npz"), **curve)
     record = {
-        "strategy": strategy,
-        "seed": seed,
-        "budget": budget(args),
+        "strategy": strategy, "seed": seed, "budget": budget(args),
         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-        "machine": common.describe_machine(),
-        "timing": timing,
-        "dynamics": dynamics,
-        "cell": cell(evaluation, timing, dynamics),
-    }
+        "machine": common.describe_machine(), "timing": timing,
+        "dynamics": dynamics, "cell": cell(evaluation, timing, dynamics),
+    }  # fmt: skip
     write_json(os.path.join(path, "record.json"), record)
     return {**record, "steps": curve}
 
@@ -407,43 +287,36 @@ def all_records(args):
     names = os.listdir(args.records) if os.path.isdir(args.records) else []
     for name in sorted(names):
         strategy, _, seed = name.rpartition("-seed")
-        if not strategy or not seed.isdigit():
-            continue
-        path = os.path.join(args.records, name)
-        record = read_record(path, strategy, int(seed), args)
-        if record is not None:
-            found.setdefault(strategy, {})[int(seed)] = record
+        if strategy and seed.isdigit():
+            record = read_record(
+                run_dir(args.records, strategy, seed), strategy, int(seed), args
+            )
+            if record is not None:
+                found.setdefault(strategy, {})[int(seed)] = record
     order = list(args.strategies) + sorted(set(found) - set(args.strategies))
-    return {s: found[s] for s in order if s in found}
+    return {s: found[s] for s in order if s in found}  # fmt: skip
 
 
 def cell(evaluation, timing, dynamics):
-    """The metrics of one (strategy, seed) run, as METRICS names them."""
+    """The metrics of one (strategy, seed) run, as METRICS names them;
+    ``train_stops``: times stopped and resumed (None in older records)."""
     values = {
-        "fid_rec": evaluation["rec"]["fid"],
-        "fid_gen1": evaluation["gen1"]["fid"],
-        "fid_gen2": evaluation["gen2"]["fid"],
+        **{f"fid_{name}": evaluation[name]["fid"] for name in ("rec", "gen1", "gen2")},
         "precision_gen2": evaluation["gen2"]["precision"],
         "recall_gen2": evaluation["gen2"]["recall"],
         "reconstruction_mse": evaluation["reconstruction_mse"],
         "train_cpu_seconds": timing.get("cpu_seconds"),
         "train_seconds": timing.get("seconds"),
-        # Times the training was stopped and resumed (records of older
-        # versions do not say: None).
         "train_stops": timing.get("stops"),
     }
-    if dynamics:
-        values["final_gamma2_over_mse"] = dynamics["final_gamma2_over_mse"]
-        values["steps_to_balance"] = dynamics["steps_to_balance"]
+    for key in ("final_gamma2_over_mse", "steps_to_balance") if dynamics else ():
+        values[key] = dynamics[key]
     return {k: (None if v is None else float(v)) for k, v in values.items()}
 
 
 def summarise_cells(cells):
-    """``{strategy: {metric: summary}}`` and ``{"a-b": {metric: pair}}``.
-
-    Args:
-        cells: ``{strategy: {seed: {metric: value}}}``.
-    """
+    """``{strategy: {metric: summary}}`` and ``{"a-b": {metric: pair}}`` of
+    ``{strategy: {seed: {metric: value}}}``."""
     summaries = {}
     for strategy, by_seed in cells.items():
         summaries[strategy] = {}
@@ -452,9 +325,7 @@ def summarise_cells(cells):
             if values:
                 summaries[strategy][key] = seed_statistics.summarise(values)
     pairs = {}
-    for a, b in PAIRS:
-        if a not in cells or b not in cells:
-            continue
+    for a, b in (pair for pair in PAIRS if set(pair) <= set(cells)):
         pairs[f"{a}-{b}"] = {}
         for key, _, lower_is_better, _ in METRICS:
             first = {s: c[key] for s, c in cells[a].items() if c.get(key) is not None}
@@ -468,48 +339,22 @@ def summarise_cells(cells):
     return summaries, pairs
 
 
+# ------------------------------------------------------------------ report
+def _value(value, fmt):
+    return None if value is None else f"{value:{fmt}}"
+
+
 def _mean_std(summary, fmt):
-    if summary is None:
-        return "-"
-    if summary["std"] is None:
-        return f"{summary['mean']:{fmt}} (1 seed)"
+    if summary is None or summary["std"] is None:
+        return summary and f"{summary['mean']:{fmt}} (1 seed)"
     return f"{summary['mean']:{fmt}} +- {summary['std']:{fmt}}"
 
 
 def _pair_row(name, label, pair, fmt):
-    interval = pair["interval"]
-    if interval is not None:
-        interval = f"[{interval[0]:{fmt}}, {interval[1]:{fmt}}]"
-    return [
-        name,
-        label,
-        ", ".join(f"{d:{fmt}}" for d in pair["differences"]),
-        f"{pair['mean']:{fmt}}",
-        interval,
-        f"{pair['sign_test_p']:.2g}",
-        pair["verdict"],
-    ]
-
-
-def _made(report):
-    """The report's first paragraph: where, when and how the runs were made."""
-    made = "no runs recorded yet"
-    if report["records_finished_utc"]:
-        first, last = report["records_finished_utc"]
-        machines = "; ".join(report["machines"])
-        made = f"runs made on {machines}, finished {first} to {last} UTC"
-    return (
-        f"{made}; {report['epochs']} + {report['epochs2']} epochs "
-        f"per run on {report['train_images']} training images; seeds "
-        f"{', '.join(map(str, report['seeds']))} (a seed sets the initial "
-        "weights, the data order and the noise: runs with the same seed form a "
-        f"pair); evaluation on the first {report['fid_images']} test images "
-        "against as many generated ones (standard FID Inception features; "
-        "precision and recall with k = 3). Each run's record (evaluation, "
-        f"training time, step log) is in `{report['records']}/<strategy>-seed"
-        "<seed>/`. Missing cells: runs not recorded yet (rerun the command to "
-        "continue)."
-    )
+    interval = pair["interval"] and "[{:{f}}, {:{f}}]".format(*pair["interval"], f=fmt)
+    differences = ", ".join(f"{d:{fmt}}" for d in pair["differences"])
+    return [name, label, differences, f"{pair['mean']:{fmt}}", interval,
+            f"{pair['sign_test_p']:.2g}", pair["verdict"]]  # fmt: skip
 
 
 def _tables(report):
@@ -527,11 +372,7 @@ def _tables(report):
         if "verdict" in by_metric.get(key, {})
     ]
     runs = [
-        [strategy, seed]
-        + [
-            None if values.get(key) is None else f"{values[key]:{fmt}}"
-            for key, _, _, fmt in METRICS
-        ]
+        [strategy, seed] + [_value(values.get(key), fmt) for key, _, _, fmt in METRICS]
         for strategy, by_seed in report["cells"].items()
         for seed, values in sorted(by_seed.items(), key=lambda i: int(i[0]))
     ]
@@ -541,107 +382,71 @@ def _tables(report):
         markdown_table(["strategy", "seeds", *labels], means),
         markdown_table(pair_headers, pairs),
         markdown_table(["strategy", "seed", *labels], runs),
-    )
+    )  # fmt: skip
 
 
 def report_lines(report):
-    """The Markdown report."""
-    means, pairs, runs = _tables(report)
-    lines = [
-        "# Balancing strategies over seeds (Fashion-MNIST)",
-        "",
-        f"Command: `{report['command']}`",
-        "",
-        _made(report),
-        "",
-        "## Mean +- standard deviation over seeds",
-        "",
-        means,
-        "",
-        "## Paired per-seed differences",
-        "",
-        "Difference a - b per seed, its mean, the 95% Student-t interval of the "
-        "mean and the exact two-sided sign test (with 3 seeds its smallest "
-        "p-value is 0.25).",
-        "",
-        pairs,
-        "",
-        "## Every run",
-        "",
-        runs,
-    ]
+    """The Markdown report: the data only, docs/benchmarks.md reads it."""
+    made = "no runs recorded yet"
+    if report["records_finished_utc"]:
+        first, last = report["records_finished_utc"]
+        made = f"{'; '.join(report['machines'])}, finished {first} to {last} UTC"
     stopped = [
         f"{strategy}, seed {seed} ({values['train_stops']:.0f}x)"
         for strategy, by_seed in report["cells"].items()
         for seed, values in by_seed.items()
         if values.get("train_stops")
     ]
+    means, pairs, runs = _tables(report)
+    lines = [
+        "# Balancing strategies over seeds (Fashion-MNIST)", "",
+        f"Command: `{report['command']}`", "",
+        f"Runs: {made}; {report['epochs']} + {report['epochs2']} epochs on "
+        f"{report['train_images']} training images; seeds "
+        f"{', '.join(map(str, report['seeds']))}; {report['fid_images']} test "
+        f"images. Records: `{report['records']}/<strategy>-seed<seed>/`.", "",
+        "## Mean +- standard deviation over seeds", "", means, "",
+        "## Paired per-seed differences (a - b)", "", pairs, "",
+        "## Every run", "", runs,
+    ]  # fmt: skip
     if stopped:
-        lines += [
-            "",
-            "Stopped and resumed from their checkpoints: "
-            + "; ".join(stopped)
-            + ". Their times add up the parts; the steps since the last "
-            "checkpoint before a stop were made twice.",
-        ]
+        stopped = "; ".join(stopped)
+        lines += ["", f"Stopped and resumed from their checkpoints: {stopped}."]
     if report.get("curve"):
-        lines += [
-            "",
-            f"![gamma^2 / batch MSE over seeds]({os.path.basename(report['curve'])})",
-            "",
-            "gamma^2 / batch MSE per stage-1 step (100-step moving averages), the "
-            "mean over seeds (line) and their min-max (band); 1 = balanced.",
-        ]
+        name = os.path.basename(report["curve"])
+        lines += ["", f"![gamma^2 / batch MSE, mean and min-max over seeds]({name})"]
     return lines + [""]
 
 
 def plot_ratio_bands(records, path, window=100):
-    """gamma^2 / batch MSE per strategy: mean over seeds and min-max band.
-
-    Args:
-        records: ``{strategy: {seed: record}}`` (`read_record`).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    plotted = False
-    kernel = np.ones(window) / window
+    """gamma^2 / batch MSE (``window``-step moving averages) per strategy of
+    ``{strategy: {seed: record}}``: the mean over seeds and min-max band."""
+    fig, ax = common.figure(8, 4.5)
     for strategy, by_seed in records.items():
         curves = []
-        for record in by_seed.values():
-            steps = record["steps"]
-            if len(steps["mse"]) < window:
-                continue
-            ratio = steps["gamma"].astype(np.float64) ** 2 / steps["mse"]
-            smooth = np.convolve(ratio, kernel, mode="valid")
-            curves.append((steps["step"][window - 1 :], smooth))
-        if not curves:
-            continue
-        plotted = True
-        x, mean, low, high = seed_statistics.band(curves)
-        (line,) = ax.plot(x, mean, label=f"{strategy} ({len(curves)} seeds)")
-        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
-    if not plotted:
-        plt.close(fig)
-        return None
-    ax.set_yscale("log")
+        for steps in (record["steps"] for record in by_seed.values()):
+            if len(steps["mse"]) >= window:
+                ratio = steps["gamma"].astype(np.float64) ** 2 / steps["mse"]
+                smooth = np.convolve(ratio, np.ones(window) / window, mode="valid")
+                curves.append((steps["step"][window - 1 :], smooth))
+        if curves:
+            x, mean, low, high = seed_statistics.band(curves)
+            (line,) = ax.plot(x, mean, label=f"{strategy} ({len(curves)} seeds)")
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
+    if not ax.lines:
+        return common.save_figure(fig, None)
     ax.axhline(1.0, color="gray", lw=0.8)
-    ax.set_xlabel("stage-1 step (batch 100)")
-    ax.set_ylabel("gamma^2 / batch MSE")
+    ax.set(
+        yscale="log", xlabel="stage-1 step (batch 100)", ylabel="gamma^2 / batch MSE"
+    )
     ax.set_title("fashion_mnist: balance over training, mean and min-max over seeds")
     ax.legend()
     return common.save_figure(fig, path)
 
 
 def write_report(args, command):
-    """The report (JSON, Markdown, PNG) of every record in ``--records``.
-
-    Its content depends on the records alone (and the command): a rerun
-    with nothing new writes the same files.
-    """
+    """The report (JSON, Markdown, PNG) of the records in ``--records``
+    alone (and the command): nothing new, the same files."""
     records = all_records(args)
     for strategy in args.strategies:
         records.setdefault(strategy, {})
@@ -663,11 +468,8 @@ def write_report(args, command):
         "seeds": sorted(set(args.seeds) | {s for c in cells.values() for s in c}),
         "strategies": list(records),
         "records": os.path.relpath(args.records, args.results),
-        "cells": cells,
-        "summaries": summaries,
-        "pairs": pairs,
-        "curve": curve,
-    }
+        "cells": cells, "summaries": summaries, "pairs": pairs, "curve": curve,
+    }  # fmt: skip
     stem = os.path.join(args.results, "compare_balancing_seeds")
     common.write_report(stem, report, report_lines(report))
     return report
@@ -675,10 +477,8 @@ def write_report(args, command):
 
 # --------------------------------------------------------------------- run
 def run_seeds(args, command):
-    """Trains and evaluates the (strategy, seed) runs without a record, seed
-    by seed (a stopped comparison has whole pairs), rewriting the report
-    after every new record; returns the report. ``--report-only``: the
-    report of the records as they are, nothing trained."""
+    """Makes the runs without a record, seed by seed (a stopped comparison
+    has whole pairs), rewriting the report after each; returns the report."""
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.results, exist_ok=True)
     runs = [(strategy, seed) for seed in args.seeds for strategy in args.strategies]
@@ -688,12 +488,9 @@ def run_seeds(args, command):
         if read_record(run_dir(args.records, strategy, seed), strategy, seed, args)
         is None
     ]
-    print(
-        f"{len(runs) - len(missing)} of {len(runs)} runs recorded in "
-        f"{args.records}; to train and evaluate: "
-        + (", ".join(f"{s}-seed{seed}" for s, seed in missing) or "none"),
-        flush=True,
-    )
+    todo = ", ".join(f"{s}-seed{seed}" for s, seed in missing) or "none"
+    print(f"{len(runs) - len(missing)} of {len(runs)} runs recorded in "
+          f"{args.records}; to train and evaluate: {todo}", flush=True)  # fmt: skip
     extractor = report = None
     for strategy, seed in [] if args.report_only else missing:
         workdir = run_dir(args.out, strategy, seed)
@@ -705,9 +502,7 @@ def run_seeds(args, command):
                 "to train the run again."
             )
         if extractor is None:
-            from vae_balance.fid.inception import get_feature_extractor
-
-            extractor = get_feature_extractor()
+            extractor = inception.get_feature_extractor()
         print(f"[{strategy}, seed {seed}] evaluating {workdir}", flush=True)
         evaluation = evaluate_run(workdir, args, seed, extractor)
         dynamics = strategy_dynamics(strategy, steps)
@@ -720,8 +515,7 @@ def run_seeds(args, command):
 
 def main(argv=None):
     args = parse_args(argv)
-    # The command that makes the runs and the report (--report-only only
-    # rewrites it).
+    # The command that makes the runs and the report (not --report-only).
     argv = sys.argv[1:] if argv is None else argv
     kept = [a for a in argv if a != "--report-only"]
     report = run_seeds(args, common.command_line("compare_balancing.py", kept))

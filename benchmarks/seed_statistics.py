@@ -1,32 +1,19 @@
 """Statistics over seeds for the balancing comparison: spread, paired verdicts.
 
-The comparison trains every strategy once per seed. A seed fixes the
-initial weights, the data order and the noise, so two strategies trained
-with the same seed form a pair: their per-seed difference cancels what the
-seed does to both, and the verdict rests on those differences.
-
-- `summarise`: mean, sample standard deviation, min and max of one metric.
-- `paired_difference`: the mean per-seed difference of two strategies, a
-  Student-t confidence interval on it, and an exact two-sided sign test.
-- `verdict`: one sentence that says how sure the comparison is.
-- `band`: the mean and the min-max band of per-step curves over seeds.
-
-With 3 seeds a sign test cannot reach p < 0.25 (all three the same way:
-2 x 1/8): only the t interval can exclude zero, and only when the
-differences are consistent. Both are reported so that the reader sees how
-little 3 seeds decide.
+A seed fixes the initial weights, the data order and the noise, so two
+strategies trained with the same seed form a pair: their per-seed
+difference cancels what the seed does to both. With 3 seeds a sign test
+cannot reach p < 0.25 (all three the same way: 2 x 1/8): only the Student-t
+interval can exclude zero, and only when the differences are consistent.
 """
 
-import math
-
 import numpy as np
+from scipy import stats
 
 
 def summarise(values):
-    """``{"n", "mean", "std", "min", "max", "values"}`` of a list of numbers.
-
-    ``std`` is the sample standard deviation (ddof=1); None for one value.
-    """
+    """``{"n", "mean", "std", "min", "max", "values"}`` of a list of numbers;
+    ``std`` is the sample standard deviation (ddof=1), None for one value."""
     values = [float(v) for v in values]
     if not values:
         raise ValueError("no values to summarise: no seed has this metric yet")
@@ -42,44 +29,26 @@ def summarise(values):
 
 
 def sign_test(differences):
-    """Exact two-sided sign test p-value of the nonzero differences (1 if none).
-
-    Under the null each nonzero difference is positive with probability 1/2;
-    the p-value is twice the binomial tail of the rarer sign, capped at 1.
-    """
+    """Exact two-sided sign test p-value of the nonzero differences (1 if none)."""
     signs = [d for d in differences if d != 0]
-    n = len(signs)
-    if n == 0:
+    if not signs:
         return 1.0
-    k = min(sum(d > 0 for d in signs), sum(d < 0 for d in signs))
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
+    return float(stats.binomtest(sum(d > 0 for d in signs), len(signs)).pvalue)
 
 
 def paired_difference(a, b, confidence=0.95):
-    """Per-seed ``a - b`` over the seeds both dicts have.
-
-    Args:
-        a, b: ``{seed: value}`` of one metric for two strategies.
-        confidence: of the Student-t interval on the mean difference.
-
-    Returns:
-        ``{"seeds", "differences", "mean", "std", "interval", "confidence",
-        "sign_test_p", "positive", "negative"}``; ``interval`` is None with
-        fewer than 2 seeds.
-    """
-    from scipy import stats
-
+    """Per-seed ``a - b`` of two ``{seed: value}`` over the seeds both have:
+    ``{"seeds", "differences", "mean", "std", "interval", "confidence",
+    "sign_test_p", "positive", "negative"}``; ``interval``, of the mean
+    difference (Student t), is None with fewer than 2 seeds."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         raise ValueError("the two strategies share no seed: nothing to pair")
     differences = [float(a[s]) - float(b[s]) for s in seeds]
-    n = len(differences)
-    mean = float(np.mean(differences))
     result = {
         "seeds": seeds,
         "differences": differences,
-        "mean": mean,
+        "mean": float(np.mean(differences)),
         "std": None,
         "interval": None,
         "confidence": confidence,
@@ -87,10 +56,10 @@ def paired_difference(a, b, confidence=0.95):
         "positive": sum(d > 0 for d in differences),
         "negative": sum(d < 0 for d in differences),
     }
-    if n > 1:
-        std = float(np.std(differences, ddof=1))
-        half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
-        result.update(std=std, interval=[mean - half, mean + half])
+    if len(differences) > 1:
+        interval = stats.ttest_1samp(differences, 0.0).confidence_interval(confidence)
+        result["std"] = float(np.std(differences, ddof=1))
+        result["interval"] = [float(interval.low), float(interval.high)]
     return result
 
 
@@ -99,52 +68,34 @@ def verdict(pair, name_a, name_b, lower_is_better=True):
     mean = pair["mean"]
     if not any(pair["differences"]):
         return "tied on every seed"
-    better, worse = (
-        (name_a, name_b)
-        if (mean < 0) == lower_is_better
-        else (
-            name_b,
-            name_a,
-        )
-    )
-    seeds = len(pair["seeds"])
+    a_better = (mean < 0) == lower_is_better
+    better, worse = (name_a, name_b) if a_better else (name_b, name_a)
     if pair["interval"] is None:
         return f"{better} ahead by {abs(mean):.3g} on 1 seed: undecided"
     low, high = pair["interval"]
     level = round(100 * pair["confidence"])
+    evidence = (
+        f"{pair['positive']}+ / {pair['negative']}- over {len(pair['seeds'])} "
+        f"seeds, sign test p = {pair['sign_test_p']:.2g}"
+    )
     if low > 0 or high < 0:
         return (
             f"{better} better by {abs(mean):.3g} ({level}% interval "
-            f"[{low:.3g}, {high:.3g}] excludes 0; {pair['positive']}+ / "
-            f"{pair['negative']}- over {seeds} seeds, sign test p = "
-            f"{pair['sign_test_p']:.2g})"
+            f"[{low:.3g}, {high:.3g}] excludes 0; {evidence})"
         )
     return (
         f"undecided: {better} ahead by {abs(mean):.3g} on average, {level}% "
-        f"interval [{low:.3g}, {high:.3g}] contains 0 ({pair['positive']}+ / "
-        f"{pair['negative']}- over {seeds} seeds, sign test p = "
-        f"{pair['sign_test_p']:.2g}); {worse} is not shown worse"
+        f"interval [{low:.3g}, {high:.3g}] contains 0 ({evidence}); {worse} is "
+        "not shown worse"
     )
 
 
 def band(curves):
-    """Mean, min and max over seeds of per-step curves, on their common steps.
-
-    Args:
-        curves: a list of ``(steps, values)`` pairs, one per seed.
-
-    Returns:
-        ``(steps, mean, low, high)`` arrays over the steps every curve has.
-    """
+    """``(steps, mean, low, high)`` over seeds of per-step curves, a list of
+    ``(steps, values)`` pairs, on the steps every curve has."""
     if not curves:
         raise ValueError("no curves to average")
-    common = set(np.asarray(curves[0][0]).tolist())
-    for steps, _ in curves[1:]:
-        common &= set(np.asarray(steps).tolist())
-    steps = np.array(sorted(common))
-    stacked = []
-    for curve_steps, values in curves:
-        lookup = dict(zip(np.asarray(curve_steps).tolist(), np.asarray(values)))
-        stacked.append([lookup[s] for s in steps.tolist()])
-    stacked = np.array(stacked, dtype=float)
-    return steps, stacked.mean(axis=0), stacked.min(axis=0), stacked.max(axis=0)
+    lookups = [dict(zip(np.asarray(s).tolist(), np.asarray(v))) for s, v in curves]
+    steps = sorted(set.intersection(*(set(lookup) for lookup in lookups)))
+    stacked = np.array([[lookup[s] for s in steps] for lookup in lookups], float)
+    return np.array(steps), stacked.mean(0), stacked.min(0), stacked.max(0)

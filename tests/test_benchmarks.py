@@ -57,8 +57,6 @@ def _row(preset, label, speed, framework="tensorflow"):
         "config": label,
         "framework": framework,
         "parameters": 405139,
-        "xla": False,
-        "jit_compile_in_effect": False,
         "images_per_second": speed,
         "train_gflop_per_image": 0.1,
         "baseline_rss_mib": 500.0,
@@ -66,26 +64,16 @@ def _row(preset, label, speed, framework="tensorflow"):
     }
 
 
-def test_peer_ratios_and_report_with_an_unavailable_torch_compile(tmp_path):
+def test_peer_ratios_and_report(tmp_path):
     throughput = _load("throughput")
-    error = "BackendCompilerFailed: no C++ compiler\nlong traceback"
     runs = {
-        "before: Keras BN": [_row("p", "before: Keras BN", s) for s in (50, 100)],
         throughput.DEFAULT: [_row("p", throughput.DEFAULT, s) for s in (100, 300)],
         throughput.EAGER: [_row("p", throughput.EAGER, s, "torch") for s in (50, 100)],
-        throughput.COMPILED: [
-            {
-                "available": False,
-                "error": error,
-                "preset": "p",
-                "config": throughput.COMPILED,
-            }
-        ]
-        * 2,
     }
     rows = throughput.summarise_rounds(runs)
-    assert [r["speed_up"] for r in rows[:3]] == [1.0, 2.5, 1.0]
-    assert rows[3]["available"] is False and rows[3]["images_per_second"] is None
+    assert rows[0]["speed_up"] == 1.0 and rows[0]["images_per_second"] == 200.0
+    assert rows[1]["speed_up"] == pytest.approx((0.5 + 1 / 3) / 2)  # per round
+    assert rows[1]["images_per_second_rounds"] == [50.0, 100.0]
     check = {
         "parameters": {"trainable": 404433, "total": 405139},
         "forward_max_abs_difference": {"inference": {"z_mean": 1e-6}},
@@ -93,8 +81,7 @@ def test_peer_ratios_and_report_with_an_unavailable_torch_compile(tmp_path):
     peer = throughput.summarise_peer(runs, check)
     assert peer["package_over_eager_rounds"] == [2.0, 3.0]
     assert peer["package_over_eager"] == 2.5
-    assert peer["package_over_compile"] is None
-    assert peer["compile_error"] == error
+    assert "package_over_bfloat16_over_eager" not in peer  # not timed
     report = {
         "command": "python benchmarks/throughput.py --quick",
         "machine": "x86_64, 2 CPU cores, no GPU",
@@ -106,23 +93,30 @@ def test_peer_ratios_and_report_with_an_unavailable_torch_compile(tmp_path):
         "matmul": {"peak_gflops": 100.0, "size": 2048, "repeats": 2},
         "repeats": {"p": 2},
         "steps": {"p": (1, 2)},
+        "batch_size": 100,
         "train": rows,
         "peer": {"available": True, "torch": "2.x", "threads": 2},
-        "sample": [],
+        "note": "idle",
     }
     report["matmul"]["all_peak_gflops"] = [100.0]
     report["peer"]["presets"] = {"p": peer}
     throughput.write_report(report, str(tmp_path))
     text = (tmp_path / "throughput.md").read_text()
+    assert json.loads((tmp_path / "throughput.json").read_text())["train"] == rows
     assert (
-        "| p | 404,433 / 405,139 | 1.0e-06 | 200.0 (100, 300) | 75.0 (50, 100) | "
-        "- | not available | 2.50x (2.00x, 3.00x) | - | - | 20%, 8%, -, - |"
+        "end UTC; 1-minute load average 1.00 at the start, 1.00 at the end. idle"
+        in text
+    )
+    # 200 images/s x 0.1 GFLOP = 20 GFLOP/s, 20% of the 100 GFLOP/s peak
+    assert (
+        "| p | 0.41M | default: fused BN | 200.0 (100, 300) | 0.50 | 1.00x | 0.100 | "
+        "20.0 | 20% | 900 MiB |"
     ) in text
-    assert "not available: BackendCompilerFailed: no C++ compiler |" in text
-    assert "torch.compile was not available: p: BackendCompilerFailed" in text
+    assert "| p | 0.41M | PyTorch eager | 75.0 (50, 100) | 1.33 | 0.42x |" in text
+    assert "| p | 404,433 / 405,139 | 1.0e-06 | 2.50x (2.00x, 3.00x) | - | - |" in text
 
 
-def test_bfloat16_peer_ratios_pair_the_packages_bfloat16_with_pytorchs(tmp_path):
+def test_bfloat16_peer_ratios_pair_the_packages_bfloat16_with_pytorchs():
     throughput = _load("throughput")
     runs = {
         throughput.DEFAULT: [_row("p", throughput.DEFAULT, s) for s in (100, 200)],
@@ -141,21 +135,30 @@ def test_bfloat16_peer_ratios_pair_the_packages_bfloat16_with_pytorchs(tmp_path)
     assert peer["package_over_bfloat16_over_eager_bfloat16_rounds"] == [3.0, 4.0]
     assert peer["package_over_bfloat16_over_eager_bfloat16"] == 3.5
     assert peer["package_over_bfloat16_over_eager"] == 5.0  # 300/50, 400/100
-    report = {
-        "matmul": {"peak_gflops": 100.0},
-        "train": throughput.summarise_rounds(runs),
-        "peer": {
-            "available": True,
-            "torch": "2.x",
-            "threads": 2,
-            "presets": {"p": peer},
-        },
-    }
+    report = {"peer": {"available": True, "torch": "2.x", "threads": 2}}
+    report["peer"]["presets"] = {"p": peer}
     text = "\n".join(throughput.peer_lines(report))
     assert (
-        "| p | 350.0 (300, 400) | 100.0 (100, 100) | 3.50x (3.00x, 4.00x) | 5.00x |"
-        in text
-    )
+        "| p | 404,433 / 405,139 | 1.0e-06 | 2.00x (2.00x, 2.00x) | "
+        "3.50x (3.00x, 4.00x) | 5.00x (6.00x, 4.00x) |"
+    ) in text
+    assert "default + bfloat16 / PyTorch eager, bfloat16 autocast (rounds)" in text
+
+
+def test_only_the_kept_configurations_can_be_asked_for(capsys):
+    throughput = _load("throughput")
+    args = throughput.parse_args([])
+    assert args.configs == ["fused_bn", "torch_eager", "bfloat16", "torch_bf16"]
+    assert args.presets == [
+        "fashion_mnist",
+        "fashion_mnist_infogan",
+        "cifar10",
+        "celeba",
+    ]
+    for removed in ("keras_bn", "xla", "torch_compile", "torch_channels_last"):
+        with pytest.raises(SystemExit):
+            throughput.parse_args(["--configs", f"fused_bn,{removed}"])
+        assert f"unknown --configs ['{removed}']" in capsys.readouterr().err
 
 
 def test_peer_section_without_torch_says_why():
