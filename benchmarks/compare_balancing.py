@@ -21,10 +21,9 @@ import resource
 import sys
 import time
 
+import balancing_report
 import common
 import numpy as np
-import seed_statistics
-from common import markdown_table
 
 from vae_balance.config import get_preset
 from vae_balance.evaluation import evaluate_workdir
@@ -43,19 +42,6 @@ STRATEGIES = {
     "beta": {"balance": "fixed", "gamma": 1.0, "kl_weight": BETA},
 }
 DEFAULT_STRATEGIES = ("running", "learned", "batch")
-PAIRS = (("running", "learned"), ("running", "batch"))
-# (key, label, lower is better, format)
-METRICS = (
-    ("fid_rec", "REC FID", True, ".1f"),
-    ("fid_gen1", "GEN-1 FID", True, ".1f"),
-    ("fid_gen2", "GEN-2 FID", True, ".1f"),
-    ("precision_gen2", "GEN-2 precision", False, ".3f"),
-    ("recall_gen2", "GEN-2 recall", False, ".3f"),
-    ("reconstruction_mse", "rec. MSE", True, ".5f"),
-    ("final_gamma2_over_mse", "final gamma^2 / MSE", None, ".2f"),
-    ("steps_to_balance", "steps to balance", True, ".0f"),
-    ("train_cpu_seconds", "train CPU time (s)", None, ".0f"),
-)
 
 
 def parse_args(argv=None):
@@ -274,7 +260,8 @@ def write_record(path, strategy, seed, args, evaluation, timing, steps, dynamics
         "strategy": strategy, "seed": seed, "budget": budget(args),
         "finished_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "machine": common.describe_machine(), "timing": timing,
-        "dynamics": dynamics, "cell": cell(evaluation, timing, dynamics),
+        "dynamics": dynamics,
+        "cell": balancing_report.cell(evaluation, timing, dynamics),
     }  # fmt: skip
     write_json(os.path.join(path, "record.json"), record)
     return {**record, "steps": curve}
@@ -297,153 +284,6 @@ def all_records(args):
     return {s: found[s] for s in order if s in found}  # fmt: skip
 
 
-def cell(evaluation, timing, dynamics):
-    """The metrics of one (strategy, seed) run, as METRICS names them;
-    ``train_stops``: times stopped and resumed (None in older records)."""
-    values = {
-        **{f"fid_{name}": evaluation[name]["fid"] for name in ("rec", "gen1", "gen2")},
-        "precision_gen2": evaluation["gen2"]["precision"],
-        "recall_gen2": evaluation["gen2"]["recall"],
-        "reconstruction_mse": evaluation["reconstruction_mse"],
-        "train_cpu_seconds": timing.get("cpu_seconds"),
-        "train_seconds": timing.get("seconds"),
-        "train_stops": timing.get("stops"),
-    }
-    for key in ("final_gamma2_over_mse", "steps_to_balance") if dynamics else ():
-        values[key] = dynamics[key]
-    return {k: (None if v is None else float(v)) for k, v in values.items()}
-
-
-def summarise_cells(cells):
-    """``{strategy: {metric: summary}}`` and ``{"a-b": {metric: pair}}`` of
-    ``{strategy: {seed: {metric: value}}}``."""
-    summaries = {}
-    for strategy, by_seed in cells.items():
-        summaries[strategy] = {}
-        for key, *_ in METRICS:
-            values = [c[key] for c in by_seed.values() if c.get(key) is not None]
-            if values:
-                summaries[strategy][key] = seed_statistics.summarise(values)
-    pairs = {}
-    for a, b in (pair for pair in PAIRS if set(pair) <= set(cells)):
-        pairs[f"{a}-{b}"] = {}
-        for key, _, lower_is_better, _ in METRICS:
-            first = {s: c[key] for s, c in cells[a].items() if c.get(key) is not None}
-            second = {s: c[key] for s, c in cells[b].items() if c.get(key) is not None}
-            if not set(first) & set(second):
-                continue
-            pair = seed_statistics.paired_difference(first, second)
-            if lower_is_better is not None:
-                pair["verdict"] = seed_statistics.verdict(pair, a, b, lower_is_better)
-            pairs[f"{a}-{b}"][key] = pair
-    return summaries, pairs
-
-
-# ------------------------------------------------------------------ report
-def _value(value, fmt):
-    return None if value is None else f"{value:{fmt}}"
-
-
-def _mean_std(summary, fmt):
-    if summary is None or summary["std"] is None:
-        return summary and f"{summary['mean']:{fmt}} (1 seed)"
-    return f"{summary['mean']:{fmt}} +- {summary['std']:{fmt}}"
-
-
-def _pair_row(name, label, pair, fmt):
-    interval = pair["interval"] and "[{:{f}}, {:{f}}]".format(*pair["interval"], f=fmt)
-    differences = ", ".join(f"{d:{fmt}}" for d in pair["differences"])
-    return [name, label, differences, f"{pair['mean']:{fmt}}", interval,
-            f"{pair['sign_test_p']:.2g}", pair["verdict"]]  # fmt: skip
-
-
-def _tables(report):
-    """The three tables: means, paired differences, every run."""
-    labels = [label for _, label, *_ in METRICS]
-    means = [
-        [strategy, len(report["cells"].get(strategy, {}))]
-        + [_mean_std(summary.get(key), fmt) for key, _, _, fmt in METRICS]
-        for strategy, summary in report["summaries"].items()
-    ]
-    pairs = [
-        _pair_row(name, label, by_metric[key], fmt)
-        for name, by_metric in report["pairs"].items()
-        for key, label, _, fmt in METRICS
-        if "verdict" in by_metric.get(key, {})
-    ]
-    runs = [
-        [strategy, seed] + [_value(values.get(key), fmt) for key, _, _, fmt in METRICS]
-        for strategy, by_seed in report["cells"].items()
-        for seed, values in sorted(by_seed.items(), key=lambda i: int(i[0]))
-    ]
-    pair_headers = ["pair", "metric", "per seed", "mean", "95% interval",
-                    "sign test p", "verdict"]  # fmt: skip
-    return (
-        markdown_table(["strategy", "seeds", *labels], means),
-        markdown_table(pair_headers, pairs),
-        markdown_table(["strategy", "seed", *labels], runs),
-    )  # fmt: skip
-
-
-def report_lines(report):
-    """The Markdown report: the data only, docs/benchmarks.md reads it."""
-    made = "no runs recorded yet"
-    if report["records_finished_utc"]:
-        first, last = report["records_finished_utc"]
-        made = f"{'; '.join(report['machines'])}, finished {first} to {last} UTC"
-    stopped = [
-        f"{strategy}, seed {seed} ({values['train_stops']:.0f}x)"
-        for strategy, by_seed in report["cells"].items()
-        for seed, values in by_seed.items()
-        if values.get("train_stops")
-    ]
-    means, pairs, runs = _tables(report)
-    lines = [
-        "# Balancing strategies over seeds (Fashion-MNIST)", "",
-        f"Command: `{report['command']}`", "",
-        f"Runs: {made}; {report['epochs']} + {report['epochs2']} epochs on "
-        f"{report['train_images']} training images; seeds "
-        f"{', '.join(map(str, report['seeds']))}; {report['fid_images']} test "
-        f"images. Records: `{report['records']}/<strategy>-seed<seed>/`.", "",
-        "## Mean +- standard deviation over seeds", "", means, "",
-        "## Paired per-seed differences (a - b)", "", pairs, "",
-        "## Every run", "", runs,
-    ]  # fmt: skip
-    if stopped:
-        stopped = "; ".join(stopped)
-        lines += ["", f"Stopped and resumed from their checkpoints: {stopped}."]
-    if report.get("curve"):
-        name = os.path.basename(report["curve"])
-        lines += ["", f"![gamma^2 / batch MSE, mean and min-max over seeds]({name})"]
-    return lines + [""]
-
-
-def plot_ratio_bands(records, path, window=100):
-    """gamma^2 / batch MSE (``window``-step moving averages) per strategy of
-    ``{strategy: {seed: record}}``: the mean over seeds and min-max band."""
-    fig, ax = common.figure(8, 4.5)
-    for strategy, by_seed in records.items():
-        curves = []
-        for steps in (record["steps"] for record in by_seed.values()):
-            if len(steps["mse"]) >= window:
-                ratio = steps["gamma"].astype(np.float64) ** 2 / steps["mse"]
-                smooth = np.convolve(ratio, np.ones(window) / window, mode="valid")
-                curves.append((steps["step"][window - 1 :], smooth))
-        if curves:
-            x, mean, low, high = seed_statistics.band(curves)
-            (line,) = ax.plot(x, mean, label=f"{strategy} ({len(curves)} seeds)")
-            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.25)
-    if not ax.lines:
-        return common.save_figure(fig, None)
-    ax.axhline(1.0, color="gray", lw=0.8)
-    ax.set(
-        yscale="log", xlabel="stage-1 step (batch 100)", ylabel="gamma^2 / batch MSE"
-    )
-    ax.set_title("fashion_mnist: balance over training, mean and min-max over seeds")
-    ax.legend()
-    return common.save_figure(fig, path)
-
-
 def write_report(args, command):
     """The report (JSON, Markdown, PNG) of the records in ``--records``
     alone (and the command): nothing new, the same files."""
@@ -454,8 +294,8 @@ def write_report(args, command):
         strategy: {seed: record["cell"] for seed, record in sorted(by_seed.items())}
         for strategy, by_seed in records.items()
     }
-    summaries, pairs = summarise_cells(cells)
-    curve = plot_ratio_bands(
+    summaries, pairs = balancing_report.summarise_cells(cells)
+    curve = balancing_report.plot_ratio_bands(
         records, os.path.join(args.results, "compare_balancing_seeds.png")
     )
     done = [record for by_seed in records.values() for record in by_seed.values()]
@@ -471,7 +311,7 @@ def write_report(args, command):
         "cells": cells, "summaries": summaries, "pairs": pairs, "curve": curve,
     }  # fmt: skip
     stem = os.path.join(args.results, "compare_balancing_seeds")
-    common.write_report(stem, report, report_lines(report))
+    common.write_report(stem, report, balancing_report.report_lines(report))
     return report
 
 
@@ -519,7 +359,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     kept = [a for a in argv if a != "--report-only"]
     report = run_seeds(args, common.command_line("compare_balancing.py", kept))
-    print("\n".join(report_lines(report)))
+    print("\n".join(balancing_report.report_lines(report)))
     return report
 
 

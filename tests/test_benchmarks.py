@@ -215,7 +215,7 @@ def test_sign_test_and_summaries_solved_by_hand():
 
 
 def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
-    compare = _load("compare_balancing")
+    balancing_report = _load("balancing_report")
 
     def cell(fid_gen2, precision, cpu):
         return {
@@ -235,7 +235,7 @@ def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
         "learned": {0: cell(65, 0.35, 1400), 1: cell(66, 0.36, 1450)},
         "batch": {0: cell(59, 0.42, 1480)},  # seed 1 not trained yet
     }
-    summaries, pairs = compare.summarise_cells(cells)
+    summaries, pairs = balancing_report.summarise_cells(cells)
     assert summaries["running"]["fid_gen2"]["mean"] == 61.0
     assert summaries["batch"]["fid_gen2"]["std"] is None
     gen2 = pairs["running-learned"]["fid_gen2"]
@@ -264,12 +264,13 @@ def test_seed_report_pairs_the_runs_of_each_seed(tmp_path):
         "pairs": pairs,
         "curve": None,
     }
-    text = "\n".join(compare.report_lines(report))
+    text = "\n".join(balancing_report.report_lines(report))
     assert "finished 2026-12-02 21:37:41 to 2026-12-02 22:00:00 UTC" in text
     assert "| running | 2 | 51.0 +- 1.4 | 81.0 +- 1.4 | 61.0 +- 1.4 |" in text
     assert "| batch | 1 | 49.0 (1 seed) |" in text
     assert "| running-learned | GEN-2 FID | -5.0, -4.0 | -4.5 |" in text
-    assert compare.run_dir("runs/c", "learned", 2) == "runs/c/learned-seed2"
+    run_dir = _load("compare_balancing").run_dir
+    assert run_dir("runs/c", "learned", 2) == "runs/c/learned-seed2"
 
 
 def _fake_run(seed, fid_gen2, fid_images=500):

@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "benchmarks"))
 
+import torch_networks  # noqa: E402
 import torch_peer  # noqa: E402
 
 
@@ -71,7 +72,7 @@ def test_tensorflow_same_padding_is_what_makes_the_networks_equal(monkeypatch):
     def symmetric(self, x):
         return torch.nn.functional.conv2d(x, self.weight, self.bias, 2, 1)
 
-    monkeypatch.setattr(torch_peer.StridedSameConv, "forward", symmetric)
+    monkeypatch.setattr(torch_networks.StridedSameConv, "forward", symmetric)
     with pytest.raises(ValueError, match="forward pass differs"):
         torch_peer.check_forward("fashion_mnist")
 
@@ -127,7 +128,7 @@ def test_the_peer_refuses_other_balancing_strategies():
 
 def test_spectral_norm_normalises_the_kernel_in_training_mode_only():
     torch.manual_seed(0)
-    layer = torch_peer.KerasSpectralNorm(torch.nn.Linear(6, 4))
+    layer = torch_networks.KerasSpectralNorm(torch.nn.Linear(6, 4))
     kernel = layer.layer.weight.detach().clone()
     u = layer.u.clone()
     layer.eval()(torch.ones(2, 6))
