@@ -6,8 +6,10 @@ The modules, in dependency order (each imports only the ones above it):
   and network shapes, hence the padding), the aliases and the errors.
   TensorFlow-free.
 - `vae_balance.datasets.formats`: file formats: CIFAR-10 python batches (a
-  restricted unpickler), IDX, the CelebA partition, image decoding, the CelebA
-  crop and the JPEG round trip.
+  restricted unpickler), IDX, the CelebA partition, image decoding (on
+  threads: `image_folder.decode_in_threads`, from the TensorFlow-free group
+  below, which imports only the registry), the CelebA crop and the JPEG
+  round trip.
 - `vae_balance.datasets.cache`: the ``.npy`` cache of decoded CelebA images.
 - `vae_balance.datasets.sources`: where a split is read from: local files or
   tensorflow-datasets (after a network probe), driven by one `SplitRequest`,

@@ -15,7 +15,6 @@ and raising `DataError` naming the file:
   `jpeg_roundtrip_images`: the reference code's CIFAR-10 JPEG round trip.
 """
 
-import concurrent.futures
 import gzip
 import io
 import logging
@@ -28,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from vae_balance.datasets.image_folder import decode_in_threads
 from vae_balance.datasets.registry import DataError, DatasetNotFoundError
 
 # The package's public logger name (callers attach handlers to it).
@@ -312,17 +312,7 @@ def decode_image(path, shape):
 def decode_images(paths, shape, skip_bad):
     """uint8 (n, H, W, C) of same-shaped images, decoded on a few threads."""
 
-    def decode(path):
-        try:
-            return decode_image(path, shape)
-        except DataError as error:
-            if not skip_bad:
-                raise
-            return error
-
-    workers = min(8, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(decode, paths))
+    results = decode_in_threads(lambda path: decode_image(path, shape), paths, skip_bad)
     good = [r for r in results if not isinstance(r, DataError)]
     bad = [r for r in results if isinstance(r, DataError)]
     if good and None in shape:

@@ -113,20 +113,27 @@ def decode_user_image(path):
     return array[..., None] if array.ndim == 2 else array
 
 
-def _decode_all(files, skip_bad, log):
-    """(decoded images, their paths): bad files raise, or are skipped."""
+def decode_in_threads(decode, paths, skip_bad, error_type=DataError):
+    """``decode(path)`` of every path, in order, on a few threads. An
+    ``error_type`` raised by one is re-raised, or with ``skip_bad`` returned
+    in its place."""
 
-    def decode(path):
+    def attempt(path):
         try:
-            return decode_user_image(path)
-        except BadImageError as error:
+            return decode(path)
+        except error_type as error:
             if not skip_bad:
                 raise
             return error
 
     workers = min(8, os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(decode, files))
+        return list(pool.map(attempt, paths))
+
+
+def _decode_all(files, skip_bad, log):
+    """(decoded images, their paths): bad files raise, or are skipped."""
+    results = decode_in_threads(decode_user_image, files, skip_bad, BadImageError)
     bad = [r for r in results if isinstance(r, BadImageError)]
     if bad:
         log(f"[data] skipped {len(bad)} bad image file(s), e.g. {bad[0]}")
