@@ -1,5 +1,6 @@
 """Dai & Wipf's per-image min-max stretch: the function, and ``evaluate
---stretch`` scoring GEN-2 and GMM both ways."""
+--stretch`` scoring GEN-2 and GMM both ways; ``evaluate --sets`` scoring
+only the sets asked for."""
 
 import shutil
 
@@ -58,11 +59,11 @@ def results(tiny_run, tmp_path_factory):
     }
     standard = protocol.evaluate_workdir(workdir, **settings)
     stretched = protocol.evaluate_workdir(workdir, stretch=True, **settings)
-    return standard, stretched, workdir
+    return standard, stretched, workdir, settings
 
 
 def test_stretch_adds_stretched_gen2_and_gmm_and_keeps_the_standard_rows(results):
-    standard, stretched, workdir = results
+    standard, stretched, workdir, _ = results
     assert "gen2_stretched" not in standard["fid"]
     assert standard["protocol"]["minmax_stretch"] is False
     assert stretched["protocol"]["minmax_stretch"] is True
@@ -83,3 +84,37 @@ def test_the_cli_flag_reaches_the_evaluation():
     parser = build_parser()
     assert parser.parse_args(["evaluate", "run", "--stretch"]).stretch is True
     assert parser.parse_args(["evaluate", "run"]).stretch is False
+
+
+def test_only_the_chosen_sets_are_scored_with_the_same_numbers(results):
+    standard, stretched, workdir, settings = results
+    # A fresh cache: the chosen sets' features are extracted again, and the
+    # others never are (their rows are null).
+    shutil.rmtree(workdir / "features")
+    chosen = protocol.evaluate_workdir(workdir, stretch=True, sets=["gen2"], **settings)
+    assert set(chosen["fid"]) == {"gen2", "gen2_stretched"}
+    for name in ("gen2", "gen2_stretched"):
+        assert chosen["fid"][name] == pytest.approx(stretched["fid"][name])
+    assert chosen["rec"] is None and chosen["gmm"] is None
+    assert chosen["protocol"]["sets"] == ["gen2"]
+    assert standard["protocol"]["sets"] is None
+    assert chosen["reconstruction_mse"] == pytest.approx(standard["reconstruction_mse"])
+    computed = set(chosen["cache"]["computed"])
+    assert {"gen2", "gen2_stretched"} <= computed
+    assert not computed & {"rec", "gen1", "gen2_adjusted", "gmm", "gmm_stretched"}
+    report = (workdir / "evaluation.md").read_text()
+    assert "| GEN-2, stretched | 0" in report
+    assert "| REC | not measured: not asked for (--sets) |" in report
+
+
+def test_an_unknown_set_is_refused_naming_the_valid_ones():
+    with pytest.raises(ValueError, match="Unknown image set.*gen3.*choose among rec"):
+        protocol.check_set_names(["gen2", "gen3"])
+    parser = build_parser()
+    assert parser.parse_args(["evaluate", "run", "--sets", "gen2, gmm"]).sets == [
+        "gen2",
+        "gmm",
+    ]
+    assert parser.parse_args(["evaluate", "run"]).sets is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["evaluate", "run", "--sets", "gen3"])

@@ -58,6 +58,8 @@ from vae_balance.workdir import atomic_write, write_json
 LABELS = {"rec": "REC", "gen1": "GEN-1", "gen2": "GEN-2"}
 # The sets stretched by ``stretch=True`` (Dai & Wipf's per-image min-max).
 STRETCHED = {"gen2": "gen2_stretched", "gmm": "gmm_stretched"}
+# The generated sets ``sets=`` chooses among (``evaluate --sets``).
+SCORED_SETS = ("rec", "gen1", "gen2", "gen2_adjusted", "gmm")
 INTERPOLATION_PAIRS = 8  # rows of images/interpolations.png
 INTERPOLATION_STEPS = 10
 
@@ -79,6 +81,7 @@ def evaluate_workdir(
     cache=True,
     shared_feature_cache=None,
     stretch=False,
+    sets=None,
 ):
     """The evaluation of a trained two-stage run; writes the reports.
 
@@ -114,6 +117,8 @@ def evaluate_workdir(
         stretch: also score GEN-2 and GMM with every image min-max stretched
             (`image_sets.minmax_stretch`, as Dai & Wipf's Table 1):
             ``gen2_stretched`` and ``gmm_stretched``; the others are unchanged.
+        sets: names of `SCORED_SETS` to score (a stretched set follows its
+            own; None: all); the others are null (a feature pass saved each).
 
     Returns:
         The results dict, as written to ``evaluation.json``.
@@ -135,6 +140,7 @@ def _evaluate(args):
     sets, labels, gmm_report = _image_sets(
         run, x, args.gmm_components, args.stretch, batch_size, seed, verbose
     )
+    sets = _chosen_sets(sets, args.sets)
     features = FeatureCache(
         run.workdir.features_dir if args.cache else None,
         feature_extractor,
@@ -152,6 +158,7 @@ def _evaluate(args):
         "protocol": {
             **protocol_entry(real, run.pad, features, seed, nll),
             "minmax_stretch": bool(args.stretch),
+            "sets": None if args.sets is None else sorted(check_set_names(args.sets)),
         },
         **score_entries(scores, labels, gmm_report),
         **likelihood_entries(nll),
@@ -305,6 +312,29 @@ def _generate_sets(first_stage, second_stage, samplers, x, batch_size, rng, seed
     if "gmm" in samplers:
         sets["gmm"] = samplers["gmm"].generate(num, rng, batch_size)
     return sets
+
+
+def check_set_names(names):
+    """The set of ``names``; ValueError naming an unknown one and the valid."""
+    names = set(names)
+    unknown = sorted(names - set(SCORED_SETS))
+    if unknown or not names:
+        raise ValueError(
+            f"Unknown image set(s) {', '.join(unknown) or '(none given)'}: choose "
+            f"among {', '.join(SCORED_SETS)} (a stretched set follows its own)."
+        )
+    return names
+
+
+def _chosen_sets(sets, names):
+    """``sets`` without the image sets not in ``names`` (None: all kept);
+    the latent codes and the MSE stay."""
+    if names is None:
+        return sets
+    names = check_set_names(names)
+    names |= {STRETCHED[n] for n in names if n in STRETCHED}
+    dropped = {n for n in SCORED_SETS + tuple(STRETCHED.values()) if n not in names}
+    return {k: v for k, v in sets.items() if k not in dropped}
 
 
 def _stretched_sets(sets, pad):

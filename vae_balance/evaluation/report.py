@@ -19,10 +19,14 @@ def _scores_table(results):
         "| | FID | KID x 1000 | precision | recall |",
         "|---|---|---|---|---|",
     ]
+    chosen = (results.get("protocol") or {}).get("sets")
     for name, label in labels.items():
         score = results.get(name)
         if score is None:
-            reason = results.get("gmm_fit", {}).get("skipped", "not measured")
+            if chosen is not None and name.replace("_stretched", "") not in chosen:
+                reason = "not asked for (--sets)"
+            else:
+                reason = results.get("gmm_fit", {}).get("skipped", "not measured")
             lines.append(f"| {label} | not measured: {reason} | | | |")
             continue
         lines.append(
