@@ -57,6 +57,11 @@ def run_worker(script, name, kwargs, label=None):
     return json.loads(lines[-1])
 
 
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def markdown_table(headers, rows):
     """A Markdown table: the header row, its rule, one line per row; cells
     are written with ``str``, None as "-"."""

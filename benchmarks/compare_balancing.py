@@ -15,7 +15,6 @@ The strategies, the statistics, run times: docs/benchmarks.md.
 
 import argparse
 import csv
-import json
 import os
 import resource
 import sys
@@ -101,8 +100,7 @@ def train_strategy(strategy, args, seed):
     train_images = args.limit or 60000
     timing = {"seconds": 0.0, "cpu_seconds": 0.0, "epochs": 0, "epochs2": 0}
     if os.path.exists(timing_path):
-        with open(timing_path) as f:
-            timing = json.load(f)
+        timing = common.read_json(timing_path)
     if timing.get("train_images", train_images) != train_images:
         raise ValueError(
             f"{workdir} was trained on {timing['train_images']} images, this "
@@ -220,8 +218,7 @@ def read_record(path, strategy, seed, args):
     if not os.path.exists(record_path):
         return None
     try:
-        with open(record_path) as f:
-            record = json.load(f)
+        record = common.read_json(record_path)
         with np.load(os.path.join(path, "steps.npz")) as steps:
             record["steps"] = {key: steps[key] for key in steps.files}
         made, run = record["budget"], (record["strategy"], int(record["seed"]))

@@ -7,7 +7,8 @@ and the held-out MSE; a fresh stage 2 (``--stage2-epochs``) and a
 10-component mixture on the training codes; ``--num-images`` GEN-2, GMM and
 min-max stretched GEN-2 images (`vae_balance.sampling.latent`) scored against
 as many test images by the evaluation's `score_image_sets`. Points go to
-``WORKDIR/quality_points/epochNNNN.json`` (rerunning skips them). ``report``
+``WORKDIR/quality_points/epochNNNN.json`` (rerunning skips them;
+``--epochs 8 12``: only those snapshots). ``report``
 writes the curves of several runs to ``--out`` ``.json``, ``.md``, ``.png``.
 
     python benchmarks/quality_study.py points runs/study/infogan-running \\
@@ -59,6 +60,7 @@ def parse_args(argv=None):
     add("--data-dir")
     add("--shared-feature-cache", help="where runs share the test images' features")
     add("--seed", type=int, default=0)
+    add("--epochs", type=int, nargs="+", help="only these snapshots (default: all)")
     report = commands.add_parser("report", help="the curves' JSON, Markdown, PNG")
     report.add_argument("workdirs", nargs="+")
     report.add_argument("--out", default="benchmarks/results/quality_study")
@@ -71,14 +73,19 @@ def snapshots(workdir):
     found = []
     pattern = os.path.join(Workdir(workdir).snapshot_dir, "stage1-epoch*.keras")
     for path in sorted(glob.glob(pattern)):
-        record = _read_json(path[: -len(".keras")] + ".json")
+        record = common.read_json(path[: -len(".keras")] + ".json")
         found.append((int(record["epoch"]), path, record))
     return found
 
 
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
+def unmeasured(workdir, out_dir, epochs=None):
+    """The snapshots without a point in ``out_dir`` (of ``epochs`` only)."""
+    return [
+        s
+        for s in snapshots(workdir)
+        if epochs is None or s[0] in epochs
+        if not os.path.exists(os.path.join(out_dir, f"epoch{s[0]:04d}.json"))
+    ]
 
 
 def fit_second_stage(config, z_mean, z_log_sigma, args):
@@ -135,23 +142,15 @@ def run_points(args):
     run = Workdir(args.workdir)
     config = VAEConfig.from_dict(run.read_config())
     out_dir = run.path(POINTS_DIR)
-    todo = [
-        s
-        for s in snapshots(args.workdir)
-        if not os.path.exists(os.path.join(out_dir, f"epoch{s[0]:04d}.json"))
-    ]
+    todo = unmeasured(args.workdir, out_dir, args.epochs)
     if not todo:
         print(f"[points] {args.workdir}: every snapshot measured")
         return
     train = pipeline.load_split(config, "train", args.data_dir)
     train = np.stack(list(train.as_numpy_iterator())).astype("float32")
-    test = load_test_images(config, args.num_images, args.data_dir)
-    test = test.astype("float32") / 255.0
-    features = FeatureCache(
-        os.path.join(out_dir, "features"),
-        get_feature_extractor(),
-        args.shared_feature_cache,
-    )
+    test = load_test_images(config, args.num_images, args.data_dir) / np.float32(255)
+    cache = os.path.join(out_dir, "features")
+    features = FeatureCache(cache, get_feature_extractor(), args.shared_feature_cache)
     protocol = {"num_images": len(test), "gmm_components": 10, "seed": args.seed}
     stage2 = ("stage2_epochs", "stage2_lr", "stage2_lr_epochs")
     protocol.update({key: getattr(args, key) for key in stage2})
@@ -170,7 +169,7 @@ def read_curve(workdir):
     paths = sorted(glob.glob(os.path.join(workdir, POINTS_DIR, "epoch*.json")))
     return {
         "setting": f"{config['name']} ({network}), balance {config['balance']}",
-        "points": [_read_json(path) for path in paths],
+        "points": [common.read_json(path) for path in paths],
     }
 
 

@@ -509,3 +509,40 @@ def test_multiply_adds_of_the_infogan_count_through_spectral_norm():
     assert throughput.multiply_adds(vae.decoder) == decoder
     flops = throughput.gflop_per_image(vae)
     assert flops["train_gflop_per_image"] == pytest.approx(6 * 26_288_128 / 1e9)
+
+
+def test_quality_points_are_chosen_by_epoch_and_reported(tmp_path):
+    quality = _load("quality_study")
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    config = {"name": "fashion_mnist_infogan", "network": "infogan"}
+    (run / "config.json").write_text(json.dumps({**config, "balance": "running"}))
+    for epoch in (2, 4, 6):
+        stem = run / "snapshots" / f"stage1-epoch{epoch:04d}"
+        stem.with_suffix(".keras").write_bytes(b"")
+        record = {
+            "epoch": epoch,
+            "global_step": 937 * epoch,
+            "cpu_seconds": 180 * epoch,
+        }
+        stem.with_suffix(".json").write_text(json.dumps(record))
+    points = run / quality.POINTS_DIR
+    points.mkdir()
+    point = {
+        "epoch": 4, "train_cpu_seconds": 720.0, "val_mse_recalibrated": 0.0081,
+        "fid": {"gen2": 59.6, "gmm": 49.0, "gen2_stretched": 59.62},
+        "protocol": {"num_images": 2000},
+    }  # fmt: skip
+    (points / "epoch0004.json").write_text(json.dumps(point))
+    epochs = [s[0] for s in quality.unmeasured(str(run), str(points))]
+    assert epochs == [2, 6]
+    assert [s[0] for s in quality.unmeasured(str(run), str(points), [4, 6])] == [6]
+    out = tmp_path / "report" / "quality_study"
+    quality.main(["report", str(run), "--out", str(out)])
+    table = out.with_suffix(".md").read_text()
+    assert "| run | 4 | 0.20 | 59.6 | 49.0 | 59.6 | 0.00810 |" in table
+    curves = json.loads(out.with_suffix(".json").read_text())
+    assert (
+        curves["run"]["setting"] == "fashion_mnist_infogan (infogan), balance running"
+    )
+    assert out.with_suffix(".png").stat().st_size > 0
