@@ -414,6 +414,22 @@ def test_cli_samples_a_copied_export_at_the_native_size(padded, tmp_path):
     np.testing.assert_allclose(_grid(grid), expected, atol=2 / 255)
 
 
+def test_cli_sample_writes_the_images_as_a_uint8_npz(padded, tmp_path, capsys):
+    out = tmp_path / "gen2.npz"
+    cli.main(
+        ["sample", str(padded["path"]), "--num", "5", "--seed", "2", "--out", str(out)]
+    )
+    assert "Wrote 5 samples (28x28x1)" in capsys.readouterr().out
+    with np.load(out) as saved:
+        assert list(saved.keys()) == ["x"]
+        x = saved["x"]
+    assert x.dtype == np.uint8 and x.shape == (5, 28, 28)
+    # generate(5, seed=2) at the native size, rounded to bytes.
+    images = padded["loaded"].generate(5, 2)["images"].numpy()[..., 0]
+    np.testing.assert_array_equal(x, np.round(np.clip(images, 0, 1) * 255))
+    assert 0 < x.max() and x.min() < 255
+
+
 def test_cli_sample_info_prints_the_metadata(padded, tmp_path, capsys):
     copy = tmp_path / "copied_sampler"
     shutil.copytree(padded["path"], copy)

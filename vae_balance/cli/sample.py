@@ -1,7 +1,9 @@
 """The ``sample`` and ``export`` commands of ``python -m vae_balance``.
 
-``sample SAMPLER`` writes a PNG grid from an exported sampler (``--gmm``: from
-its ex-post Gaussian mixture; ``--info``: prints its metadata); ``export
+``sample SAMPLER`` writes a PNG grid from an exported sampler, or with ``--out
+X.npz`` the images themselves (uint8, key ``x``) for an outside FID script
+(``--gmm``: from its ex-post Gaussian mixture; ``--info``: prints its
+metadata); ``export
 WORKDIR`` exports the sampler SavedModel of a trained work directory,
 recomputing stale stage-1 BatchNorm statistics and including the run's
 ``gmm.npz`` when there is one.
@@ -21,6 +23,7 @@ from vae_balance.export.savedmodel import (
     read_sampler_metadata,
     restore_interrupted_export,
 )
+from vae_balance.files import atomic_write
 from vae_balance.model import batchnorm
 from vae_balance.plots import save_grid
 from vae_balance.sampling.noise import second_stage_noise
@@ -52,7 +55,10 @@ def run_sample(args):
     images = np.asarray(_generate(loaded.signatures, args))
     if metadata is None:  # an older export: the crop comes from elsewhere
         pad = _pad_of_an_old_export(args)
-    save_grid(images, args.out, pad=pad)
+    if args.out.endswith(".npz"):
+        save_npz(images, args.out, pad)
+    else:
+        save_grid(images, args.out, pad=pad)
     height, width, channels = images.shape[1:]
     height, width = height - 2 * pad, width - 2 * pad
     print(f"Wrote {args.num} samples ({height}x{width}x{channels}) to {args.out}")
@@ -217,6 +223,20 @@ def add_subcommands(subparsers):
     _add_export_command(subparsers)
 
 
+def save_npz(images, path, pad=0):
+    """``images`` (floats in [0, 1]) as uint8 under the key ``x`` of a
+    compressed ``.npz``: ``(n, H, W)`` for grey images, ``(n, H, W, C)``
+    otherwise, without the loader's border ``pad``."""
+    images = np.asarray(images)
+    if pad:
+        images = images[:, pad:-pad, pad:-pad]
+    x = np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
+    if x.shape[-1] == 1:
+        x = x[..., 0]
+    atomic_write(path, write=lambda tmp: np.savez_compressed(tmp, x=x), suffix=".npz")
+    return x
+
+
 def _add_sample_command(subparsers):
     sample = subparsers.add_parser("sample", help="PNG grid from an exported sampler")
     sample.add_argument("sampler", help="SavedModel directory (workdir/sampler)")
@@ -224,7 +244,11 @@ def _add_sample_command(subparsers):
     sample.add_argument(
         "--seed", type=int, default=0, help="the seed of generate(num, seed)"
     )
-    sample.add_argument("--out", default="samples.png")
+    sample.add_argument(
+        "--out",
+        default="samples.png",
+        help="a PNG grid, or X.npz: the images, uint8, key x (default %(default)s)",
+    )
     sample.add_argument(
         "--gmm",
         action="store_true",
