@@ -199,6 +199,55 @@ def test_no_function_level_import_of_the_package():
     assert not nested, "\n".join(nested)
 
 
+def _passed_on_names(paths):
+    """``module:line name (from origin)`` of every ``from vae_balance.X import
+    name`` whose ``X`` is a plain module (not a wing's ``__init__``) that only
+    imported ``name`` itself: a re-export, which the layout forbids (a name is
+    imported from the module that defines it, or from a wing's face)."""
+    tree_of = {m: ast.parse(p.read_text(), str(p)) for m, p in paths.items()}
+    imported = {}
+    for module, tree in tree_of.items():
+        imported[module] = {
+            alias.asname or alias.name: node.module
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and not node.level
+            for alias in node.names
+        }
+    found = []
+    for module, tree in tree_of.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or node.module not in paths:
+                continue
+            if paths[node.module].name == "__init__.py":
+                continue
+            for alias in node.names:
+                origin = imported[node.module].get(alias.name)
+                if origin is not None and f"{node.module}.{alias.name}" not in paths:
+                    found.append(f"{module}:{node.lineno} {alias.name} (from {origin})")
+    return found
+
+
+def test_names_come_from_the_module_that_defines_them():
+    passed_on = _passed_on_names({**MODULES, **_test_modules()})
+    assert not passed_on, "re-exported names:\n" + "\n".join(passed_on)
+
+
+def test_a_re_export_is_found(tmp_path):
+    (tmp_path / "origin.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "middle.py").write_text("from origin import f\n\nvalue = f()\n")
+    (tmp_path / "user.py").write_text("from middle import f, value\n")
+    paths = {p.stem: p for p in tmp_path.glob("*.py")}
+    assert _passed_on_names(paths) == ["user:1 f (from origin)"]
+
+
+def _test_modules():
+    """The test files, by a name that cannot clash with the package's."""
+    tests = ROOT / "tests"
+    return {
+        f"tests.{p.relative_to(tests).with_suffix('')}": p for p in tests.rglob("*.py")
+    }
+
+
 def test_the_layout_checks_can_fail():
     # The parser sees a nested, upward import (this is what the tests reject).
     tree = ast.parse(

@@ -24,7 +24,7 @@ from vae_balance import (
     get_preset,
 )
 from vae_balance.cli import main as cli
-from vae_balance.export.savedmodel import (
+from vae_balance.export.metadata import (
     METADATA_FILE,
     describe_signatures,
     read_sampler_metadata,

@@ -16,7 +16,7 @@ from test_export import _crop, _python
 
 from vae_balance import build_second_stage, export_sampler
 from vae_balance.cli import main as cli
-from vae_balance.export.savedmodel import describe_signatures, read_sampler_metadata
+from vae_balance.export.metadata import describe_signatures, read_sampler_metadata
 from vae_balance.sampling.gmm import GMM_NOISE, LatentGMM
 from vae_balance.sampling.latent import GMMSampler
 from vae_balance.workdir import GMM_FILE, save_model_atomic

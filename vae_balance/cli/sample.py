@@ -17,12 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from vae_balance.datasets import registry
-from vae_balance.export.savedmodel import (
-    describe_signatures,
-    export_sampler,
-    read_sampler_metadata,
-    restore_interrupted_export,
-)
+from vae_balance.export.metadata import describe_signatures, read_sampler_metadata
+from vae_balance.export.savedmodel import export_sampler, restore_interrupted_export
 from vae_balance.files import atomic_write
 from vae_balance.model import batchnorm
 from vae_balance.plots import save_grid

@@ -48,12 +48,11 @@ from vae_balance.evaluation.results import (
 from vae_balance.evaluation.scores import score_image_sets
 from vae_balance.fid.feature_cache import FeatureCache, images_sha256
 from vae_balance.fid.inception import get_feature_extractor
-from vae_balance.files import sha256
+from vae_balance.files import atomic_write, sha256, write_json
 from vae_balance.model import batchnorm
 from vae_balance.sampling.gmm import DEFAULT_COMPONENTS, fit_gmm
 from vae_balance.sampling.latent import build_samplers
 from vae_balance.sampling.run import load_run
-from vae_balance.workdir import atomic_write, write_json
 
 LABELS = {"rec": "REC", "gen1": "GEN-1", "gen2": "GEN-2"}
 # The sets stretched by ``stretch=True`` (Dai & Wipf's per-image min-max).

@@ -4,7 +4,7 @@
 steps (metadata, destination check, the archive's signatures, an atomic
 write); `restore_interrupted_export` repairs what a killed export left. The
 metadata it stores, and the readers of an export, are in
-`vae_balance.export.metadata` (re-exported here).
+`vae_balance.export.metadata`.
 """
 
 import json
