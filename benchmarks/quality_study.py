@@ -196,12 +196,12 @@ def run_report(args):
 
 def plot(curves, path):
     fig, ax = common.figure(7, 4.5)
-    for index, curve in enumerate(curves.values()):
+    for index, (name, curve) in enumerate(curves.items()):
         points = curve["points"]
         hours = [(p["train_cpu_seconds"] or 0) / 3600 for p in points]
         for key, style, label in (("gen2", "o-", "GEN-2"), ("gmm", "s--", "GMM")):
             fids = [p["fid"][key] for p in points]
-            label = f"{curve['setting']}: {label}"
+            label = f"{name}, {curve['setting']}: {label}"
             ax.plot(hours, fids, style, color=f"C{index}", label=label)
     ax.axhline(29.3, color="grey", linestyle=":", label="Dai & Wipf, 2-Stage VAE")
     sizes = {p["protocol"]["num_images"] for c in curves.values() for p in c["points"]}
