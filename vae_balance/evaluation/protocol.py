@@ -157,7 +157,7 @@ def _evaluate(args):
         "protocol": {
             **protocol_entry(real, run.pad, features, seed, nll),
             "minmax_stretch": bool(args.stretch),
-            "sets": None if args.sets is None else sorted(check_set_names(args.sets)),
+            "sets": None if args.sets is None else sorted(set(args.sets)),
         },
         **score_entries(scores, labels, gmm_report),
         **likelihood_entries(nll),
