@@ -5,8 +5,9 @@
 fixed, cheap protocol: BatchNorm statistics recomputed (100 training batches)
 and the held-out MSE; a fresh stage 2 (``--stage2-epochs``) and a
 10-component mixture on the training codes; ``--num-images`` GEN-2, GMM and
-min-max stretched GEN-2 images (`vae_balance.sampling.latent`) scored against
-as many test images by the evaluation's `score_image_sets`. Points go to
+min-max stretched GEN-2 images (`vae_balance.sampling.latent`), and REC (the
+test images' z = mu + sigma * eps decoded: the floor of generation), scored
+against as many test images by the evaluation's `score_image_sets`. Points go to
 ``WORKDIR/quality_points/epochNNNN.json`` (rerunning skips them;
 ``--epochs 8 12``: only those snapshots). ``report``
 writes the curves of several runs to ``--out`` ``.json``, ``.md``, ``.png``.
@@ -27,7 +28,6 @@ import common
 import keras
 import numpy as np
 import tensorflow as tf
-from common import markdown_table
 
 from vae_balance.config import VAEConfig
 from vae_balance.datasets import pipeline
@@ -117,14 +117,13 @@ def measure_point(args, config, snapshot, train, test, features):
     samplers = build_samplers(vae, vae2, gmm)
     sets = {n: samplers[n].generate(len(test), args.seed, 500) for n in ("gen2", "gmm")}
     sets["gen2_stretched"] = minmax_stretch(sets["gen2"], config.pad)
+    z_test, log_sigma_test = encode_dataset(vae.encoder, test, 500, verbose=0)
+    noise = np.random.default_rng(args.seed).standard_normal(z_test.shape)
+    z = (z_test + np.exp(log_sigma_test) * noise).astype(np.float32)
+    sets["rec"] = np.asarray(vae.decoder.predict(z, batch_size=500, verbose=0))
+    labels = {n: n for n in sets}
     scores = score_image_sets(
-        test,
-        sets,
-        {n: n for n in sets},
-        features,
-        config.pad,
-        seed=args.seed,
-        verbose=0,
+        test, sets, labels, features, config.pad, seed=args.seed, verbose=0
     )
     return {
         "epoch": epoch, "global_step": record["global_step"],
@@ -174,19 +173,20 @@ def read_curve(workdir):
 
 
 def run_report(args):
+    sets = ("gen2", "gmm", "gen2_stretched", "rec")  # REC: "-" in points before it
     curves = {
         os.path.basename(os.path.normpath(w)): read_curve(w) for w in args.workdirs
     }
     rows = [
         [name, p["epoch"], f"{(p['train_cpu_seconds'] or 0) / 3600:.2f}",
-         *(f"{p['fid'][k]:.1f}" for k in ("gen2", "gmm", "gen2_stretched")),
+         *(f"{p['fid'][k]:.1f}" if k in p["fid"] else None for k in sets),
          f"{p['val_mse_recalibrated']:.5f}"]
         for name, curve in curves.items()
         for p in curve["points"]
     ]  # fmt: skip
-    table = markdown_table(
+    table = common.markdown_table(
         ["run", "epoch", "train CPU h", "GEN-2 FID", "GMM FID",
-         "GEN-2 FID, stretched", "val MSE (recalibrated)"],
+         "GEN-2 FID, stretched", "REC FID", "val MSE (recalibrated)"],
         rows,
     )  # fmt: skip
     common.write_report(args.out, curves, table + "\n")
@@ -198,10 +198,12 @@ def plot(curves, path):
     fig, ax = common.figure(7, 4.5)
     for index, (name, curve) in enumerate(curves.items()):
         points = curve["points"]
-        hours = [(p["train_cpu_seconds"] or 0) / 3600 for p in points]
-        for key, style, label in (("gen2", "o-", "GEN-2"), ("gmm", "s--", "GMM")):
-            fids = [p["fid"][key] for p in points]
-            label = f"{name}, {curve['setting']}: {label}"
+        marks = (("gen2", "o-", "GEN-2"), ("gmm", "s--", "GMM"), ("rec", "^:", "REC"))
+        for key, style, label in marks:
+            measured = [p for p in points if key in p["fid"]]
+            hours = [(p["train_cpu_seconds"] or 0) / 3600 for p in measured]
+            fids = [p["fid"][key] for p in measured]
+            label = f"{name}, {curve['setting']}: {label}" if measured else None
             ax.plot(hours, fids, style, color=f"C{index}", label=label)
     ax.axhline(29.3, color="grey", linestyle=":", label="Dai & Wipf, 2-Stage VAE")
     sizes = {p["protocol"]["num_images"] for c in curves.values() for p in c["points"]}

@@ -534,13 +534,17 @@ def test_quality_points_are_chosen_by_epoch_and_reported(tmp_path):
         "protocol": {"num_images": 2000},
     }  # fmt: skip
     (points / "epoch0004.json").write_text(json.dumps(point))
+    point = {**point, "epoch": 6, "train_cpu_seconds": 1080.0}
+    point["fid"] = {"gen2": 57.8, "gmm": 49.6, "gen2_stretched": 57.1, "rec": 41.25}
+    (points / "epoch0006.json").write_text(json.dumps(point))
     epochs = [s[0] for s in quality.unmeasured(str(run), str(points))]
-    assert epochs == [2, 6]
-    assert [s[0] for s in quality.unmeasured(str(run), str(points), [4, 6])] == [6]
+    assert epochs == [2]
+    assert [s[0] for s in quality.unmeasured(str(run), str(points), [2, 4])] == [2]
     out = tmp_path / "report" / "quality_study"
     quality.main(["report", str(run), "--out", str(out)])
     table = out.with_suffix(".md").read_text()
-    assert "| run | 4 | 0.20 | 59.6 | 49.0 | 59.6 | 0.00810 |" in table
+    assert "| run | 4 | 0.20 | 59.6 | 49.0 | 59.6 | - | 0.00810 |" in table
+    assert "| run | 6 | 0.30 | 57.8 | 49.6 | 57.1 | 41.2 | 0.00810 |" in table
     curves = json.loads(out.with_suffix(".json").read_text())
     assert (
         curves["run"]["setting"] == "fashion_mnist_infogan (infogan), balance running"
