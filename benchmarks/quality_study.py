@@ -32,7 +32,7 @@ import tensorflow as tf
 from vae_balance.config import VAEConfig
 from vae_balance.datasets import pipeline
 from vae_balance.evaluation.image_sets import minmax_stretch
-from vae_balance.evaluation.protocol import load_test_images
+from vae_balance.evaluation.protocol import load_test_images, sampled_reconstructions
 from vae_balance.evaluation.scores import score_image_sets
 from vae_balance.fid.feature_cache import FeatureCache
 from vae_balance.fid.inception import get_feature_extractor
@@ -117,10 +117,8 @@ def measure_point(args, config, snapshot, train, test, features):
     samplers = build_samplers(vae, vae2, gmm)
     sets = {n: samplers[n].generate(len(test), args.seed, 500) for n in ("gen2", "gmm")}
     sets["gen2_stretched"] = minmax_stretch(sets["gen2"], config.pad)
-    z_test, log_sigma_test = encode_dataset(vae.encoder, test, 500, verbose=0)
-    noise = np.random.default_rng(args.seed).standard_normal(z_test.shape)
-    z = (z_test + np.exp(log_sigma_test) * noise).astype(np.float32)
-    sets["rec"] = np.asarray(vae.decoder.predict(z, batch_size=500, verbose=0))
+    rng = np.random.default_rng(args.seed)
+    sets["rec"] = sampled_reconstructions(vae, test, rng, 500)[3]
     labels = {n: n for n in sets}
     scores = score_image_sets(
         test, sets, labels, features, config.pad, seed=args.seed, verbose=0

@@ -252,6 +252,19 @@ def _as_floats(images):
     return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
 
 
+def sampled_reconstructions(first_stage, x, rng, batch_size=100):
+    """REC: ``(z_mean, z_log_sigma, z, images)``, the images decoded from
+    z = mu + sigma * eps of ``x`` (eps from the NumPy generator ``rng``;
+    BatchNorm in inference mode)."""
+    z_mean, z_log_sigma = (
+        np.asarray(a)
+        for a in first_stage.encoder.predict(x, batch_size=batch_size, verbose=0)
+    )
+    z = z_mean + np.exp(z_log_sigma) * rng.standard_normal(z_mean.shape)
+    z = z.astype(np.float32)
+    return z_mean, z_log_sigma, z, _predict(first_stage.decoder, z, batch_size)
+
+
 def _predict(model, inputs, batch_size):
     return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
 
@@ -281,13 +294,9 @@ def _generate_sets(first_stage, second_stage, samplers, x, batch_size, rng, seed
     renormalisation. Every set has ``len(x)`` images.
     """
     num = len(x)
-    z_mean, z_log_sigma = (
-        np.asarray(a)
-        for a in first_stage.encoder.predict(x, batch_size=batch_size, verbose=0)
+    z_mean, z_log_sigma, z, reconstructions = sampled_reconstructions(
+        first_stage, x, rng, batch_size
     )
-    z = z_mean + np.exp(z_log_sigma) * rng.standard_normal(z_mean.shape)
-    z = z.astype(np.float32)
-    reconstructions = _predict(first_stage.decoder, z, batch_size)
     gen1 = samplers["gen1"].generate(num, rng, batch_size)
     # Stage 2: codes of the stage-1 latents, and generation through it.
     u_mean, u_log_sigma = (
