@@ -84,14 +84,15 @@ def write_report(path_stem, data, markdown):
     return markdown
 
 
-def figure(width, height):
-    """``(fig, ax)`` of a new report figure (matplotlib's Agg backend)."""
+def figure(width, height, columns=1):
+    """``(fig, ax)`` of a new report figure (matplotlib's Agg backend); ``ax``
+    is a tuple of ``columns`` axes if more than one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height))
+    return plt.subplots(1, columns, figsize=(width, height))
 
 
 def save_figure(fig, path, dpi=100):

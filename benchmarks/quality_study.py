@@ -160,14 +160,27 @@ def run_points(args):
 
 # ------------------------------------------------------------------ report
 def read_curve(workdir):
-    """A run's setting and its points."""
+    """A run's setting, its points and its full evaluation (``evaluation.json``
+    of `vae_balance evaluate`, with the epochs its histories hold), if any."""
     config = Workdir(workdir).read_config()
     network = config.get("network", "resnet")
     paths = sorted(glob.glob(os.path.join(workdir, POINTS_DIR, "epoch*.json")))
-    return {
+    curve = {
         "setting": f"{config['name']} ({network}), balance {config['balance']}",
         "points": [common.read_json(path) for path in paths],
+        "final": None,
     }
+    if os.path.exists(os.path.join(workdir, "evaluation.json")):
+        final = common.read_json(os.path.join(workdir, "evaluation.json"))
+        epochs = []
+        for stage in ("stage1", "stage2"):
+            with open(os.path.join(workdir, f"history_{stage}.csv")) as f:
+                epochs.append(len(f.readlines()) - 1)
+        curve["final"] = {
+            "num_images": final["num_images"], "fid": final["fid"],
+            "stage1_epochs": epochs[0], "stage2_epochs": epochs[1],
+        }  # fmt: skip
+    return curve
 
 
 def run_report(args):
@@ -175,17 +188,23 @@ def run_report(args):
     curves = {
         os.path.basename(os.path.normpath(w)): read_curve(w) for w in args.workdirs
     }
+    fid = lambda fids, k: f"{fids[k]:.1f}" if k in fids else None  # noqa: E731
     rows = [
         [name, p["epoch"], f"{(p['train_cpu_seconds'] or 0) / 3600:.2f}",
-         *(f"{p['fid'][k]:.1f}" if k in p["fid"] else None for k in sets),
-         f"{p['val_mse_recalibrated']:.5f}"]
+         *(fid(p["fid"], k) for k in sets), f"{p['val_mse_recalibrated']:.5f}"]
         for name, curve in curves.items()
         for p in curve["points"]
     ]  # fmt: skip
+    finals = [
+        [name, f["num_images"], f["stage1_epochs"], f["stage2_epochs"],
+         *(fid(f["fid"], k) for k in sets)]
+        for name, f in ((name, c["final"]) for name, c in curves.items()) if f
+    ]  # fmt: skip
+    fids = ["GEN-2 FID", "GMM FID", "GEN-2 FID, stretched", "REC FID"]
     table = common.markdown_table(
-        ["run", "epoch", "train CPU h", "GEN-2 FID", "GMM FID",
-         "GEN-2 FID, stretched", "REC FID", "val MSE (recalibrated)"],
-        rows,
+        ["run", "epoch", "train CPU h", *fids, "val MSE (recalibrated)"], rows
+    ) + "\n\nFull evaluations (`evaluation.json`):\n\n" + common.markdown_table(
+        ["run", "images per set", "stage-1 epochs", "stage-2 epochs", *fids], finals
     )  # fmt: skip
     common.write_report(args.out, curves, table + "\n")
     plot(curves, args.out + ".png")
@@ -193,7 +212,10 @@ def run_report(args):
 
 
 def plot(curves, path):
-    fig, ax = common.figure(7, 4.5)
+    """Left: the points against stage-1 CPU hours. Right: the full
+    evaluations' GEN-2 against stage-2 epochs, per stage 1; REC and GMM,
+    which need no stage 2, as levels."""
+    fig, (ax, right) = common.figure(12, 4.5, columns=2)
     for index, (name, curve) in enumerate(curves.items()):
         points = curve["points"]
         marks = (("gen2", "o-", "GEN-2"), ("gmm", "s--", "GMM"), ("rec", "^:", "REC"))
@@ -203,12 +225,34 @@ def plot(curves, path):
             fids = [p["fid"][key] for p in measured]
             label = f"{name}, {curve['setting']}: {label}" if measured else None
             ax.plot(hours, fids, style, color=f"C{index}", label=label)
-    ax.axhline(29.3, color="grey", linestyle=":", label="Dai & Wipf, 2-Stage VAE")
+    finals = [
+        ((c["setting"].split(", ")[-1], c["final"]["stage1_epochs"]), c["final"])
+        for c in curves.values() if c["final"]
+    ]  # fmt: skip
+    finals.sort(key=lambda f: (*f[0], f[1]["stage2_epochs"]))
+    for index, group in enumerate(sorted({g for g, _ in finals})):
+        label = f"{group[0]}, stage 1 {group[1]} epochs"
+        mine = [f for g, f in finals if g == group]
+        gen2 = [
+            (f["stage2_epochs"], f["fid"]["gen2"]) for f in mine if "gen2" in f["fid"]
+        ]
+        if gen2:
+            right.plot(*zip(*gen2), "o-", color=f"C{index}", label=f"{label}: GEN-2")
+        for key, line in (("gmm", "--"), ("rec", ":")):
+            for level in [f["fid"][key] for f in mine if key in f["fid"]][-1:]:
+                right.axhline(
+                    level, color=f"C{index}", ls=line, label=f"{label}: {key}"
+                )
+    for axes in (ax, right):
+        axes.axhline(29.3, color="grey", linestyle=":", label="Dai & Wipf, 2-Stage VAE")
+        axes.legend(fontsize=7)
+        axes.grid(alpha=0.3)
     sizes = {p["protocol"]["num_images"] for c in curves.values() for p in c["points"]}
     label = f"FID ({' or '.join(f'{n:,}' for n in sorted(sizes))} images per set)"
     ax.set(xlabel="stage-1 training, CPU hours (2-core machine)", ylabel=label)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    sizes = ", ".join(sorted({f"{f['num_images']:,}" for _, f in finals}))
+    right.set(xlabel=f"stage-2 epochs (full evaluations, {sizes} images)", ylabel="FID")
+    right.set_xlim(left=0)
     common.save_figure(fig, path, dpi=120)
 
 

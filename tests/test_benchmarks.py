@@ -540,13 +540,20 @@ def test_quality_points_are_chosen_by_epoch_and_reported(tmp_path):
     epochs = [s[0] for s in quality.unmeasured(str(run), str(points))]
     assert epochs == [2]
     assert [s[0] for s in quality.unmeasured(str(run), str(points), [2, 4])] == [2]
+    # A full evaluation: its FIDs at the epochs of the run's histories.
+    fid = {"gen2": 37.85, "gen2_stretched": 37.63}
+    (run / "evaluation.json").write_text(json.dumps({"num_images": 10000, "fid": fid}))
+    (run / "history_stage1.csv").write_text("epoch,mse\n" + "0,0.1\n" * 24)
+    (run / "history_stage2.csv").write_text("epoch,mse\n" + "0,0.1\n" * 60)
     out = tmp_path / "report" / "quality_study"
     quality.main(["report", str(run), "--out", str(out)])
     table = out.with_suffix(".md").read_text()
     assert "| run | 4 | 0.20 | 59.6 | 49.0 | 59.6 | - | 0.00810 |" in table
     assert "| run | 6 | 0.30 | 57.8 | 49.6 | 57.1 | 41.2 | 0.00810 |" in table
+    assert "| run | 10000 | 24 | 60 | 37.9 | - | 37.6 | - |" in table
     curves = json.loads(out.with_suffix(".json").read_text())
     assert (
         curves["run"]["setting"] == "fashion_mnist_infogan (infogan), balance running"
     )
+    assert curves["run"]["final"]["stage2_epochs"] == 60
     assert out.with_suffix(".png").stat().st_size > 0
