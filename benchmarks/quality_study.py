@@ -159,6 +159,16 @@ def run_points(args):
 
 
 # ------------------------------------------------------------------ report
+def history_epochs(workdir, stage):
+    """Epochs in ``history_<stage>.csv``; None without it (a record of REC
+    and GMM only, which need no stage 2)."""
+    path = os.path.join(workdir, f"history_{stage}.csv")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return len(f.readlines()) - 1
+
+
 def read_curve(workdir):
     """A run's setting, its points and its full evaluation (``evaluation.json``
     of `vae_balance evaluate`, with the epochs its histories hold), if any."""
@@ -172,13 +182,10 @@ def read_curve(workdir):
     }
     if os.path.exists(os.path.join(workdir, "evaluation.json")):
         final = common.read_json(os.path.join(workdir, "evaluation.json"))
-        epochs = []
-        for stage in ("stage1", "stage2"):
-            with open(os.path.join(workdir, f"history_{stage}.csv")) as f:
-                epochs.append(len(f.readlines()) - 1)
         curve["final"] = {
             "num_images": final["num_images"], "fid": final["fid"],
-            "stage1_epochs": epochs[0], "stage2_epochs": epochs[1],
+            "stage1_epochs": history_epochs(workdir, "stage1"),
+            "stage2_epochs": history_epochs(workdir, "stage2"),
         }  # fmt: skip
     return curve
 
@@ -229,7 +236,7 @@ def plot(curves, path):
         ((c["setting"].split(", ")[-1], c["final"]["stage1_epochs"]), c["final"])
         for c in curves.values() if c["final"]
     ]  # fmt: skip
-    finals.sort(key=lambda f: (*f[0], f[1]["stage2_epochs"]))
+    finals.sort(key=lambda f: (*f[0], f[1]["stage2_epochs"] or 0))
     for index, group in enumerate(sorted({g for g, _ in finals})):
         label = f"{group[0]}, stage 1 {group[1]} epochs"
         mine = [f for g, f in finals if g == group]
@@ -241,7 +248,7 @@ def plot(curves, path):
         for key, line in (("gmm", "--"), ("rec", ":")):
             for level in [f["fid"][key] for f in mine if key in f["fid"]][-1:]:
                 right.axhline(
-                    level, color=f"C{index}", ls=line, label=f"{label}: {key}"
+                    level, color=f"C{index}", ls=line, label=f"{label}: {key.upper()}"
                 )
     for axes in (ax, right):
         axes.axhline(29.3, color="grey", linestyle=":", label="Dai & Wipf, 2-Stage VAE")
