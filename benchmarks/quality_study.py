@@ -233,7 +233,7 @@ def plot(curves, path):
             label = f"{name}, {curve['setting']}: {label}" if measured else None
             ax.plot(hours, fids, style, color=f"C{index}", label=label)
     finals = [
-        ((c["setting"].split(", ")[-1], c["final"]["stage1_epochs"]), c["final"])
+        ((c["setting"], c["final"]["stage1_epochs"]), c["final"])
         for c in curves.values() if c["final"]
     ]  # fmt: skip
     finals.sort(key=lambda f: (*f[0], f[1]["stage2_epochs"] or 0))
