@@ -259,7 +259,7 @@ def plot(curves, path):
     ax.set(xlabel="stage-1 training, CPU hours (2-core machine)", ylabel=label)
     sizes = ", ".join(sorted({f"{f['num_images']:,}" for _, f in finals}))
     right.set(xlabel=f"stage-2 epochs (full evaluations, {sizes} images)", ylabel="FID")
-    right.set_xlim(left=0)
+    right.set(xlim=(0, None), ylim=(None, right.get_ylim()[1] * 1.5))  # legend room
     common.save_figure(fig, path, dpi=120)
 
 
