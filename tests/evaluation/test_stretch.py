@@ -118,3 +118,20 @@ def test_an_unknown_set_is_refused_naming_the_valid_ones():
     assert parser.parse_args(["evaluate", "run"]).sets is None
     with pytest.raises(SystemExit):
         parser.parse_args(["evaluate", "run", "--sets", "gen3"])
+
+
+def test_stage_one_sets_are_scored_without_a_stage_two(results, tmp_path):
+    standard, _, workdir, settings = results
+    # A run whose stage 2 is not trained (yet): only stage 1's sets can be scored.
+    stage1_only = tmp_path / "run"
+    shutil.copytree(workdir, stage1_only)
+    (stage1_only / "stage2.keras").unlink()
+    chosen = protocol.evaluate_workdir(stage1_only, sets=["rec", "gmm"], **settings)
+    for name in ("rec", "gmm"):  # the same draws as with stage 2 loaded
+        assert chosen["fid"][name] == pytest.approx(standard["fid"][name])
+    assert chosen["stage2"] is None
+    assert chosen["stage1"] == pytest.approx(standard["stage1"])
+    report = (stage1_only / "evaluation.md").read_text()
+    assert "Stage 2: not loaded" in report
+    with pytest.raises(FileNotFoundError, match="stage2.keras not found.*resume"):
+        protocol.evaluate_workdir(stage1_only, sets=["gmm", "gen2"], **settings)

@@ -59,6 +59,7 @@ LABELS = {"rec": "REC", "gen1": "GEN-1", "gen2": "GEN-2"}
 STRETCHED = {"gen2": "gen2_stretched", "gmm": "gmm_stretched"}
 # The generated sets ``sets=`` chooses among (``evaluate --sets``).
 SCORED_SETS = ("rec", "gen1", "gen2", "gen2_adjusted", "gmm")
+SECOND_STAGE_SETS = ("gen2", "gen2_adjusted")  # the sets that need stage 2
 INTERPOLATION_PAIRS = 8  # rows of images/interpolations.png
 INTERPOLATION_STEPS = 10
 
@@ -84,8 +85,9 @@ def evaluate_workdir(
 ):
     """The evaluation of a trained two-stage run; writes the reports.
 
-    Reads ``config.json``, ``stage1.keras``, ``stage2.keras`` and
-    ``latents.npz`` (for the mixture) from ``workdir``; writes ``gmm.npz``
+    Reads ``config.json``, ``stage1.keras``, ``stage2.keras`` (optional when
+    ``sets`` has neither GEN-2 set) and ``latents.npz`` (for the mixture)
+    from ``workdir``; writes ``gmm.npz``
     (reused while it matches), ``features/``, ``images/interpolations.png``,
     ``evaluation.json`` and ``evaluation.md``. All generated sets have as
     many images as the real one. Images padded by the loader (``config.pad``)
@@ -129,7 +131,12 @@ def _evaluate(args):
     """`evaluate_workdir` on its arguments (a namespace of them, by name)."""
     start = time.time()
     batch_size, seed, verbose = args.batch_size, args.seed, args.verbose
-    run = load_run(args.workdir)
+    # Stage 2 is needed only for its sets: without them, a run whose stage 2
+    # is not trained yet is evaluated too (its stage-2 rows are null).
+    needs_second_stage = args.sets is None or bool(
+        check_set_names(args.sets) & set(SECOND_STAGE_SETS)
+    )
+    run = load_run(args.workdir, second_stage=needs_second_stage)
     test_images, real = _test_images(run, args)
     x = _as_floats(real)
     feature_extractor = args.feature_extractor
@@ -297,29 +304,36 @@ def _generate_sets(first_stage, second_stage, samplers, x, batch_size, rng, seed
     z_mean, z_log_sigma, z, reconstructions = sampled_reconstructions(
         first_stage, x, rng, batch_size
     )
-    gen1 = samplers["gen1"].generate(num, rng, batch_size)
-    # Stage 2: codes of the stage-1 latents, and generation through it.
+    sets = {
+        "z_mean": z_mean,
+        "z_log_sigma": z_log_sigma,
+        "mse": float(np.mean((x - reconstructions) ** 2)),
+        "rec": reconstructions,
+        "gen1": samplers["gen1"].generate(num, rng, batch_size),
+    }
+    if second_stage is not None:
+        sets.update(_second_stage_sets(second_stage, samplers, z, seed, batch_size))
+    if "gmm" in samplers:
+        sets["gmm"] = samplers["gmm"].generate(num, rng, batch_size)
+    return sets
+
+
+def _second_stage_sets(second_stage, samplers, z, seed, batch_size):
+    """Stage 2's codes of the stage-1 latents ``z``, and GEN-2 and GEN-2
+    adjusted generated through it."""
     u_mean, u_log_sigma = (
         np.asarray(a)
         for a in second_stage.encoder.predict(z, batch_size=batch_size, verbose=0)
     )
-    z_generated = samplers["gen2"].sample_latents(num, seed, batch_size)
+    z_generated = samplers["gen2"].sample_latents(len(z), seed, batch_size)
     adjusted = samplers["gen2_adjusted"].adjust(z_generated)
-    sets = {
-        "z_mean": z_mean,
-        "z_log_sigma": z_log_sigma,
+    return {
         "u_mean": u_mean,
         "u_log_sigma": u_log_sigma,
         "z_generated": z_generated,
-        "mse": float(np.mean((x - reconstructions) ** 2)),
-        "rec": reconstructions,
-        "gen1": gen1,
         "gen2": samplers["gen2"].decode(z_generated, batch_size),
         "gen2_adjusted": samplers["gen2_adjusted"].decode(adjusted, batch_size),
     }
-    if "gmm" in samplers:
-        sets["gmm"] = samplers["gmm"].generate(num, rng, batch_size)
-    return sets
 
 
 def check_set_names(names):

@@ -56,6 +56,8 @@ def _likelihood_lines(results):
 
 def _latent_table(results):
     s1, s2 = results["stage1"], results["stage2"]
+    if s2 is None:  # evaluated without stage 2 (``--sets`` of stage 1's sets)
+        return _stage1_latent_table(s1)
     return [
         "| latent diagnostics | stage 1 | stage 2 |",
         "|---|---|---|",
@@ -72,6 +74,22 @@ def _latent_table(results):
         "",
         f"Mean variance of the stage-2 generated latents: "
         f"{s2['generated_latent_variance']:.3f} (1 after adjust).",
+        "",
+    ]
+
+
+def _stage1_latent_table(s1):
+    return [
+        "| latent diagnostics | stage 1 |",
+        "|---|---|",
+        f"| latent dim | {s1['latent_dim']} |",
+        f"| variance law mean_j [Var(mu_j) + E(sigma_j^2)] | {s1['variance_law']:.3f} |",
+        f"| same with E(sigma_j) (reference code) | "
+        f"{s1['variance_law_reference_code']:.3f} |",
+        f"| inactive, mean sigma > 0.8 (reference code) | {s1['inactive_mean_sigma']} |",
+        f"| inactive, Var(mu) < 0.01 | {s1['inactive_var_mean']} |",
+        "",
+        "Stage 2: not loaded (the sets asked for do not use it).",
         "",
     ]
 

@@ -121,9 +121,14 @@ def latent_report(z_mean, z_log_sigma):
 
 
 def _latent_reports(sets):
-    """The ``stage1`` and ``stage2`` latent diagnostics of the results."""
-    second = latent_report(sets["u_mean"], sets["u_log_sigma"])
-    second["generated_latent_variance"] = float(sets["z_generated"].var(axis=0).mean())
+    """The ``stage1`` and ``stage2`` latent diagnostics of the results
+    (``stage2`` None for a run evaluated without its stage 2)."""
+    second = None
+    if "u_mean" in sets:
+        second = latent_report(sets["u_mean"], sets["u_log_sigma"])
+        second["generated_latent_variance"] = float(
+            sets["z_generated"].var(axis=0).mean()
+        )
     return {
         "stage1": latent_report(sets["z_mean"], sets["z_log_sigma"]),
         "stage2": second,

@@ -177,16 +177,19 @@ def build_samplers(first_stage, second_stage, gmm=None, target_variance=1.0):
     """``{name: sampler}`` of a trained run, in `SAMPLER_NAMES` order.
 
     Args:
-        first_stage, second_stage: the two `BalancedVAE` stages.
+        first_stage, second_stage: the two `BalancedVAE` stages; stage 2 None:
+            no ``gen2`` and ``gen2_adjusted`` entries.
         gmm: a `LatentGMM`, or None (no ``gmm`` entry).
         target_variance: of ``gen2_adjusted``.
     """
-    decoder, second = first_stage.decoder, second_stage.decoder
-    samplers = [
-        PriorSampler(decoder),
-        SecondStageSampler(decoder, second),
-        AdjustedSecondStageSampler(decoder, second, target_variance),
-    ]
+    decoder = first_stage.decoder
+    samplers = [PriorSampler(decoder)]
+    if second_stage is not None:
+        second = second_stage.decoder
+        samplers += [
+            SecondStageSampler(decoder, second),
+            AdjustedSecondStageSampler(decoder, second, target_variance),
+        ]
     if gmm is not None:
         samplers.append(GMMSampler(decoder, gmm))
     return {sampler.name: sampler for sampler in samplers}

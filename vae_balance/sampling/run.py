@@ -3,7 +3,8 @@
 `load_run` reads a work directory (`vae_balance.workdir.Workdir`): its
 ``config.json``, ``stage1.keras`` and ``stage2.keras`` (or, when asked, the
 newest checkpoint of an unfinished stage) and its ``gmm.npz`` when
-``evaluate`` fitted one. The evaluation, the ``export`` command and the
+``evaluate`` fitted one. Stage 2 may be left out where only stage 1 is used
+(``evaluate --sets rec,gmm`` of a run whose stage 2 is not trained yet). The evaluation, the ``export`` command and the
 benchmarks all start from the `LoadedRun` it returns.
 """
 
@@ -28,15 +29,17 @@ class LoadedRun:
     """A trained run, loaded.
 
     ``config`` is None for a run without ``config.json`` (only with
-    ``require_config=False``); ``gmm`` is None without ``gmm.npz``.
-    ``paths`` are the files the two stages were read from.
+    ``require_config=False``); ``gmm`` is None without ``gmm.npz``;
+    ``second_stage`` (and its path) is None for a run without one, loaded
+    with ``second_stage=False``. ``paths`` are the files the two stages were
+    read from.
     """
 
     workdir: Workdir
     config: VAEConfig | None
     first_stage: BalancedVAE
-    second_stage: BalancedVAE
-    paths: tuple[str, str]
+    second_stage: BalancedVAE | None
+    paths: tuple[str, str | None]
     gmm: LatentGMM | None
 
     @property
@@ -52,6 +55,11 @@ class LoadedRun:
     @property
     def sampler(self):
         """The `TwoStageSampler` of the two stages (u -> z -> image)."""
+        if self.second_stage is None:
+            raise FileNotFoundError(
+                f"{self.workdir.stage_path('stage2')} not found: the run has no "
+                "stage 2 to sample with (train again with the same --workdir)."
+            )
         return TwoStageSampler(
             self.first_stage.decoder,
             self.second_stage.decoder,
@@ -59,7 +67,7 @@ class LoadedRun:
         )
 
 
-def load_run(workdir, require_config=True, unfinished=False):
+def load_run(workdir, require_config=True, unfinished=False, second_stage=True):
     """Loads a trained run's configuration, stages and mixture.
 
     Args:
@@ -68,6 +76,9 @@ def load_run(workdir, require_config=True, unfinished=False):
             run's ``config`` is None.
         unfinished: a stage without ``<stage>.keras`` is read from its newest
             checkpoint (``export`` of an interrupted run); False: raise.
+        second_stage: True: stage 2 is required; False: loaded when the run
+            has it (as ``unfinished`` says), else the run's ``second_stage``
+            is None (an evaluation of stage 1's sets only).
 
     Returns:
         A `LoadedRun`; the stages are loaded for inference (not compiled),
@@ -81,10 +92,13 @@ def load_run(workdir, require_config=True, unfinished=False):
     """
     workdir = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
     config = _read_config(workdir, require_config)
-    paths = tuple(_stage_file(workdir, stage, unfinished) for stage in STAGES)
-    first_stage, second_stage = (load_checkpoint(p, compile=False) for p in paths)
+    paths = tuple(
+        _stage_file(workdir, stage, unfinished, required=second_stage or i == 0)
+        for i, stage in enumerate(STAGES)
+    )
+    stages = (None if p is None else load_checkpoint(p, compile=False) for p in paths)
     gmm = LatentGMM.load(workdir.gmm_path) if os.path.isfile(workdir.gmm_path) else None
-    return LoadedRun(workdir, config, first_stage, second_stage, paths, gmm)
+    return LoadedRun(workdir, config, *stages, paths, gmm)
 
 
 def _read_config(workdir, required):
@@ -102,20 +116,22 @@ def _read_config(workdir, required):
         raise WorkdirError(f"Cannot read {workdir.config_path}: {error}") from None
 
 
-def _stage_file(workdir, stage, unfinished):
+def _stage_file(workdir, stage, unfinished, required=True):
     """The finished ``<stage>.keras``, else (``unfinished``) its newest
-    checkpoint."""
+    checkpoint; else None when not ``required``."""
     path = workdir.stage_path(stage)
     if os.path.isfile(path):
         return path
+    found = list_checkpoints(workdir.checkpoint_dir, stage) if unfinished else []
+    if found:
+        return found[-1].path
+    if not required:
+        return None
     if not unfinished:
         raise FileNotFoundError(
             f"{path} not found: the run has not finished {stage} (train again "
             "with the same --workdir to resume)."
         )
-    found = list_checkpoints(workdir.checkpoint_dir, stage)
-    if found:
-        return found[-1].path
     raise FileNotFoundError(
         f"No {stage}.keras and no {stage} checkpoint in {workdir.root!r}: train first."
     )
