@@ -135,3 +135,23 @@ def test_stage_one_sets_are_scored_without_a_stage_two(results, tmp_path):
     assert "Stage 2: not loaded" in report
     with pytest.raises(FileNotFoundError, match="stage2.keras not found.*resume"):
         protocol.evaluate_workdir(stage1_only, sets=["gmm", "gen2"], **settings)
+
+
+def test_matched_gen2_is_scored_only_when_asked_for(results, tmp_path):
+    standard, _, workdir, settings = results
+    assert standard["gen2_matched"] is None
+    assert "GEN-2 matched" not in (workdir / "evaluation.md").read_text()
+    chosen = protocol.evaluate_workdir(
+        workdir, sets=["gen2", "gen2_matched"], **settings
+    )
+    assert set(chosen["fid"]) == {"gen2", "gen2_matched"}
+    assert chosen["fid"]["gen2"] == pytest.approx(standard["fid"]["gen2"])
+    assert np.isfinite(chosen["fid"]["gen2_matched"])
+    assert chosen["fid"]["gen2_matched"] != pytest.approx(chosen["fid"]["gen2"])
+    assert "| GEN-2 matched | " in (workdir / "evaluation.md").read_text()
+    # It rescales to the training codes' variances: without them, a clear error.
+    no_codes = tmp_path / "run"
+    shutil.copytree(workdir, no_codes)
+    (no_codes / "latents.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="latents.npz not found.*gen2_matched"):
+        protocol.evaluate_workdir(no_codes, sets=["gen2_matched"], **settings)

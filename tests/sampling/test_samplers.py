@@ -1,4 +1,4 @@
-"""The named latent samplers (gen1, gen2, gen2_adjusted, gmm) and the
+"""The named latent samplers (gen1, gen2, gen2_adjusted, gen2_matched, gmm) and the
 ex-post Gaussian mixture: fit, sampling, gmm.npz and the run's fit_gmm step."""
 
 import os
@@ -117,7 +117,8 @@ def test_fit_gmm_fits_once_on_the_runs_latents_and_refits_when_they_change(
 def test_samplers_share_one_interface_and_decode_their_latents(two_stages):
     vae, vae2 = two_stages
     gmm = LatentGMM([1.0], [[0.0, 1.0, 2.0, 3.0]], [np.eye(4) * 0.5])
-    found = samplers.build_samplers(vae, vae2, gmm)
+    variances = np.array([1.0, 0.5, 0.01, 2.0], np.float32)
+    found = samplers.build_samplers(vae, vae2, gmm, code_variances=variances)
     assert tuple(found) == samplers.SAMPLER_NAMES
     for name, sampler in found.items():
         assert sampler.name == name and sampler.label
@@ -129,7 +130,7 @@ def test_samplers_share_one_interface_and_decode_their_latents(two_stages):
         expected = vae.decoder.predict(z, verbose=0)
         np.testing.assert_allclose(images, expected, atol=1e-6, err_msg=name)
     assert found["gmm"].label == "GMM (1 components)"
-    assert "gmm" not in samplers.build_samplers(vae, vae2)
+    assert not {"gmm", "gen2_matched"} & set(samplers.build_samplers(vae, vae2))
     with pytest.raises(ValueError, match="fitted on another run"):
         samplers.GMMSampler(vae.decoder, LatentGMM([1.0], [[0.0]], [[[1.0]]]))
 
@@ -181,3 +182,22 @@ def test_adjust_restores_the_target_variance_and_keeps_the_mean():
     np.testing.assert_allclose(np.corrcoef(z[:, 0], adjusted[:, 0])[0, 1], 1.0)
     per_dim = samplers.adjust_latents(z, target_variance=[1.0, 4.0, 0.25])
     np.testing.assert_allclose(per_dim.var(axis=0), [1.0, 4.0, 0.25], rtol=1e-5)
+
+
+def test_matched_gen2_takes_each_dimension_to_the_variance_of_the_codes(two_stages):
+    vae, vae2 = two_stages
+    rng = np.random.default_rng(1)
+    # Codes whose dimensions break the variance law: spreads 1, 0.1 and 0.
+    z_mean = rng.standard_normal((5000, 4)) * [1.0, 0.1, 0.0, 1.0]
+    z_log_sigma = np.log(np.full((5000, 4), [0.1, 0.01, 0.9, 0.5]))
+    variances = samplers.code_variance(z_mean, z_log_sigma)
+    np.testing.assert_allclose(variances, [1.01, 0.0101, 0.81, 1.25], rtol=0.05)
+    matched = samplers.MatchedSecondStageSampler(vae.decoder, vae2.decoder, variances)
+    z = matched.sample_latents(500, seed=0, batch_size=100)
+    np.testing.assert_allclose(z.var(axis=0), variances, rtol=1e-4)
+    gen2 = samplers.SecondStageSampler(vae.decoder, vae2.decoder)
+    np.testing.assert_allclose(  # GEN-2's latents, each dimension rescaled
+        z.mean(axis=0), gen2.sample_latents(500, 0, 100).mean(axis=0), atol=1e-5
+    )
+    with pytest.raises(ValueError, match="3 code variances for a 4-d latent space"):
+        samplers.MatchedSecondStageSampler(vae.decoder, vae2.decoder, [1.0, 1.0, 1.0])

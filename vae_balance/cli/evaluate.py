@@ -173,8 +173,8 @@ def _add_set_arguments(evaluate):
         help="score only these generated sets, comma-separated, among "
         f"{','.join(SCORED_SETS)} (with --stretch their stretched twins "
         "too); each costs a feature pass, ~7 min per 10,000 images on 2 "
-        "cores (default: all); without gen2 and gen2_adjusted, stage 2 is "
-        "not needed (a run still training it can be scored)",
+        "cores (default: all but gen2_matched); without the gen2 sets, stage "
+        "2 is not needed (a run still training it can be scored)",
     )
 
 

@@ -51,15 +51,17 @@ from vae_balance.fid.inception import get_feature_extractor
 from vae_balance.files import atomic_write, sha256, write_json
 from vae_balance.model import batchnorm
 from vae_balance.sampling.gmm import DEFAULT_COMPONENTS, fit_gmm
-from vae_balance.sampling.latent import build_samplers
+from vae_balance.sampling.latent import build_samplers, code_variance
 from vae_balance.sampling.run import load_run
 
 LABELS = {"rec": "REC", "gen1": "GEN-1", "gen2": "GEN-2"}
 # The sets stretched by ``stretch=True`` (Dai & Wipf's per-image min-max).
 STRETCHED = {"gen2": "gen2_stretched", "gmm": "gmm_stretched"}
 # The generated sets ``sets=`` chooses among (``evaluate --sets``).
-SCORED_SETS = ("rec", "gen1", "gen2", "gen2_adjusted", "gmm")
-SECOND_STAGE_SETS = ("gen2", "gen2_adjusted")  # the sets that need stage 2
+SCORED_SETS = ("rec", "gen1", "gen2", "gen2_adjusted", "gen2_matched", "gmm")
+# Scored when ``sets`` is None; gen2_matched only when asked for.
+DEFAULT_SETS = ("rec", "gen1", "gen2", "gen2_adjusted", "gmm")
+SECOND_STAGE_SETS = ("gen2", "gen2_adjusted", "gen2_matched")  # they need stage 2
 INTERPOLATION_PAIRS = 8  # rows of images/interpolations.png
 INTERPOLATION_STEPS = 10
 
@@ -119,7 +121,8 @@ def evaluate_workdir(
             (`image_sets.minmax_stretch`, as Dai & Wipf's Table 1):
             ``gen2_stretched`` and ``gmm_stretched``; the others are unchanged.
         sets: names of `SCORED_SETS` to score (a stretched set follows its
-            own; None: all); the others are null (a feature pass saved each).
+            own; None: `DEFAULT_SETS`, all but ``gen2_matched``); the others
+            are null (a feature pass saved each).
 
     Returns:
         The results dict, as written to ``evaluation.json``.
@@ -143,8 +146,9 @@ def _evaluate(args):
     if feature_extractor is None:
         feature_extractor = get_feature_extractor()
     bn_check = _check_batchnorm(run, x, batch_size)
+    matched = "gen2_matched" in (args.sets or ())
     sets, labels, gmm_report = _image_sets(
-        run, x, args.gmm_components, args.stretch, batch_size, seed, verbose
+        run, x, args.gmm_components, args.stretch, batch_size, seed, verbose, matched
     )
     sets = _chosen_sets(sets, args.sets)
     features = FeatureCache(
@@ -207,12 +211,16 @@ def _check_batchnorm(run, x, batch_size):
     )
 
 
-def _image_sets(run, x, gmm_components, stretch, batch_size, seed, verbose):
+def _image_sets(run, x, gmm_components, stretch, batch_size, seed, verbose, matched):
     """``(sets, labels, gmm_report)``: the latent codes and image sets of
-    `_generate_sets` (with the stretched ones when asked), their labels and
-    the mixture's fit (or why there is none)."""
+    `_generate_sets` (with the stretched ones when asked, and GEN-2 matched
+    when ``matched``), their labels and the mixture's fit (or why there is
+    none)."""
+    variances = _code_variances(run.workdir) if matched else None
     gmm, gmm_report = _mixture(run.workdir, gmm_components, seed, verbose)
-    samplers = build_samplers(run.first_stage, run.second_stage, gmm)
+    samplers = build_samplers(
+        run.first_stage, run.second_stage, gmm, code_variances=variances
+    )
     rng = np.random.default_rng(seed)
     sets = _generate_sets(*run.stages, samplers, x, batch_size, rng, seed)
     if stretch:
@@ -276,6 +284,19 @@ def _predict(model, inputs, batch_size):
     return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
 
 
+def _code_variances(workdir):
+    """GEN-2 matched's targets: `code_variance` of the training codes."""
+    path = workdir.latents_path
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: GEN-2 matched rescales to the variances of the "
+            "training codes, which the job writes before stage 2 (train again "
+            "with the same --workdir), or leave gen2_matched out of --sets."
+        )
+    with np.load(path) as codes:
+        return code_variance(codes["z_mean"], codes["z_log_sigma"])
+
+
 def _mixture(workdir, num_components, seed, verbose):
     """``(LatentGMM or None, report)``: the run's mixture (`fit_gmm`), or why
     there is none (no latents.npz, or ``num_components`` 0)."""
@@ -319,21 +340,25 @@ def _generate_sets(first_stage, second_stage, samplers, x, batch_size, rng, seed
 
 
 def _second_stage_sets(second_stage, samplers, z, seed, batch_size):
-    """Stage 2's codes of the stage-1 latents ``z``, and GEN-2 and GEN-2
-    adjusted generated through it."""
+    """Stage 2's codes of the stage-1 latents ``z``, and GEN-2, GEN-2
+    adjusted (and matched, when built) generated through it."""
     u_mean, u_log_sigma = (
         np.asarray(a)
         for a in second_stage.encoder.predict(z, batch_size=batch_size, verbose=0)
     )
     z_generated = samplers["gen2"].sample_latents(len(z), seed, batch_size)
-    adjusted = samplers["gen2_adjusted"].adjust(z_generated)
-    return {
+    sets = {
         "u_mean": u_mean,
         "u_log_sigma": u_log_sigma,
         "z_generated": z_generated,
         "gen2": samplers["gen2"].decode(z_generated, batch_size),
-        "gen2_adjusted": samplers["gen2_adjusted"].decode(adjusted, batch_size),
     }
+    # The renormalised sets: GEN-2's very latents, rescaled.
+    for name in ("gen2_adjusted", "gen2_matched"):
+        if name in samplers:
+            adjusted = samplers[name].adjust(z_generated)
+            sets[name] = samplers[name].decode(adjusted, batch_size)
+    return sets
 
 
 def check_set_names(names):
@@ -349,11 +374,9 @@ def check_set_names(names):
 
 
 def _chosen_sets(sets, names):
-    """``sets`` without the image sets not in ``names`` (None: all kept);
-    the latent codes and the MSE stay."""
-    if names is None:
-        return sets
-    names = check_set_names(names)
+    """``sets`` without the image sets not in ``names`` (None:
+    `DEFAULT_SETS`); the latent codes and the MSE stay."""
+    names = set(DEFAULT_SETS) if names is None else check_set_names(names)
     names |= {STRETCHED[n] for n in names if n in STRETCHED}
     dropped = {n for n in SCORED_SETS + tuple(STRETCHED.values()) if n not in names}
     return {k: v for k, v in sets.items() if k not in dropped}

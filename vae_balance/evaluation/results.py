@@ -88,6 +88,8 @@ def set_entries(sets, bn_check):
     return {
         # gen2_adjusted: latent.adjust_latents, each latent rescaled to
         # variance 1 over the generated set.
+        # gen2_matched (when asked for): each to the training codes'
+        # variance in it, latent.code_variance.
         "adjust_target_variance": 1.0,
         "reconstruction_mse": sets["mse"],
         # Inference-mode vs training-mode (batch statistics) MSE of decoded

@@ -21,6 +21,7 @@ SETS = (
     "gen1",
     "gen2",
     "gen2_adjusted",
+    "gen2_matched",
     "gmm",
     "gen2_stretched",
     "gmm_stretched",

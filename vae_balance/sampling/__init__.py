@@ -2,12 +2,13 @@
 
 Public names: `TwoStageSampler`, `encode_dataset`, `latent_dataset`
 (`vae_balance.sampling.two_stage`), `LatentGMM`, `fit_gmm`
-(`vae_balance.sampling.gmm`), `build_samplers` (`vae_balance.sampling.latent`),
+(`vae_balance.sampling.gmm`), `build_samplers`, `code_variance`
+(`vae_balance.sampling.latent`),
 `LoadedRun`, `load_run` (`vae_balance.sampling.run`).
 """
 
 from vae_balance.sampling.gmm import LatentGMM, fit_gmm
-from vae_balance.sampling.latent import build_samplers
+from vae_balance.sampling.latent import build_samplers, code_variance
 from vae_balance.sampling.run import LoadedRun, load_run
 from vae_balance.sampling.two_stage import (
     TwoStageSampler,
@@ -20,6 +21,7 @@ __all__ = [
     "LoadedRun",
     "TwoStageSampler",
     "build_samplers",
+    "code_variance",
     "encode_dataset",
     "fit_gmm",
     "latent_dataset",

@@ -10,6 +10,9 @@ how it draws the stage-1 latents z, which the stage-1 decoder then decodes:
 ``gen2_adjusted``   gen2's z with each dimension rescaled to variance 1 over the
                     set (Asperti's renormalisation, `adjust_latents`;
                     `AdjustedSecondStageSampler`)
+``gen2_matched``    gen2's z with each dimension rescaled to the variance the
+                    training codes have in it, Var(mu_j) + E(sigma_j^2)
+                    (`code_variance`; `MatchedSecondStageSampler`)
 ``gmm``             z from a Gaussian mixture fitted on the training set's z_mean
                     (`GMMSampler`, `vae_balance.sampling.gmm`)
 ==================  =============================================================
@@ -26,7 +29,7 @@ import numpy as np
 
 from vae_balance.sampling.noise import second_stage_noise
 
-SAMPLER_NAMES = ("gen1", "gen2", "gen2_adjusted", "gmm")
+SAMPLER_NAMES = ("gen1", "gen2", "gen2_adjusted", "gen2_matched", "gmm")
 
 
 class LatentSampler:
@@ -145,6 +148,44 @@ class AdjustedSecondStageSampler(SecondStageSampler):
         return self.adjust(super().sample_latents(num, seed, batch_size))
 
 
+class MatchedSecondStageSampler(AdjustedSecondStageSampler):
+    """GEN-2 matched: GEN-2's latents renormalised, each dimension to the
+    variance of the codes stage 2 was trained on (`code_variance`).
+
+    Asperti's renormalisation to 1 assumes the variance law: every
+    dimension of the codes has variance 1. A stage 1 whose codes break it
+    (active dimensions of variance 0.01 beside inactive ones of 0.65: one
+    decoder variance in stage 2 is then far above the small dimensions'
+    spread, and stage 2 gives them a fraction of it) is renormalised to what
+    its codes have instead.
+
+    Args:
+        first_decoder, second_decoder: as `SecondStageSampler`.
+        variances: (latent_dim,) variances of the training codes.
+    """
+
+    name = "gen2_matched"
+    label = "GEN-2 matched"
+
+    def __init__(self, first_decoder, second_decoder, variances):
+        variances = np.asarray(variances, np.float32)
+        super().__init__(first_decoder, second_decoder, variances)
+        if variances.shape != (self.latent_dim,):
+            raise ValueError(
+                f"{variances.shape[0] if variances.ndim == 1 else variances.shape} "
+                f"code variances for a {self.latent_dim}-d latent space: give one "
+                "per dimension (`code_variance` of the run's latents.npz)."
+            )
+
+
+def code_variance(z_mean, z_log_sigma):
+    """Per-dimension variance of the codes z = mu + sigma * eps over a set:
+    ``Var(mu_j) + E(sigma_j^2)`` (the terms of the variance law), float32."""
+    z_mean = np.asarray(z_mean, np.float64)
+    sigma_squared = np.exp(2.0 * np.asarray(z_log_sigma, np.float64))
+    return (z_mean.var(axis=0) + sigma_squared.mean(axis=0)).astype(np.float32)
+
+
 class GMMSampler(LatentSampler):
     """z from a Gaussian mixture fitted ex post on the training codes.
 
@@ -173,7 +214,9 @@ class GMMSampler(LatentSampler):
         return self.gmm.sample(num, seed)
 
 
-def build_samplers(first_stage, second_stage, gmm=None, target_variance=1.0):
+def build_samplers(
+    first_stage, second_stage, gmm=None, target_variance=1.0, code_variances=None
+):
     """``{name: sampler}`` of a trained run, in `SAMPLER_NAMES` order.
 
     Args:
@@ -181,6 +224,8 @@ def build_samplers(first_stage, second_stage, gmm=None, target_variance=1.0):
             no ``gen2`` and ``gen2_adjusted`` entries.
         gmm: a `LatentGMM`, or None (no ``gmm`` entry).
         target_variance: of ``gen2_adjusted``.
+        code_variances: (latent_dim,) of ``gen2_matched`` (`code_variance`);
+            None: no ``gen2_matched`` entry.
     """
     decoder = first_stage.decoder
     samplers = [PriorSampler(decoder)]
@@ -190,6 +235,8 @@ def build_samplers(first_stage, second_stage, gmm=None, target_variance=1.0):
             SecondStageSampler(decoder, second),
             AdjustedSecondStageSampler(decoder, second, target_variance),
         ]
+        if code_variances is not None:
+            samplers.append(MatchedSecondStageSampler(decoder, second, code_variances))
     if gmm is not None:
         samplers.append(GMMSampler(decoder, gmm))
     return {sampler.name: sampler for sampler in samplers}
