@@ -142,9 +142,15 @@ def test_matched_gen2_is_scored_only_when_asked_for(results, tmp_path):
     assert standard["gen2_matched"] is None
     assert "GEN-2 matched" not in (workdir / "evaluation.md").read_text()
     chosen = protocol.evaluate_workdir(
-        workdir, sets=["gen2", "gen2_matched"], **settings
+        workdir, sets=["gen2", "gen2_matched"], stretch=True, **settings
     )
-    assert set(chosen["fid"]) == {"gen2", "gen2_matched"}
+    assert set(chosen["fid"]) == {
+        "gen2",
+        "gen2_stretched",
+        "gen2_matched",
+        "gen2_matched_stretched",
+    }
+    assert chosen["labels"]["gen2_matched_stretched"] == "GEN-2 matched, stretched"
     assert chosen["fid"]["gen2"] == pytest.approx(standard["fid"]["gen2"])
     assert np.isfinite(chosen["fid"]["gen2_matched"])
     assert chosen["fid"]["gen2_matched"] != pytest.approx(chosen["fid"]["gen2"])

@@ -163,7 +163,8 @@ def _add_set_arguments(evaluate):
     evaluate.add_argument(
         "--stretch",
         action="store_true",
-        help="also score GEN-2 and GMM with each generated image min-max "
+        help="also score GEN-2 (and GEN-2 matched, when asked) and GMM with each "
+        "generated image min-max "
         "stretched, as Dai & Wipf's fid_score.py (comparable with their "
         "Table 1); the standard rows are kept",
     )

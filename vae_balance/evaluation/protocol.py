@@ -56,7 +56,11 @@ from vae_balance.sampling.run import load_run
 
 LABELS = {"rec": "REC", "gen1": "GEN-1", "gen2": "GEN-2"}
 # The sets stretched by ``stretch=True`` (Dai & Wipf's per-image min-max).
-STRETCHED = {"gen2": "gen2_stretched", "gmm": "gmm_stretched"}
+STRETCHED = {
+    "gen2": "gen2_stretched",
+    "gen2_matched": "gen2_matched_stretched",
+    "gmm": "gmm_stretched",
+}
 # The generated sets ``sets=`` chooses among (``evaluate --sets``).
 SCORED_SETS = ("rec", "gen1", "gen2", "gen2_adjusted", "gen2_matched", "gmm")
 # Scored when ``sets`` is None; gen2_matched only when asked for.
@@ -117,9 +121,10 @@ def evaluate_workdir(
         cache: cache features and scores under ``WORKDIR/features``.
         shared_feature_cache: a folder where the real set's features are
             shared between runs (used only when their key matches).
-        stretch: also score GEN-2 and GMM with every image min-max stretched
-            (`image_sets.minmax_stretch`, as Dai & Wipf's Table 1):
-            ``gen2_stretched`` and ``gmm_stretched``; the others are unchanged.
+        stretch: also score GEN-2 and GMM (and GEN-2 matched when scored)
+            with every image min-max stretched (`image_sets.minmax_stretch`,
+            as Dai & Wipf's Table 1): ``gen2_stretched``, ``gmm_stretched``
+            (and ``gen2_matched_stretched``); the others are unchanged.
         sets: names of `SCORED_SETS` to score (a stretched set follows its
             own; None: `DEFAULT_SETS`, all but ``gen2_matched``); the others
             are null (a feature pass saved each).

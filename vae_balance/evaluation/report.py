@@ -9,7 +9,7 @@ SET_LABELS = {
     "gmm": "GMM",
 }
 
-OPT_IN = ("gen2_matched",)  # sets not in the default evaluation
+OPT_IN = ("gen2_matched",)  # sets not in the default evaluation (nor stretched twins)
 
 
 def _fraction(value):
@@ -25,10 +25,11 @@ def _scores_table(results):
     chosen = (results.get("protocol") or {}).get("sets")
     for name, label in labels.items():
         score = results.get(name)
-        if score is None and name in OPT_IN and name not in (chosen or ()):
+        base = name.replace("_stretched", "")
+        if score is None and base in OPT_IN and base not in (chosen or ()):
             continue  # scored only when asked for: no row otherwise
         if score is None:
-            if chosen is not None and name.replace("_stretched", "") not in chosen:
+            if chosen is not None and base not in chosen:
                 reason = "not asked for (--sets)"
             else:
                 reason = results.get("gmm_fit", {}).get("skipped", "not measured")

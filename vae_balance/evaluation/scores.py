@@ -24,6 +24,7 @@ SETS = (
     "gen2_matched",
     "gmm",
     "gen2_stretched",
+    "gen2_matched_stretched",
     "gmm_stretched",
 )
 KID_SUBSETS = 100  # KID: subsets of ...
