@@ -191,7 +191,7 @@ def read_curve(workdir):
 
 
 def run_report(args):
-    sets = ("gen2", "gmm", "gen2_stretched", "rec")  # REC: "-" in points before it
+    sets = ("gen2", "gmm", "gen2_stretched", "rec", "gen2_matched")  # "-": not measured
     curves = {
         os.path.basename(os.path.normpath(w)): read_curve(w) for w in args.workdirs
     }
@@ -207,7 +207,7 @@ def run_report(args):
          *(fid(f["fid"], k) for k in sets)]
         for name, f in ((name, c["final"]) for name, c in curves.items()) if f
     ]  # fmt: skip
-    fids = ["GEN-2 FID", "GMM FID", "GEN-2 FID, stretched", "REC FID"]
+    fids = ["GEN-2 FID", "GMM FID", "GEN-2 FID, stretched", "REC FID", "GEN-2 matched"]
     table = common.markdown_table(
         ["run", "epoch", "train CPU h", *fids, "val MSE (recalibrated)"], rows
     ) + "\n\nFull evaluations (`evaluation.json`):\n\n" + common.markdown_table(
@@ -240,11 +240,10 @@ def plot(curves, path):
     for index, group in enumerate(sorted({g for g, _ in finals})):
         label = f"{group[0]}, stage 1 {group[1]} epochs"
         mine = [f for g, f in finals if g == group]
-        gen2 = [
-            (f["stage2_epochs"], f["fid"]["gen2"]) for f in mine if "gen2" in f["fid"]
-        ]
-        if gen2:
-            right.plot(*zip(*gen2), "o-", color=f"C{index}", label=f"{label}: GEN-2")
+        for key, style in (("gen2", "o-"), ("gen2_matched", "x-.")):
+            xy = [(f["stage2_epochs"], f["fid"][key]) for f in mine if key in f["fid"]]
+            if xy:
+                right.plot(*zip(*xy), style, color=f"C{index}", label=f"{label}: {key}")
         for key, line in (("gmm", "--"), ("rec", ":")):
             for level in [f["fid"][key] for f in mine if key in f["fid"]][-1:]:
                 right.axhline(

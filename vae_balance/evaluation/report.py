@@ -89,10 +89,12 @@ def _stage1_latent_table(s1):
         "| latent diagnostics | stage 1 |",
         "|---|---|",
         f"| latent dim | {s1['latent_dim']} |",
-        f"| variance law mean_j [Var(mu_j) + E(sigma_j^2)] | {s1['variance_law']:.3f} |",
+        "| variance law mean_j [Var(mu_j) + E(sigma_j^2)] | "
+        f"{s1['variance_law']:.3f} |",
         f"| same with E(sigma_j) (reference code) | "
         f"{s1['variance_law_reference_code']:.3f} |",
-        f"| inactive, mean sigma > 0.8 (reference code) | {s1['inactive_mean_sigma']} |",
+        "| inactive, mean sigma > 0.8 (reference code) | "
+        f"{s1['inactive_mean_sigma']} |",
         f"| inactive, Var(mu) < 0.01 | {s1['inactive_var_mean']} |",
         "",
         "Stage 2: not loaded (the sets asked for do not use it).",

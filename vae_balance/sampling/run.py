@@ -4,8 +4,9 @@
 ``config.json``, ``stage1.keras`` and ``stage2.keras`` (or, when asked, the
 newest checkpoint of an unfinished stage) and its ``gmm.npz`` when
 ``evaluate`` fitted one. Stage 2 may be left out where only stage 1 is used
-(``evaluate --sets rec,gmm`` of a run whose stage 2 is not trained yet). The evaluation, the ``export`` command and the
-benchmarks all start from the `LoadedRun` it returns.
+(``evaluate --sets rec,gmm`` of a run whose stage 2 is not trained yet). The
+evaluation, the ``export`` command and the benchmarks all start from the
+`LoadedRun` it returns.
 """
 
 import dataclasses
