@@ -8,6 +8,7 @@ import json
 import os
 import types
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -55,13 +56,13 @@ def _spec(run, epochs, learning_rate=1e-3):
     )
 
 
-def _fit(run, spec):
+def _fit(run, spec, callbacks=()):
     config = run.config
 
     def make_epoch(epoch, start):
         return stream.image_epoch(DATASET, config.batch_size, config.seed, epoch, start)
 
-    return stages.fit_stage(run, spec, make_epoch, STEPS, callbacks=[])
+    return stages.fit_stage(run, spec, make_epoch, STEPS, callbacks=list(callbacks))
 
 
 def _steps(run):
@@ -84,6 +85,23 @@ def test_fit_stage_trains_saves_and_a_finished_stage_is_only_loaded(tmp_path):
     assert logs == {}
     assert int(again.optimizer.iterations) == 2 * STEPS
     assert _steps(run) == [1, 2, 3, 4]
+
+
+def test_training_past_a_finished_stage_removes_its_older_file(tmp_path, capsys):
+    run = _run(tmp_path)
+    _fit(run, _spec(run, epochs=1))
+    final = run.workdir.stage_path("stage1")
+    assert os.path.exists(final)
+    # More epochs: while they train, no stage file older than the model is
+    # left for evaluate, export or a rerun to read.
+    seen = []
+    look = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: seen.append(os.path.exists(final))
+    )
+    model, _ = _fit(run, _spec(run, epochs=2), callbacks=[look])
+    assert seen == [False] * STEPS
+    assert f"{final} removed: training continues past it" in capsys.readouterr().out
+    assert int(load_checkpoint(final).optimizer.iterations) == 2 * STEPS
 
 
 def test_a_non_finite_loss_raises_training_diverged_keeping_the_checkpoint(

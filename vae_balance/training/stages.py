@@ -230,6 +230,7 @@ def _resume_or_build(run, spec, steps_per_epoch):
         if restored is not None:
             model, checkpoint = restored
             checkpoints.restore_logs(workdir, stage, checkpoint, steps_per_epoch)
+            _remove_stale_stage_file(final_path, stage, checkpoint)
             position = checkpoint.position
             where = f"epoch {position.epoch}/{spec.epochs}"
             if position.step:
@@ -240,6 +241,19 @@ def _resume_or_build(run, spec, steps_per_epoch):
         model = spec.build()
         _compile(model, spec.learning_rate, run.config, run.jit_compile)
     return model, None, False
+
+
+def _remove_stale_stage_file(final_path, stage, checkpoint):
+    """Training goes on past a finished stage (a rerun with more epochs): its
+    ``<stage>.keras`` is older than the checkpoint resumed from. Removed, so
+    that nothing reads it as the stage meanwhile (``evaluate``, ``export``, a
+    rerun with fewer epochs); the stage's end writes it again."""
+    if os.path.exists(final_path):
+        os.remove(final_path)
+        print(
+            f"[{stage}] {final_path} removed: training continues past it from "
+            f"{checkpoint.path}, and the stage's end writes it again"
+        )
 
 
 # ------------------------------------------------ after stage 1: BatchNorm
