@@ -121,13 +121,11 @@ def evaluate_workdir(
         cache: cache features and scores under ``WORKDIR/features``.
         shared_feature_cache: a folder where the real set's features are
             shared between runs (used only when their key matches).
-        stretch: also score GEN-2 and GMM (and GEN-2 matched when scored)
-            with every image min-max stretched (`image_sets.minmax_stretch`,
-            as Dai & Wipf's Table 1): ``gen2_stretched``, ``gmm_stretched``
-            (and ``gen2_matched_stretched``); the others are unchanged.
-        sets: names of `SCORED_SETS` to score (a stretched set follows its
-            own; None: `DEFAULT_SETS`, all but ``gen2_matched``); the others
-            are null (a feature pass saved each).
+        stretch: also score each set of `STRETCHED` that is scored with its
+            images min-max stretched (`image_sets.minmax_stretch`, as Dai &
+            Wipf's Table 1), as ``<set>_stretched``; the others are unchanged.
+        sets: names of `SCORED_SETS` to score (None: `DEFAULT_SETS`); the
+            others are null (a feature pass saved each).
 
     Returns:
         The results dict, as written to ``evaluation.json``.
