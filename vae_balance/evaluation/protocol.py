@@ -92,7 +92,7 @@ def evaluate_workdir(
     """The evaluation of a trained two-stage run; writes the reports.
 
     Reads ``config.json``, ``stage1.keras``, ``stage2.keras`` (optional when
-    ``sets`` has neither GEN-2 set) and ``latents.npz`` (for the mixture)
+    ``sets`` has no GEN-2 set) and ``latents.npz`` (for the mixture)
     from ``workdir``; writes ``gmm.npz``
     (reused while it matches), ``features/``, ``images/interpolations.png``,
     ``evaluation.json`` and ``evaluation.md``. All generated sets have as
