@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from vae_balance import sampling
 from vae_balance.cli import evaluate as evaluate_commands
 from vae_balance.evaluation import image_sets, metrics
 from vae_balance.evaluation import protocol as evaluation
@@ -138,7 +139,7 @@ def test_variance_law_by_hand(codes):
     assert metrics.variance_law(*codes) == pytest.approx(1.125)
     # The reference code's E(sigma) = [0.5, 1]: mean(1.5, 1) = 1.25.
     assert metrics.variance_law(*codes, reference_bug=True) == pytest.approx(1.25)
-    variance_of_means, mean_variance = metrics.latent_variances(*codes)
+    variance_of_means, mean_variance = sampling.latent_variances(*codes)
     np.testing.assert_allclose(variance_of_means, [1.0, 0.0])
     np.testing.assert_allclose(mean_variance, [0.25, 1.0])
 

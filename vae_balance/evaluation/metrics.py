@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from vae_balance.fid.inception import get_feature_extractor
+from vae_balance.sampling.code_statistics import latent_variances, validated_codes
 
 
 # ------------------------------------------------------------- features
@@ -180,24 +181,6 @@ def kernel_inception_distance(
 
 
 # ---------------------------------------------------------- diagnostics
-def _latents(z_mean, z_log_sigma):
-    z_mean = np.asarray(z_mean, np.float64)
-    z_log_sigma = np.asarray(z_log_sigma, np.float64)
-    if z_mean.shape != z_log_sigma.shape or z_mean.ndim != 2:
-        raise ValueError(
-            f"z_mean {z_mean.shape} and z_log_sigma {z_log_sigma.shape} must be "
-            "two (n, latent_dim) arrays."
-        )
-    if len(z_mean) < 2:
-        raise ValueError("Need the codes of at least 2 images.")
-    return z_mean, z_log_sigma
-
-
-def latent_variances(z_mean, z_log_sigma):
-    """Per latent dimension j: ``(Var(mu_j), E[sigma_j^2])`` over the data."""
-    z_mean, z_log_sigma = _latents(z_mean, z_log_sigma)
-    return z_mean.var(axis=0), np.exp(2 * z_log_sigma).mean(axis=0)
-
 
 def variance_law(z_mean, z_log_sigma, reference_bug=False):
     """The variance law ``mean_j [Var(mu_j) + E(sigma_j^2)]``, about 1.
@@ -214,9 +197,10 @@ def variance_law(z_mean, z_log_sigma, reference_bug=False):
     Returns:
         A Python float.
     """
-    z_mean, z_log_sigma = _latents(z_mean, z_log_sigma)
-    power = 1 if reference_bug else 2
-    return float(np.mean(z_mean.var(axis=0) + np.exp(power * z_log_sigma).mean(axis=0)))
+    if not reference_bug:
+        return float(np.mean(np.add(*latent_variances(z_mean, z_log_sigma))))
+    z_mean, z_log_sigma = validated_codes(z_mean, z_log_sigma)
+    return float(np.mean(z_mean.var(axis=0) + np.exp(z_log_sigma).mean(axis=0)))
 
 
 INACTIVE_RULES = {
@@ -245,7 +229,7 @@ def inactive_latents(z_mean, z_log_sigma, rule="mean_sigma", threshold=None):
         raise ValueError(
             f"Unknown rule {rule!r}. Valid rules: {', '.join(INACTIVE_RULES)}."
         )
-    z_mean, z_log_sigma = _latents(z_mean, z_log_sigma)
+    z_mean, z_log_sigma = validated_codes(z_mean, z_log_sigma)
     threshold = INACTIVE_RULES[rule] if threshold is None else threshold
     if rule == "mean_sigma":
         return np.exp(z_log_sigma).mean(axis=0) > threshold

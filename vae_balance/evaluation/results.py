@@ -18,6 +18,7 @@ from vae_balance.evaluation import metrics
 from vae_balance.evaluation.precision_recall import DEFAULT_K
 from vae_balance.evaluation.scores import KID_SUBSET_SIZE, KID_SUBSETS, SETS
 from vae_balance.model import losses
+from vae_balance.sampling.code_statistics import latent_variances
 
 
 def description_entries(run, real, seed, feature_extractor):
@@ -89,7 +90,7 @@ def set_entries(sets, bn_check):
         # gen2_adjusted: latent.adjust_latents, each latent rescaled to
         # variance 1 over the generated set.
         # gen2_matched (when asked for): each to the training codes'
-        # variance in it, latent.code_variance.
+        # variance in it, code_statistics.code_variance.
         "adjust_target_variance": 1.0,
         "reconstruction_mse": sets["mse"],
         # Inference-mode vs training-mode (batch statistics) MSE of decoded
@@ -102,7 +103,7 @@ def set_entries(sets, bn_check):
 
 def latent_report(z_mean, z_log_sigma):
     """One stage's latent diagnostics: variance law, KL, inactive latents."""
-    variance_of_means, mean_variance = metrics.latent_variances(z_mean, z_log_sigma)
+    variance_of_means, mean_variance = latent_variances(z_mean, z_log_sigma)
     return {
         "latent_dim": int(z_mean.shape[1]),
         "variance_law": metrics.variance_law(z_mean, z_log_sigma),

@@ -2,13 +2,14 @@
 
 Public names: `TwoStageSampler`, `encode_dataset`, `latent_dataset`
 (`vae_balance.sampling.two_stage`), `LatentGMM`, `fit_gmm`
-(`vae_balance.sampling.gmm`), `build_samplers`, `code_variance`
-(`vae_balance.sampling.latent`),
+(`vae_balance.sampling.gmm`), `build_samplers` (`vae_balance.sampling.latent`),
+`code_variance`, `latent_variances` (`vae_balance.sampling.code_statistics`),
 `LoadedRun`, `load_run` (`vae_balance.sampling.run`).
 """
 
 from vae_balance.sampling.gmm import LatentGMM, fit_gmm
-from vae_balance.sampling.latent import build_samplers, code_variance
+from vae_balance.sampling.code_statistics import code_variance, latent_variances
+from vae_balance.sampling.latent import build_samplers
 from vae_balance.sampling.run import LoadedRun, load_run
 from vae_balance.sampling.two_stage import (
     TwoStageSampler,
@@ -25,5 +26,6 @@ __all__ = [
     "encode_dataset",
     "fit_gmm",
     "latent_dataset",
+    "latent_variances",
     "load_run",
 ]

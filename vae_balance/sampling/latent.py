@@ -12,7 +12,8 @@ how it draws the stage-1 latents z, which the stage-1 decoder then decodes:
                     `AdjustedSecondStageSampler`)
 ``gen2_matched``    gen2's z with each dimension rescaled to the variance the
                     training codes have in it, Var(mu_j) + E(sigma_j^2)
-                    (`code_variance`; `MatchedSecondStageSampler`)
+                    (`vae_balance.sampling.code_statistics.code_variance`;
+                    `MatchedSecondStageSampler`)
 ``gmm``             z from a Gaussian mixture fitted on the training set's z_mean
                     (`GMMSampler`, `vae_balance.sampling.gmm`)
 ==================  =============================================================
@@ -176,14 +177,6 @@ class MatchedSecondStageSampler(AdjustedSecondStageSampler):
                 f"code variances for a {self.latent_dim}-d latent space: give one "
                 "per dimension (`code_variance` of the run's latents.npz)."
             )
-
-
-def code_variance(z_mean, z_log_sigma):
-    """Per-dimension variance of the codes z = mu + sigma * eps over a set:
-    ``Var(mu_j) + E(sigma_j^2)`` (the terms of the variance law), float32."""
-    z_mean = np.asarray(z_mean, np.float64)
-    sigma_squared = np.exp(2.0 * np.asarray(z_log_sigma, np.float64))
-    return (z_mean.var(axis=0) + sigma_squared.mean(axis=0)).astype(np.float32)
 
 
 class GMMSampler(LatentSampler):
