@@ -2,11 +2,11 @@
 
 ``sample SAMPLER`` writes a PNG grid from an exported sampler, or with ``--out
 X.npz`` the images themselves (uint8, key ``x``) for an outside FID script
-(``--gmm``: from its ex-post Gaussian mixture; ``--info``: prints its
-metadata); ``export
-WORKDIR`` exports the sampler SavedModel of a trained work directory,
-recomputing stale stage-1 BatchNorm statistics and including the run's
-``gmm.npz`` when there is one.
+(``--gmm``: from its ex-post Gaussian mixture; ``--matched``: GEN-2 matched;
+``--info``: prints its metadata); ``export WORKDIR`` exports the sampler
+SavedModel of a trained work directory, recomputing stale stage-1 BatchNorm
+statistics, with ``generate_gmm`` when the run has a ``gmm.npz`` and
+``generate_matched`` when it has its ``latents.npz``.
 """
 
 import json
@@ -94,16 +94,25 @@ def _print_sampler_info(sampler):
     print(json.dumps({"signatures": describe_signatures(loaded)}, indent=2))
 
 
+# The seeded signatures only some exports have: (flag, signature, what to do).
+_OPTIONAL_SIGNATURES = (
+    ("gmm", "generate_gmm", " after `python -m vae_balance evaluate` fitted gmm.npz"),
+    ("matched", "generate_matched", ", with its latents.npz in the work directory"),
+)
+
+
 def _generate(signatures, args):
     """``args.num`` images from ``generate(num, seed)``, or from ``sample(u)``
     with the same noise, `second_stage_noise` (older exports)."""
-    if getattr(args, "gmm", False):
-        if "generate_gmm" not in signatures:
+    for flag, name, fix in _OPTIONAL_SIGNATURES:
+        if not getattr(args, flag, False):
+            continue
+        if name not in signatures:
             raise SystemExit(
-                f"error: {args.sampler} has no generate_gmm signature: export the "
-                "run again after `python -m vae_balance evaluate` fitted gmm.npz."
+                f"error: {args.sampler} has no {name} signature: export the run "
+                f"again{fix} (`python -m vae_balance export WORKDIR --overwrite`)."
             )
-        return signatures["generate_gmm"](
+        return signatures[name](
             num_samples=tf.constant(args.num, tf.int64),
             seed=tf.constant(args.seed, tf.int64),
         )["images"]
@@ -153,7 +162,8 @@ def _pad_of_an_old_export(args):
 # ---------------------------------------------------------------- export
 def run_export(args):
     """``export WORKDIR``: the sampler SavedModel of a trained work directory,
-    with ``generate_gmm`` when the run has a ``gmm.npz``."""
+    with ``generate_gmm`` when the run has a ``gmm.npz`` and ``generate_matched``
+    when it has a ``latents.npz``."""
     try:
         run = load_run(args.workdir, require_config=False, unfinished=True)
     except (FileNotFoundError, WorkdirError) as error:
@@ -168,14 +178,21 @@ def run_export(args):
         )
     _recalibrate_for_export(args, run.first_stage, run.paths[0], run.config)
     out = args.out or run.workdir.sampler_dir
+    latents = run.workdir.latents_path  # GEN-2 matched's target variances
     try:
         export_sampler(
-            run.stages, out, overwrite=args.overwrite, config=run.config, gmm=run.gmm
+            run.stages,
+            out,
+            overwrite=args.overwrite,
+            config=run.config,
+            gmm=run.gmm,
+            code_variances=latents if os.path.isfile(latents) else None,
         )
     except (FileExistsError, OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
-    gmm = run.gmm
-    extra = f" (with generate_gmm, {gmm.num_components} components)" if gmm else ""
+    extras = [f"generate_gmm, {run.gmm.num_components} components"] if run.gmm else []
+    extras += ["generate_matched"] if os.path.isfile(latents) else []
+    extra = f" (with {'; '.join(extras)})" if extras else ""
     print(f"Exported sampler to {out}{extra}")
 
 
@@ -252,6 +269,12 @@ def _add_sample_command(subparsers):
         "(generate_gmm, in exports of runs with a gmm.npz)",
     )
     sample.add_argument(
+        "--matched",
+        action="store_true",
+        help="GEN-2 matched: the stage-2 latents rescaled to the training codes' "
+        "variances (generate_matched, in exports of runs with a latents.npz)",
+    )
+    sample.add_argument(
         "--pad",
         type=int,
         help="border to crop, only for exports without metadata (older "
@@ -270,7 +293,8 @@ def _add_export_command(subparsers):
     export = subparsers.add_parser(
         "export",
         help="export a trained work directory (with generate_gmm when the run "
-        "has a gmm.npz, fitted by `evaluate`)",
+        "has a gmm.npz, fitted by `evaluate`, and generate_matched when it has "
+        "its latents.npz)",
     )
     export.add_argument("workdir")
     export.add_argument("--out", help="default: WORKDIR/sampler")

@@ -182,6 +182,7 @@ def kernel_inception_distance(
 
 # ---------------------------------------------------------- diagnostics
 
+
 def variance_law(z_mean, z_log_sigma, reference_bug=False):
     """The variance law ``mean_j [Var(mu_j) + E(sigma_j^2)]``, about 1.
 

@@ -50,8 +50,8 @@ from vae_balance.fid.feature_cache import FeatureCache, images_sha256
 from vae_balance.fid.inception import get_feature_extractor
 from vae_balance.files import atomic_write, sha256, write_json
 from vae_balance.model import batchnorm
-from vae_balance.sampling.gmm import DEFAULT_COMPONENTS, fit_gmm
 from vae_balance.sampling.code_statistics import code_variance
+from vae_balance.sampling.gmm import DEFAULT_COMPONENTS, fit_gmm
 from vae_balance.sampling.latent import build_samplers
 from vae_balance.sampling.run import load_run
 

@@ -144,7 +144,7 @@ def _spec(dtype, shape):
     return {"dtype": dtype, "shape": list(shape)}
 
 
-def _signature_table(sampler, pad, gmm=None):
+def _signature_table(sampler, pad, gmm=None, matched=None):
     """What each signature takes and returns, in the metadata's terms."""
     native = [None, *native_shape(sampler.image_shape, pad)]
     images = {"images": _spec("float32", native)}
@@ -158,6 +158,8 @@ def _signature_table(sampler, pad, gmm=None):
     }
     if gmm is not None:
         table["generate_gmm"] = dict(table["generate"])
+    if matched is not None:
+        table["generate_matched"] = dict(table["generate"])
     for entry in table.values():
         entry["outputs"] = images
     if sampler.first_encoder is not None:
@@ -190,7 +192,10 @@ def sampler_metadata(sampler_or_models, config=None, pad=None):
     `TwoStageSampler`), ``signatures`` (inputs and outputs of each),
     ``generate_noise``, ``gmm`` (null without a mixture, else its
     ``num_components``, ``latent_dim``, ``noise`` = how ``generate_gmm``
-    draws, and ``fit``: how it was fitted), ``versions`` (vae_balance,
+    draws, and ``fit``: how it was fitted), ``matched`` (null without
+    ``generate_matched``, else its map's ``center``, ``scale`` and
+    ``target_variances`` per dimension, and the ``reference`` draws it was
+    measured on), ``versions`` (vae_balance,
     tensorflow, keras, python) and ``exported_at`` (UTC).
     """
     sampler, stages = sampler_and_stages(sampler_or_models)
@@ -217,7 +222,7 @@ def _gmm_metadata(gmm):
     }
 
 
-def build_metadata(sampler, stages, config, pad, gmm=None):
+def build_metadata(sampler, stages, config, pad, gmm=None, matched=None):
     """`sampler_metadata` of a resolved ``(sampler, stages)`` pair."""
     config = _as_config(config)
     pad = _resolve_pad(config, pad, sampler)
@@ -237,9 +242,10 @@ def build_metadata(sampler, stages, config, pad, gmm=None):
             name: None if stages is None else _stage_metadata(vae)
             for name, vae in zip(("stage1", "stage2"), stages or (None, None))
         },
-        "signatures": _signature_table(sampler, pad, gmm),
+        "signatures": _signature_table(sampler, pad, gmm, matched),
         "generate_noise": GENERATE_NOISE,
         "gmm": _gmm_metadata(gmm),
+        "matched": None if matched is None else matched.metadata(),
         "versions": {
             "vae_balance": __version__,
             "tensorflow": tf.__version__,

@@ -30,6 +30,7 @@ from vae_balance.export.metadata import (
 )
 from vae_balance.sampling.gmm import LatentGMM
 from vae_balance.sampling.noise import second_stage_noise
+from vae_balance.sampling.rescaling import LatentRescaling
 
 __all__ = [
     "GENERATE_NOISE",
@@ -46,7 +47,13 @@ __all__ = [
 
 # Long: its public docstring documents every signature; the steps are helpers.
 def export_sampler(
-    sampler_or_models, path, overwrite=False, config=None, pad=None, gmm=None
+    sampler_or_models,
+    path,
+    overwrite=False,
+    config=None,
+    pad=None,
+    gmm=None,
+    code_variances=None,
 ):
     """Writes a TF SavedModel for sampling, loadable without vae_balance.
 
@@ -65,6 +72,12 @@ def export_sampler(
       conventions as ``generate`` (int64 scalars, Philox stateless draws,
       ``{"images"}``), the stage-1 latents drawn from the ex-post Gaussian
       mixture (`vae_balance.sampling.gmm.GMM_NOISE`, `LatentGMM.sample_stateless`).
+    - ``generate_matched(num_samples, seed)``: only with ``code_variances``:
+      ``generate``'s draws of u, their stage-2 latents rescaled per dimension
+      to the training codes' variances by an affine map fixed at export
+      (`vae_balance.sampling.rescaling.LatentRescaling`, measured on 10,000
+      draws of seed 0: ``generate_matched(10000, 0)`` is the evaluation's
+      ``gen2_matched`` set).
     - ``decode(z)``: stage-1 latents -> ``{"images"}`` (GEN-1 with z ~ N(0, I)).
     - ``encode(images)``: -> ``{"z_mean", "z_log_sigma"}``.
     - ``reconstruct(images)``: -> ``{"images"}``, decode(z_mean).
@@ -94,6 +107,9 @@ def export_sampler(
         gmm: a `vae_balance.sampling.gmm.LatentGMM` (or the path of a run's
             ``gmm.npz``) over the stage-1 latents: adds ``generate_gmm`` and
             the mixture's description to the metadata (``gmm``).
+        code_variances: (latent_dim,) variances of the training codes, or the
+            path of a run's ``latents.npz``: adds ``generate_matched`` and its
+            map to the metadata (``matched``).
 
     Raises:
         ValueError: ``config`` does not match the models, or a bad ``pad``.
@@ -109,11 +125,14 @@ def export_sampler(
     """
     sampler, stages = sampler_and_stages(sampler_or_models)
     gmm = _as_gmm(gmm, sampler)
-    metadata = build_metadata(sampler, stages, config, pad, gmm)
+    matched = None
+    if code_variances is not None:
+        matched = LatentRescaling.fit(sampler.second_decoder, code_variances)
+    metadata = build_metadata(sampler, stages, config, pad, gmm, matched)
     text = json.dumps(metadata, indent=2, allow_nan=False) + "\n"
     path = os.fspath(path)
     _check_destination(path, overwrite)
-    archive = _build_archive(sampler, metadata, text, gmm)
+    archive = _build_archive(sampler, metadata, text, gmm, matched)
     _write_atomically(archive, path, text)
     return path
 
@@ -182,6 +201,21 @@ def _gmm_endpoint(sampler, gmm, pad):
     return generate_gmm
 
 
+def _matched_endpoint(sampler, matched, pad):
+    """``generate_matched(num_samples, seed)``: GEN-2 with the frozen rescaling."""
+    center = tf.constant(matched.center)
+    scale = tf.constant(matched.scale)
+
+    def generate_matched(num_samples, seed):
+        num_samples = _non_negative(num_samples, "generate_matched")
+        u = second_stage_noise(num_samples, sampler.latent_dim, seed)
+        z = sampler.second_decoder(u, training=False)
+        z = center + (tf.cast(z, tf.float32) - center) * scale
+        return {"images": _crop(sampler.first_decoder(z, training=False), pad)}
+
+    return generate_matched
+
+
 def _sampling_endpoints(sampler, pad):
     """The ``sample``, ``generate`` and ``decode`` functions of the export."""
 
@@ -219,7 +253,7 @@ def _encoding_endpoints(encoder, pad, decode):
     return encode, reconstruct
 
 
-def _build_archive(sampler, metadata, text, gmm=None):
+def _build_archive(sampler, metadata, text, gmm=None, matched=None):
     """A `keras.export.ExportArchive` with every signature of the export."""
     sample, generate, decode = _sampling_endpoints(sampler, metadata["pad"])
     archive = keras.export.ExportArchive()
@@ -228,22 +262,22 @@ def _build_archive(sampler, metadata, text, gmm=None):
     z_spec = tf.TensorSpec((None, first_latent_dim(sampler)), tf.float32, name="z")
     # The first endpoint is also serving_default.
     archive.add_endpoint("sample", sample, input_signature=[u_spec])
-    archive.add_endpoint(
-        "generate",
-        generate,
-        input_signature=[
-            tf.TensorSpec((), tf.int64, name="num_samples"),
-            tf.TensorSpec((), tf.int64, name="seed"),
-        ],
-    )
+    seeded = [
+        tf.TensorSpec((), tf.int64, name="num_samples"),
+        tf.TensorSpec((), tf.int64, name="seed"),
+    ]
+    archive.add_endpoint("generate", generate, input_signature=seeded)
     if gmm is not None:
         archive.add_endpoint(
             "generate_gmm",
             _gmm_endpoint(sampler, gmm, metadata["pad"]),
-            input_signature=[
-                tf.TensorSpec((), tf.int64, name="num_samples"),
-                tf.TensorSpec((), tf.int64, name="seed"),
-            ],
+            input_signature=seeded,
+        )
+    if matched is not None:
+        archive.add_endpoint(
+            "generate_matched",
+            _matched_endpoint(sampler, matched, metadata["pad"]),
+            input_signature=seeded,
         )
     archive.add_endpoint("decode", decode, input_signature=[z_spec])
     if sampler.first_encoder is not None:

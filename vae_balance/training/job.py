@@ -392,7 +392,14 @@ def _train_second_stage(run, z_mean, z_log_sigma, grids):
 def _export(run, stages, first_logs, second_logs):
     """Exports the sampler SavedModel; prints where everything is."""
     sampler_path = run.workdir.sampler_dir
-    export_sampler(stages, sampler_path, overwrite=True, config=run.config)
+    latents = run.workdir.latents_path  # the codes stage 2 was trained on
+    export_sampler(
+        stages,
+        sampler_path,
+        overwrite=True,
+        config=run.config,
+        code_variances=latents if os.path.isfile(latents) else None,
+    )
     seconds = time.time() - run.start
     print(
         f"[done] {seconds:.0f} s. Sampler: {sampler_path}; images: "
