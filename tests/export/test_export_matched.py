@@ -59,7 +59,9 @@ def _draw(loaded, n, seed):
     )["images"].numpy()
 
 
-def test_the_frozen_map_is_the_evaluations_rescaling_of_its_reference_set(run):
+def test_the_frozen_map_is_the_evaluations_rescaling_of_its_reference_set(
+    run, tmp_path
+):
     rescaling = LatentRescaling.fit(run["vae2"].decoder, run["variances"])
     np.testing.assert_allclose(run["variances"], [4.0, 1.0, 0.25, 0.0089], rtol=0.15)
     gen2 = run["vae2"].decoder(second_stage_noise(REFERENCE_NUM, 4, 0)).numpy()
@@ -73,6 +75,10 @@ def test_the_frozen_map_is_the_evaluations_rescaling_of_its_reference_set(run):
     )
     with pytest.raises(ValueError, match="one positive variance per dimension"):
         LatentRescaling.fit(run["vae2"].decoder, [1.0, 1.0])
+    wrong = tmp_path / "not_latents.npz"
+    np.savez(wrong, x=np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="not a run's latents.npz"):
+        LatentRescaling.fit(run["vae2"].decoder, wrong)
 
 
 def test_generate_matched_is_seeded_and_follows_the_recipe(run):

@@ -51,8 +51,7 @@ class LatentRescaling:
                 ``latents.npz``, whose codes give them (`code_variance`).
         """
         if isinstance(variances, (str, os.PathLike)):
-            with np.load(variances) as codes:
-                variances = code_variance(codes["z_mean"], codes["z_log_sigma"])
+            variances = _variances_of(variances)
         variances = np.asarray(variances, np.float64)
         latent_dim = int(second_decoder.outputs[0].shape[-1])
         if variances.shape != (latent_dim,) or not np.all(variances > 0):
@@ -89,3 +88,14 @@ class LatentRescaling:
                 "noise": SECOND_STAGE_NOISE,
             },
         }
+
+
+def _variances_of(path):
+    """`code_variance` of the codes in a run's ``latents.npz``."""
+    with np.load(path) as codes:
+        if not {"z_mean", "z_log_sigma"} <= set(codes.files):
+            raise ValueError(
+                f"{os.fspath(path)} has no z_mean and z_log_sigma: it is not a "
+                "run's latents.npz; train again with the same --workdir to write it."
+            )
+        return code_variance(codes["z_mean"], codes["z_log_sigma"])
