@@ -129,7 +129,11 @@ def test_export_without_a_mixture_has_no_generate_gmm(run, tmp_path):
     export_sampler((run["vae"], run["vae2"]), tmp_path / "plain")
     loaded = tf.saved_model.load(str(tmp_path / "plain"))
     assert "generate_gmm" not in loaded.signatures
+    assert "generate_matched" not in loaded.signatures  # no code_variances either
     assert read_sampler_metadata(loaded)["gmm"] is None
+    assert read_sampler_metadata(loaded)["matched"] is None
+    with pytest.raises(SystemExit, match="no generate_matched signature"):
+        cli.main(["sample", str(tmp_path / "plain"), "--matched"])
     wrong = LatentGMM([1.0], [[0.0, 0.0]], [np.eye(2)])
     with pytest.raises(ValueError, match="another run"):
         export_sampler((run["vae"], run["vae2"]), tmp_path / "wrong", gmm=wrong)

@@ -5,7 +5,6 @@ for any draw, is described in the metadata, and comes from
 
 import copy
 import json
-import os
 import shutil
 
 import keras
@@ -112,7 +111,7 @@ def test_the_metadata_describes_the_map_and_its_signature(run):
     )
 
 
-def test_cli_export_and_sample_with_and_without_latents(run, tmp_path, capsys):
+def test_cli_export_of_a_run_with_latents_has_generate_matched(run, tmp_path, capsys):
     workdir = tmp_path / "run"
     shutil.copytree(run["workdir"], workdir)
     out = tmp_path / "matched"
@@ -127,12 +126,3 @@ def test_cli_export_and_sample_with_and_without_latents(run, tmp_path, capsys):
     cli.main(["sample", str(out), "--matched", "--num", "4", "--out", str(images)])
     with np.load(images) as saved:
         assert saved["x"].shape == (4, 28, 28)  # uint8, grey images without a channel
-
-    os.remove(workdir / "latents.npz")
-    plain = str(tmp_path / "plain")
-    cli.main(["export", str(workdir), "--out", plain, "--no-recalibrate-bn"])
-    loaded = tf.saved_model.load(plain)
-    assert "generate_matched" not in loaded.signatures
-    assert read_sampler_metadata(loaded)["matched"] is None
-    with pytest.raises(SystemExit, match="no generate_matched signature"):
-        cli.main(["sample", plain, "--matched", "--out", str(tmp_path / "x.png")])
