@@ -1,11 +1,16 @@
-"""What the export tests share: one tiny Fashion-MNIST-shaped first stage."""
+"""What the export tests share: one tiny Fashion-MNIST-shaped first stage, and
+the work directory of a run made of it (`two_stage_workdir`)."""
+
+import copy
+import json
 
 import keras
 import numpy as np
 import pytest
 from test_export import PAD, _pad
 
-from vae_balance import build_vae, get_preset
+from vae_balance import build_second_stage, build_vae, get_preset
+from vae_balance.workdir import save_model_atomic
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +31,17 @@ def padded_stage1():
     vae.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
     vae.fit(_pad(native), batch_size=8, epochs=1, verbose=0)
     return config, vae, native, rng
+
+
+def two_stage_workdir(padded_stage1, tmp_path_factory):
+    """The shared first stage, a seeded fresh second stage, and a work directory
+    holding both and ``config.json``. Returns ``(config, vae, vae2, workdir,
+    rng)``; ``rng`` is a copy of the first stage's generator, for the codes."""
+    config, vae, _, rng = padded_stage1  # read-only
+    keras.utils.set_random_seed(0)
+    vae2 = build_second_stage(config)
+    workdir = tmp_path_factory.mktemp("run")
+    save_model_atomic(vae, str(workdir / "stage1.keras"))
+    save_model_atomic(vae2, str(workdir / "stage2.keras"))
+    (workdir / "config.json").write_text(json.dumps(config.to_dict()))
+    return config, vae, vae2, workdir, copy.deepcopy(rng)

@@ -2,24 +2,22 @@
 SavedModel (in this process and a fresh one without vae_balance), its
 metadata, and `python -m vae_balance export` picking up a run's gmm.npz."""
 
-import copy
-import json
 import os
 import shutil
 import textwrap
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import two_stage_workdir
 from test_export import _crop, _python
 
-from vae_balance import build_second_stage, export_sampler
+from vae_balance import export_sampler
 from vae_balance.cli import main as cli
 from vae_balance.export.metadata import describe_signatures, read_sampler_metadata
 from vae_balance.sampling.gmm import GMM_NOISE, LatentGMM
 from vae_balance.sampling.latent import GMMSampler
-from vae_balance.workdir import GMM_FILE, save_model_atomic
+from vae_balance.workdir import GMM_FILE
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +25,7 @@ def run(padded_stage1, tmp_path_factory):
     """A Fashion-MNIST-shaped tiny run (28 -> 32, latent 4) in a work
     directory: both stages, config.json, latents.npz, gmm.npz; and the
     export of (vae, vae2) with the mixture reloaded from gmm.npz."""
-    config, vae, _, rng = padded_stage1  # conftest.py: shared, read-only
-    rng = copy.deepcopy(rng)
-    keras.utils.set_random_seed(0)
-    vae2 = build_second_stage(config)
-    workdir = tmp_path_factory.mktemp("run")
-    save_model_atomic(vae, str(workdir / "stage1.keras"))
-    save_model_atomic(vae2, str(workdir / "stage2.keras"))
-    (workdir / "config.json").write_text(json.dumps(config.to_dict()))
+    config, vae, vae2, workdir, rng = two_stage_workdir(padded_stage1, tmp_path_factory)
     # Codes in three clusters, so that the mixture's components differ.
     codes = np.concatenate(
         [rng.normal(loc, 0.3, size=(40, 4)) for loc in (-2.0, 0.0, 2.0)]

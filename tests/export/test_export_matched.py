@@ -3,38 +3,28 @@ gen2_matched set at 10,000 draws of seed 0, follows the documented recipe
 for any draw, is described in the metadata, and comes from
 `python -m vae_balance export` when the run has its latents.npz."""
 
-import copy
-import json
 import shutil
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import two_stage_workdir
 from test_export import _crop
 
-from vae_balance import build_second_stage, export_sampler
+from vae_balance import export_sampler
 from vae_balance.cli import main as cli
 from vae_balance.export.metadata import describe_signatures, read_sampler_metadata
 from vae_balance.sampling import code_variance
 from vae_balance.sampling.latent import MatchedSecondStageSampler
 from vae_balance.sampling.noise import second_stage_noise
 from vae_balance.sampling.rescaling import REFERENCE_NUM, LatentRescaling
-from vae_balance.workdir import save_model_atomic
 
 
 @pytest.fixture(scope="module")
 def run(padded_stage1, tmp_path_factory):
     """A tiny run (28 -> 32, latent 4) whose codes have variances 4, 1, 0.25
     and 0.01 per dimension, in a work directory, and its export."""
-    config, vae, _, rng = padded_stage1  # conftest.py: shared, read-only
-    rng = copy.deepcopy(rng)
-    keras.utils.set_random_seed(0)
-    vae2 = build_second_stage(config)
-    workdir = tmp_path_factory.mktemp("run")
-    save_model_atomic(vae, str(workdir / "stage1.keras"))
-    save_model_atomic(vae2, str(workdir / "stage2.keras"))
-    (workdir / "config.json").write_text(json.dumps(config.to_dict()))
+    config, vae, vae2, workdir, rng = two_stage_workdir(padded_stage1, tmp_path_factory)
     z_mean = rng.standard_normal((400, 4)) * [1.9, 0.9, 0.4, 0.05]
     z_log_sigma = np.log(np.full((400, 4), [np.sqrt(0.39), np.sqrt(0.19), 0.3, 0.08]))
     np.savez(workdir / "latents.npz", z_mean=z_mean, z_log_sigma=z_log_sigma)
