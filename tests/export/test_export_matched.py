@@ -68,6 +68,8 @@ def test_the_frozen_map_is_the_evaluations_rescaling_of_its_reference_set(
     np.savez(wrong, x=np.zeros((3, 4)))
     with pytest.raises(ValueError, match="not a run's latents.npz"):
         LatentRescaling.fit(run["vae2"].decoder, wrong)
+    with pytest.raises(FileNotFoundError, match="latents.npz not found.*--workdir"):
+        LatentRescaling.fit(run["vae2"].decoder, tmp_path / "latents.npz")
 
 
 def test_generate_matched_is_seeded_and_follows_the_recipe(run):

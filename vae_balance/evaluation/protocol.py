@@ -50,7 +50,7 @@ from vae_balance.fid.feature_cache import FeatureCache, images_sha256
 from vae_balance.fid.inception import get_feature_extractor
 from vae_balance.files import atomic_write, sha256, write_json
 from vae_balance.model import batchnorm
-from vae_balance.sampling.code_statistics import code_variance
+from vae_balance.sampling.code_statistics import read_code_variance
 from vae_balance.sampling.gmm import DEFAULT_COMPONENTS, fit_gmm
 from vae_balance.sampling.latent import build_samplers
 from vae_balance.sampling.run import load_run
@@ -290,15 +290,13 @@ def _predict(model, inputs, batch_size):
 
 def _code_variances(workdir):
     """GEN-2 matched's targets: `code_variance` of the training codes."""
-    path = workdir.latents_path
-    if not os.path.isfile(path):
+    try:
+        return read_code_variance(workdir.latents_path)
+    except FileNotFoundError as error:
         raise FileNotFoundError(
-            f"{path} not found: GEN-2 matched rescales to the variances of the "
-            "training codes, which the job writes before stage 2 (train again "
-            "with the same --workdir), or leave gen2_matched out of --sets."
-        )
-    with np.load(path) as codes:
-        return code_variance(codes["z_mean"], codes["z_log_sigma"])
+            f"{error} GEN-2 matched rescales to the variances of the training "
+            "codes; or leave gen2_matched out of --sets."
+        ) from error
 
 
 def _mixture(workdir, num_components, seed, verbose):

@@ -9,6 +9,8 @@ GEN-2 matched rescales stage 2's latents to them
 (`vae_balance.sampling.latent.MatchedSecondStageSampler`).
 """
 
+import os
+
 import numpy as np
 
 
@@ -37,3 +39,20 @@ def code_variance(z_mean, z_log_sigma):
     float32 (GEN-2 matched's targets)."""
     variance_of_means, mean_variance = latent_variances(z_mean, z_log_sigma)
     return (variance_of_means + mean_variance).astype(np.float32)
+
+
+def read_code_variance(path):
+    """`code_variance` of the codes in a run's ``latents.npz`` (``z_mean`` and
+    ``z_log_sigma``, which the job writes before stage 2)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{os.fspath(path)} not found: the job writes a run's latents.npz "
+            "before stage 2; train again with the same --workdir to write it."
+        )
+    with np.load(path) as codes:
+        if not {"z_mean", "z_log_sigma"} <= set(codes.files):
+            raise ValueError(
+                f"{os.fspath(path)} has no z_mean and z_log_sigma: it is not a "
+                "run's latents.npz; train again with the same --workdir to write it."
+            )
+        return code_variance(codes["z_mean"], codes["z_log_sigma"])

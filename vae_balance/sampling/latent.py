@@ -29,6 +29,7 @@ export's convention: the same images as its ``generate(num, seed)``).
 import numpy as np
 
 from vae_balance.sampling.noise import second_stage_noise
+from vae_balance.sampling.rescaling import rescaling_to
 
 SAMPLER_NAMES = ("gen1", "gen2", "gen2_adjusted", "gen2_matched", "gmm")
 
@@ -257,10 +258,5 @@ def adjust_latents(z, target_variance=1.0):
         A. Asperti, "Variance Loss in Variational Autoencoders",
         arXiv:2002.09860, 2020.
     """
-    z = np.asarray(z, np.float64)
-    if z.ndim != 2 or len(z) < 2:
-        raise ValueError(f"z must be (n >= 2, latent_dim), got shape {z.shape}.")
-    mean = z.mean(axis=0)
-    std = z.std(axis=0)
-    scale = np.sqrt(np.asarray(target_variance, np.float64)) / np.maximum(std, 1e-12)
-    return (mean + (z - mean) * scale).astype(np.float32)
+    center, scale = rescaling_to(z, target_variance)
+    return (center + (np.asarray(z, np.float64) - center) * scale).astype(np.float32)

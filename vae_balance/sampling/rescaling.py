@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from vae_balance.sampling.code_statistics import code_variance
+from vae_balance.sampling.code_statistics import read_code_variance
 from vae_balance.sampling.noise import SECOND_STAGE_NOISE, second_stage_noise
 
 REFERENCE_NUM = 10_000
@@ -51,7 +51,7 @@ class LatentRescaling:
                 ``latents.npz``, whose codes give them (`code_variance`).
         """
         if isinstance(variances, (str, os.PathLike)):
-            variances = _variances_of(variances)
+            variances = read_code_variance(variances)
         variances = np.asarray(variances, np.float64)
         latent_dim = int(second_decoder.outputs[0].shape[-1])
         if variances.shape != (latent_dim,) or not np.all(variances > 0):
@@ -61,9 +61,8 @@ class LatentRescaling:
                 "of the run's latents.npz)."
             )
         u = second_stage_noise(num, int(second_decoder.inputs[0].shape[-1]), seed)
-        z = np.asarray(second_decoder.predict(u, batch_size=500, verbose=0), np.float64)
-        center = z.mean(axis=0)
-        scale = np.sqrt(variances) / np.maximum(z.std(axis=0), 1e-12)
+        z = second_decoder.predict(u, batch_size=500, verbose=0)
+        center, scale = rescaling_to(z, variances)
         return cls(
             center.astype(np.float32),
             scale.astype(np.float32),
@@ -90,12 +89,20 @@ class LatentRescaling:
         }
 
 
-def _variances_of(path):
-    """`code_variance` of the codes in a run's ``latents.npz``."""
-    with np.load(path) as codes:
-        if not {"z_mean", "z_log_sigma"} <= set(codes.files):
-            raise ValueError(
-                f"{os.fspath(path)} has no z_mean and z_log_sigma: it is not a "
-                "run's latents.npz; train again with the same --workdir to write it."
-            )
-        return code_variance(codes["z_mean"], codes["z_log_sigma"])
+def rescaling_to(z, target_variance):
+    """``(center, scale)``, float64: the per-dimension affine map
+    ``center + (z - center) * scale`` that gives each dimension of ``z`` the
+    variance ``target_variance`` over the set, around its mean.
+
+    Args:
+        z: (n, latent_dim) latents, n >= 2.
+        target_variance: scalar or (latent_dim,) array of variances.
+    """
+    z = np.asarray(z, np.float64)
+    if z.ndim != 2 or len(z) < 2:
+        raise ValueError(f"z must be (n >= 2, latent_dim), got shape {z.shape}.")
+    center = z.mean(axis=0)
+    scale = np.sqrt(np.asarray(target_variance, np.float64)) / np.maximum(
+        z.std(axis=0), 1e-12
+    )
+    return center, scale
