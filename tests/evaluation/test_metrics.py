@@ -82,6 +82,22 @@ def test_fid_of_samples_approaches_the_distance_of_their_gaussians():
     assert metrics.fid_from_features(x, y) == pytest.approx(expected, rel=0.02)
 
 
+def test_sets_smaller_than_the_dimension_give_the_distance_of_their_gaussians():
+    # Fewer samples than dimensions: fid_from_features takes the low-rank
+    # route (the singular values of A^T B); the d x d route gives the same.
+    rng = np.random.default_rng(6)
+    d = 256
+    x = rng.standard_normal((40, d)) * rng.uniform(0.1, 3, d)
+    y = rng.standard_normal((70, d)) @ random_covariance(rng, d) / d + 0.3
+    expected = metrics.frechet_distance(
+        *metrics.feature_statistics(x), *metrics.feature_statistics(y)
+    )
+    assert expected > 100
+    assert metrics.fid_from_features(x, y) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="different dimensions"):
+        metrics.fid_from_features(x, y[:, :8])
+
+
 def test_feature_statistics_reject_nan_features_and_too_few_samples():
     features = np.ones((10, 4))
     features[3, 1] = np.nan
