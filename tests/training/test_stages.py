@@ -158,3 +158,29 @@ def test_finish_first_stage_recalibrates_once_and_records_it(tmp_path, capsys):
     calibrated = open(stage_path, "rb").read()
     assert stages.finish_first_stage(run, model, DATASET, IMAGES[:8]) is False
     assert open(stage_path, "rb").read() == calibrated
+
+
+def test_a_resumed_stage_trains_with_the_configurations_running_rule(tmp_path, capsys):
+    run = _run(tmp_path)
+    _fit(run, _spec(run, epochs=1))
+    # Continued with another rule and momentum (--running-rule ema
+    # --allow-config-change): the resumed steps follow the new ones.
+    run.config = get_preset("tiny", running_rule="ema", momentum=0.5)
+    model, _ = _fit(run, _spec(run, epochs=2))
+    out = capsys.readouterr().out
+    assert (
+        "[stage1] resumed with the configuration's running_rule 'min' -> 'ema', "
+        "momentum 0.99 -> 0.5"
+    ) in out
+    with open(run.workdir.steps_csv("stage1"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    running = [float(r["running_mse"]) for r in rows]
+    mse = [float(r["mse"]) for r in rows]
+    assert running[0] == pytest.approx(0.99 + 0.01 * mse[0], rel=1e-5)
+    for k in range(STEPS, len(rows)):
+        expected = 0.5 * running[k - 1] + 0.5 * mse[k]
+        assert running[k] == pytest.approx(expected, rel=1e-5)
+    assert (model.running_rule, model.momentum) == ("ema", 0.5)
+    saved = load_checkpoint(run.workdir.stage_path("stage1"))
+    assert (saved.running_rule, saved.momentum) == ("ema", 0.5)

@@ -17,7 +17,7 @@ from vae_balance.cli import evaluate as evaluation_commands
 from vae_balance.cli import sample as sampler_commands
 from vae_balance.config import PRESETS, get_preset
 from vae_balance.datasets import registry
-from vae_balance.model.balancing import BALANCES
+from vae_balance.model.balancing import BALANCES, RUNNING_RULES
 from vae_balance.model.distribute import PRECISIONS, STRATEGIES
 from vae_balance.training import job as training
 from vae_balance.training import user_run
@@ -119,6 +119,12 @@ def _add_config_arguments(parser):
     )
     parser.add_argument("--balance", choices=BALANCES, help="balancing strategy")
     parser.add_argument("--kl-weight", type=float, help="KL multiplier k")
+    parser.add_argument(
+        "--running-rule",
+        choices=RUNNING_RULES,
+        help="how the running gamma^2 follows the batch MSE: min (the paper's: "
+        "it can only decrease), ema (a free average), ema_min",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument(
         "--limit", type=int, help="use only the first N training images"
@@ -224,6 +230,7 @@ def config_from_args(args):
         ("lr_epochs2", "lr_epochs2"),
         ("balance", "balance"),
         ("kl_weight", "kl_weight"),
+        ("running_rule", "running_rule"),
         ("seed", "seed"),
     ):
         value = getattr(args, flag)

@@ -229,6 +229,7 @@ def _resume_or_build(run, spec, steps_per_epoch):
         restored = checkpoints.restore_newest(workdir, stage, steps_per_epoch)
         if restored is not None:
             model, checkpoint = restored
+            _follow_configured_rule(model, run.config, stage)
             checkpoints.restore_logs(workdir, stage, checkpoint, steps_per_epoch)
             _remove_stale_stage_file(final_path, stage, checkpoint)
             position = checkpoint.position
@@ -254,6 +255,21 @@ def _remove_stale_stage_file(final_path, stage, checkpoint):
             f"[{stage}] {final_path} removed: training continues past it from "
             f"{checkpoint.path}, and the stage's end writes it again"
         )
+
+
+def _follow_configured_rule(model, config, stage):
+    """A resumed stage takes the configuration's ``running_rule`` and
+    ``momentum``: plain settings of its step, not state, so a run continued
+    with another rule (``--running-rule ema --allow-config-change``) trains
+    with it instead of the one its checkpoint was saved with."""
+    changed = []
+    for field in ("running_rule", "momentum"):
+        before, after = getattr(model, field), getattr(config, field)
+        if before != after:
+            setattr(model, field, after)
+            changed.append(f"{field} {before!r} -> {after!r}")
+    if changed:
+        print(f"[{stage}] resumed with the configuration's {', '.join(changed)}")
 
 
 # ------------------------------------------------ after stage 1: BatchNorm
