@@ -557,3 +557,23 @@ def test_quality_points_are_chosen_by_epoch_and_reported(tmp_path):
     )
     assert curves["run"]["final"]["stage2_epochs"] == 60
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_step_curves_average_windows_and_epochs_of_a_steps_csv(tmp_path):
+    curves = _load("step_curves")
+    path = tmp_path / "steps_stage1.csv"
+    with open(path, "w") as f:
+        f.write("step,epoch,loss,reconstruction_loss,kl_loss,mse,gamma,running_mse\n")
+        for step in range(1, 11):
+            epoch = (step - 1) // 4
+            f.write(f"{step},{epoch},0,0,{step},{step / 100},{1 / step},0.5\n")
+    table = curves.read_steps(path, 3, 9)
+    assert list(table["step"]) == [3, 4, 5, 6, 7, 8, 9]
+    out = curves.windows(table, 3)
+    assert list(out["step"]) == [3, 6, 9] and list(out["epoch"]) == [0, 1, 2]
+    np.testing.assert_allclose(out["kl_loss"], [4.0, 7.0, 9.0])
+    epochs = curves.per_epoch(table)
+    assert [e[0] for e in epochs] == [0, 1, 2]
+    assert epochs[1][1] == pytest.approx(0.065) and epochs[1][3] == pytest.approx(1 / 8)
+    with pytest.raises(ValueError, match="no steps in"):
+        curves.read_steps(path, 20, 30)
