@@ -9,7 +9,7 @@ from cli_helpers import cli_in_process
 
 from vae_balance.cli import main as cli
 from vae_balance.config import PRESETS, get_preset
-from vae_balance.model.balancing import BALANCES
+from vae_balance.model.balancing import BALANCES, RUNNING_RULES
 from vae_balance.training import job as training
 from vae_balance.workdir import WorkdirError
 
@@ -36,6 +36,7 @@ def test_flags_override_the_presets_fields():
         "--epochs", "3", "--epochs2", "4", "--batch-size", "2",
         "--learning-rate", "0.01", "--lr-epochs", "7", "--lr-epochs2", "9",
         "--balance", "batch", "--kl-weight", "0.5", "--seed", "11",
+        "--running-rule", "ema",
     )  # fmt: skip
     config = cli.config_from_args(args)
     assert (config.epochs, config.epochs2, config.batch_size) == (3, 4, 2)
@@ -45,6 +46,7 @@ def test_flags_override_the_presets_fields():
         9,
     )
     assert (config.balance, config.kl_weight, config.seed) == ("batch", 0.5, 11)
+    assert config.running_rule == "ema"
     assert config.name == "tiny" and config.latent_dim == get_preset("tiny").latent_dim
 
 
@@ -69,6 +71,7 @@ def test_train_needs_a_preset_or_data_and_the_parser_a_command(capsys):
     [
         ("--preset", "imagenet", PRESETS),
         ("--balance", "adaptive", BALANCES),
+        ("--running-rule", "max", RUNNING_RULES),
         ("--strategy", "tpu", ("default", "mirrored", "multiworker")),
         ("--precision", "float16", ("float32", "mixed_float16", "mixed_bfloat16")),
     ],
