@@ -121,3 +121,31 @@ def test_a_config_json_without_the_run_settings_still_resumes(tmp_path):
         workdir.check_and_write_config(
             get_preset("tiny", latent_dim=3), settings={"precision": "float32"}
         )
+
+
+def test_a_balance_change_under_trained_checkpoints_is_refused_even_if_allowed(
+    tmp_path,
+):
+    from vae_balance import get_preset
+
+    workdir = Workdir(str(tmp_path))
+    workdir.check_and_write_config(get_preset("tiny"))
+    learned = get_preset("tiny", balance="learned")
+    # No stage trained yet: an allowed change is written.
+    workdir.check_and_write_config(learned, allow_config_change=True)
+    workdir.check_and_write_config(get_preset("tiny"), allow_config_change=True)
+    os.makedirs(workdir.checkpoint_dir, exist_ok=True)
+    open(workdir.stage_path("stage1"), "wb").close()
+    before = (tmp_path / "config.json").read_bytes()
+    with pytest.raises(WorkdirError) as error:
+        workdir.check_and_write_config(learned, allow_config_change=True)
+    message = str(error.value)
+    assert "holds stage1 trained with another balance" in message
+    assert "balance: 'running' -> 'learned'" in message
+    assert "even with --allow-config-change" in message
+    assert "another --workdir" in message
+    assert (tmp_path / "config.json").read_bytes() == before  # kept
+    # Other allowed changes still go through.
+    workdir.check_and_write_config(
+        get_preset("tiny", running_rule="ema"), allow_config_change=True
+    )

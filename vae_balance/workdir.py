@@ -63,6 +63,12 @@ RESUMABLE_FIELDS = {
     "lr_epochs2",
 }
 
+# Fields that no --allow-config-change can change under a run's checkpoints:
+# ``balance`` decides the model's variables (a trainable log-gamma for
+# "learned") and what its running_mse means, so its checkpoints cannot go on
+# under another one.
+CHECKPOINT_BOUND_FIELDS = ("balance",)
+
 # Temporary names: this module's ``*.tmp-<pid>*``, and those of older versions.
 TEMPORARY_PATTERNS = ("*.tmp-*", "*.tmp.npz", "*.csv.tmp")
 
@@ -306,11 +312,16 @@ class Workdir:
         Raises:
             WorkdirError: ``config.json`` is unreadable, or another
                 configuration differs in a field outside `RESUMABLE_FIELDS`
-                and ``allow_config_change`` is False.
+                and ``allow_config_change`` is False, or in one of
+                `CHECKPOINT_BOUND_FIELDS` while the directory holds a stage's
+                checkpoints or model (whatever ``allow_config_change``). The
+                file is then left as it was.
         """
         previous = self.read_config()
         settings = settings or {}
         current = {**config.to_dict(), **settings}
+        if previous is not None:
+            self._check_checkpoint_bound_fields(previous, current)
         if previous is not None and not allow_config_change:
             changed = sorted(
                 key
@@ -329,6 +340,30 @@ class Workdir:
                     "--allow-config-change to continue anyway."
                 )
         write_json(self.config_path, current)
+
+    def _check_checkpoint_bound_fields(self, previous, current):
+        trained = [
+            stage
+            for stage in ("stage1", "stage2")
+            if list_checkpoints(self.checkpoint_dir, stage)
+            or os.path.exists(self.stage_path(stage))
+        ]
+        changed = [
+            key
+            for key in CHECKPOINT_BOUND_FIELDS
+            if key in previous and previous[key] != current.get(key)
+        ]
+        if trained and changed:
+            details = ", ".join(
+                f"{k}: {previous[k]!r} -> {current.get(k)!r}" for k in changed
+            )
+            raise WorkdirError(
+                f"Work directory {self.root!r} holds {' and '.join(trained)} "
+                f"trained with another {' and '.join(changed)} ({details}); its "
+                "checkpoints cannot continue under it, even with "
+                "--allow-config-change. Pass the run's own value to resume it, "
+                "or use another --workdir to train the new setting from scratch."
+            )
 
     # ------------------------------------------------------- checkpoints
     def discard_stage(self, stage):

@@ -165,12 +165,15 @@ def test_a_resumed_stage_trains_with_the_configurations_running_rule(tmp_path, c
     _fit(run, _spec(run, epochs=1))
     # Continued with another rule and momentum (--running-rule ema
     # --allow-config-change): the resumed steps follow the new ones.
-    run.config = get_preset("tiny", running_rule="ema", momentum=0.5)
+    run.config = get_preset(
+        "tiny", running_rule="ema", momentum=0.5, min_gamma=2e-3, kl_weight=0.25
+    )
     model, _ = _fit(run, _spec(run, epochs=2))
     out = capsys.readouterr().out
     assert (
-        "[stage1] resumed with the configuration's running_rule 'min' -> 'ema', "
-        "momentum 0.99 -> 0.5"
+        "[stage1] resumed with the configuration's kl_weight 1.0 -> 0.25, "
+        "momentum 0.99 -> 0.5, running_rule 'min' -> 'ema', "
+        "min_gamma 0.001 -> 0.002"
     ) in out
     with open(run.workdir.steps_csv("stage1"), newline="") as f:
         rows = list(csv.DictReader(f))
@@ -181,6 +184,19 @@ def test_a_resumed_stage_trains_with_the_configurations_running_rule(tmp_path, c
     for k in range(STEPS, len(rows)):
         expected = 0.5 * running[k - 1] + 0.5 * mse[k]
         assert running[k] == pytest.approx(expected, rel=1e-5)
-    assert (model.running_rule, model.momentum) == ("ema", 0.5)
+    # The loss weighs the KL by the configuration's kl_weight from the resume.
+    for row, weight in zip(rows, [1.0] * STEPS + [0.25] * STEPS):
+        total = weight * float(row["kl_loss"]) + float(row["reconstruction_loss"])
+        assert float(row["loss"]) == pytest.approx(total, rel=1e-4, abs=1e-4)
+    settings = ("ema", 0.5, 2e-3, 0.25)
+    assert (model.running_rule, model.momentum, model.min_gamma, model.kl_weight) == (
+        settings
+    )
     saved = load_checkpoint(run.workdir.stage_path("stage1"))
-    assert (saved.running_rule, saved.momentum) == ("ema", 0.5)
+    assert (saved.running_rule, saved.momentum, saved.min_gamma, saved.kl_weight) == (
+        settings
+    )
+    # Another balance cannot resume these variables.
+    run.config = get_preset("tiny", balance="learned")
+    with pytest.raises(ValueError, match="trained with balance 'running'"):
+        _fit(run, _spec(run, epochs=3))

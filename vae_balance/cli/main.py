@@ -147,7 +147,8 @@ def _add_job_arguments(parser):
     parser.add_argument(
         "--allow-config-change",
         action="store_true",
-        help="resume a work directory made with a different configuration",
+        help="resume a work directory made with a different configuration "
+        "(not another --balance once a stage has trained)",
     )
     parser.add_argument(
         "--grid-every", type=int, default=5, help="epochs between image grids"

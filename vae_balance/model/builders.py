@@ -19,6 +19,15 @@ def _balancing_kwargs(config):
     return kwargs
 
 
+def stage_settings(config, stage):
+    """The plain settings (not state) of a stage's `BalancedVAE` under
+    ``config``: what `build_vae` (``"stage1"``) and `build_second_stage`
+    (``"stage2"``) pass it, and what a resumed stage takes from the
+    configuration (`vae_balance.training.stages`)."""
+    kl_weight = config.resolved_kl_weight() if stage == "stage1" else 1.0
+    return {"kl_weight": kl_weight, **_balancing_kwargs(config)}
+
+
 def build_vae(preset="cifar10", synchronized_bn=None, fused_bn=True, **overrides):
     """The first-stage BalancedVAE of a preset (uncompiled).
 
@@ -51,10 +60,9 @@ def build_vae(preset="cifar10", synchronized_bn=None, fused_bn=True, **overrides
     return BalancedVAE(
         encoder,
         decoder,
-        kl_weight=config.resolved_kl_weight(),
         seed=config.seed,
         name="vae",
-        **_balancing_kwargs(config),
+        **stage_settings(config, "stage1"),
     )
 
 
@@ -104,9 +112,8 @@ def build_second_stage(preset="cifar10", **overrides):
     return BalancedVAE(
         networks.build_second_encoder(**kwargs),
         networks.build_second_decoder(**kwargs),
-        kl_weight=1.0,
         input_range=None,
         seed=config.seed + 1,
         name="vae2",
-        **_balancing_kwargs(config),
+        **stage_settings(config, "stage2"),
     )

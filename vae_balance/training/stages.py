@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import keras
 
-from vae_balance.model import batchnorm
+from vae_balance.model import batchnorm, builders
 from vae_balance.training import checkpoints
 from vae_balance.training.callbacks import StepHistory, TensorBoardScalars, staircase
 from vae_balance.training.checkpointer import Checkpointer, RestoreMetrics
@@ -229,7 +229,7 @@ def _resume_or_build(run, spec, steps_per_epoch):
         restored = checkpoints.restore_newest(workdir, stage, steps_per_epoch)
         if restored is not None:
             model, checkpoint = restored
-            _follow_configured_rule(model, run.config, stage)
+            _follow_configured_settings(model, run.config, stage)
             checkpoints.restore_logs(workdir, stage, checkpoint, steps_per_epoch)
             _remove_stale_stage_file(final_path, stage, checkpoint)
             position = checkpoint.position
@@ -257,14 +257,28 @@ def _remove_stale_stage_file(final_path, stage, checkpoint):
         )
 
 
-def _follow_configured_rule(model, config, stage):
-    """A resumed stage takes the configuration's ``running_rule`` and
-    ``momentum``: plain settings of its step, not state, so a run continued
-    with another rule (``--running-rule ema --allow-config-change``) trains
-    with it instead of the one its checkpoint was saved with."""
+def _follow_configured_settings(model, config, stage):
+    """A resumed stage takes the configuration's plain settings
+    (`builders.stage_settings`: ``running_rule``, ``momentum``,
+    ``min_gamma``, ``kl_weight``, the constant of ``balance="fixed"``): they
+    are settings of its step, not state, so a run continued with another rule
+    (``--running-rule ema --allow-config-change``) trains with it instead of
+    the one its checkpoint was saved with. ``balance`` itself decides the
+    model's variables and must match (`Workdir.check_and_write_config`
+    refuses a change before anything is written)."""
+    settings = builders.stage_settings(config, stage)
+    balance = settings.pop("balance")
+    if model.balance != balance:
+        raise ValueError(
+            f"[{stage}] the checkpoint was trained with balance "
+            f"{model.balance!r}, the configuration asks for {balance!r}: a "
+            "stage cannot resume under another balance. Pass the run's own "
+            "balance, or train the new one in another --workdir."
+        )
+    settings.setdefault("fixed_gamma", None)
     changed = []
-    for field in ("running_rule", "momentum"):
-        before, after = getattr(model, field), getattr(config, field)
+    for field, after in settings.items():
+        before = getattr(model, field)
         if before != after:
             setattr(model, field, after)
             changed.append(f"{field} {before!r} -> {after!r}")
