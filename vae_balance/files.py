@@ -1,4 +1,4 @@
-"""Atomic file writes and checksums: how every file of a run is written.
+"""Atomic file writes, checksums and OS errors: how every file of a run is written.
 
 A file is written under a temporary name beside it and renamed over it, so a
 process killed at any point leaves the previous complete file or the new one,
@@ -6,6 +6,7 @@ never a partial one. TensorFlow-free (the FID weight reader uses it too).
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -65,3 +66,15 @@ def sha256(path):
 def _remove_quietly(path):
     with contextlib.suppress(OSError):
         os.remove(path)
+
+
+def is_disk_full(error):
+    """True when an `OSError` means no space (or quota) left on the device."""
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def describe_os_error(error):
+    """The message of an `OSError`, saying so when the disk is full."""
+    if is_disk_full(error):
+        return f"no space left on the device ({error})"
+    return str(error)

@@ -34,7 +34,6 @@ which the next run deletes with the directory locked.
 
 import csv
 import dataclasses
-import errno
 import fcntl
 import glob
 import io
@@ -44,7 +43,7 @@ import re
 
 import keras
 
-from vae_balance.files import atomic_write, sha256, write_json
+from vae_balance.files import atomic_write, describe_os_error, sha256, write_json
 
 STAGES = ("stage1", "stage2")
 GMM_FILE = "gmm.npz"
@@ -63,10 +62,8 @@ RESUMABLE_FIELDS = {
     "lr_epochs2",
 }
 
-# Fields that no --allow-config-change can change under a run's checkpoints:
 # ``balance`` decides the model's variables (a trainable log-gamma for
-# "learned") and what its running_mse means, so its checkpoints cannot go on
-# under another one.
+# "learned"): no --allow-config-change changes it under trained checkpoints.
 CHECKPOINT_BOUND_FIELDS = ("balance",)
 
 # Temporary names: this module's ``*.tmp-<pid>*``, and those of older versions.
@@ -84,18 +81,6 @@ class SaveError(WorkdirError):
     and the complete files written before are kept, so rerunning the same
     command once the cause is fixed resumes from the last complete checkpoint.
     """
-
-
-def is_disk_full(error):
-    """True when an `OSError` means no space (or quota) left on the device."""
-    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-
-
-def describe_os_error(error):
-    """The message of an `OSError`, saying so when the disk is full."""
-    if is_disk_full(error):
-        return f"no space left on the device ({error})"
-    return str(error)
 
 
 _CHECKPOINT_NAME = re.compile(
@@ -312,10 +297,8 @@ class Workdir:
         Raises:
             WorkdirError: ``config.json`` is unreadable, or another
                 configuration differs in a field outside `RESUMABLE_FIELDS`
-                and ``allow_config_change`` is False, or in one of
-                `CHECKPOINT_BOUND_FIELDS` while the directory holds a stage's
-                checkpoints or model (whatever ``allow_config_change``). The
-                file is then left as it was.
+                and ``allow_config_change`` is False, or (whatever that) in
+                `CHECKPOINT_BOUND_FIELDS` after a stage trained here.
         """
         previous = self.read_config()
         settings = settings or {}
@@ -342,20 +325,17 @@ class Workdir:
         write_json(self.config_path, current)
 
     def _check_checkpoint_bound_fields(self, previous, current):
+        changed = [k for k in CHECKPOINT_BOUND_FIELDS if k in previous]
+        changed = [k for k in changed if previous[k] != current[k]]
         trained = [
             stage
             for stage in ("stage1", "stage2")
             if list_checkpoints(self.checkpoint_dir, stage)
             or os.path.exists(self.stage_path(stage))
         ]
-        changed = [
-            key
-            for key in CHECKPOINT_BOUND_FIELDS
-            if key in previous and previous[key] != current.get(key)
-        ]
         if trained and changed:
             details = ", ".join(
-                f"{k}: {previous[k]!r} -> {current.get(k)!r}" for k in changed
+                f"{key}: {previous[key]!r} -> {current[key]!r}" for key in changed
             )
             raise WorkdirError(
                 f"Work directory {self.root!r} holds {' and '.join(trained)} "

@@ -47,12 +47,11 @@ import sys
 import time
 import warnings
 
-from vae_balance.files import sha256, write_json
+from vae_balance.files import describe_os_error, sha256, write_json
 from vae_balance.workdir import (
     Checkpoint,
     SaveError,
     WorkdirError,
-    describe_os_error,
     list_checkpoints,
     load_checkpoint,
     truncate_csv,

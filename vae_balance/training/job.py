@@ -39,7 +39,7 @@ import tensorflow as tf
 from vae_balance.config import VAEConfig, get_preset
 from vae_balance.datasets import pipeline, stream
 from vae_balance.export.savedmodel import export_sampler
-from vae_balance.files import atomic_write
+from vae_balance.files import atomic_write, describe_os_error, is_disk_full
 from vae_balance.model import batchnorm, distribute
 from vae_balance.model.builders import build_second_stage, build_vae
 from vae_balance.sampling.two_stage import encode_dataset
@@ -62,8 +62,6 @@ from vae_balance.workdir import (
     SaveError,
     Workdir,
     WorkdirLock,
-    describe_os_error,
-    is_disk_full,
     list_checkpoints,
 )
 
