@@ -35,24 +35,6 @@ def _run(args, cwd=REPO, timeout=600):
     return result
 
 
-def write_cifar_batches(root, per_batch=8, seed=0):
-    """The official layout: cifar-10-batches-py/data_batch_1..5, test_batch."""
-    rng = np.random.default_rng(seed)
-    directory = os.path.join(root, "cifar-10-batches-py")
-    os.makedirs(directory)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        batch = {
-            b"batch_label": name.encode(),
-            b"labels": rng.integers(0, 10, per_batch).tolist(),
-            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
-        }
-        with open(os.path.join(directory, name), "wb") as f:
-            pickle.dump(batch, f)
-    return root
-
-
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
@@ -101,6 +83,10 @@ def test_short_paper_preset_run_recalibrates_batchnorm(tmp_path):
     args += ["--epochs", "3", "--batch-size", "50", "--learning-rate", "2e-3"]
     result = _run([*args, "--workdir", workdir])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    # train_cifar.py's every output (train_celeba.py's: the smoke test below).
+    assert f"Outputs in {workdir}" in result.stdout
+    _check_outputs(workdir)
+    _check_sample_and_export(tmp_path, workdir, side=32)
     line = next(line for line in result.stdout.splitlines() if "inference mode" in line)
     before, after = (float(v) for v in line.split("inference mode) ")[1].split(" -> "))
     # The per-epoch validation already recomputed the statistics of the
@@ -169,37 +155,41 @@ def _check_outputs(workdir):
         "images/gen1-final.png",
     ):
         assert os.path.exists(os.path.join(workdir, name)), name
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
     checkpoints = os.listdir(os.path.join(workdir, "checkpoints"))
-    assert "stage1-epoch0001.keras" in checkpoints
-    assert "stage2-epoch0001.keras" in checkpoints
+    assert f"stage1-epoch{config['epochs']:04d}.keras" in checkpoints
+    assert f"stage2-epoch{config['epochs2']:04d}.keras" in checkpoints
 
 
-@pytest.mark.parametrize(
-    "script, write_data",
-    [("train_cifar.py", write_cifar_batches), ("train_celeba.py", write_celeba_folder)],
-)
-def test_script_smoke_run_produces_every_output(script, write_data, tmp_path):
-    data_dir = write_data(str(tmp_path / "data"))
-    workdir = str(tmp_path / "run")
-    result = _run([script, "--smoke", "--data-dir", data_dir, "--workdir", workdir])
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    assert f"Outputs in {workdir}" in result.stdout
-    _check_outputs(workdir)
-
+def _check_sample_and_export(tmp_path, workdir, side):
     # The CLI draws a grid from the exported sampler ... (in this process:
-    # the script run above is the end-to-end subprocess; the commands below
-    # are the same cli.main a `python -m vae_balance` process would call)
+    # the script run is the end-to-end subprocess; the commands below are
+    # the same cli.main a `python -m vae_balance` process would call)
     grid = str(tmp_path / "grid.png")
     sampler = os.path.join(workdir, "sampler")
     code, _ = cli_in_process("sample", sampler, "--num", "16", "--out", grid)
     assert code == 0
-    side = 32 if script == "train_cifar.py" else 64
     assert Image.open(grid).size[0] == 4 * side
     # ... and re-exports only when asked to overwrite.
     code, _ = cli_in_process("export", workdir)
     assert isinstance(code, str) and "already exists" in code
     code, output = cli_in_process("export", workdir, "--overwrite")
     assert code == 0, output[-3000:]
+
+
+# train_cifar.py's smoke run is the short paper-preset run above (real
+# Fashion-MNIST written as CIFAR-10 batches); the batches' format is read in
+# tests/datasets/test_datasets_formats.py.
+def test_celeba_script_smoke_run_produces_every_output(tmp_path):
+    data_dir = write_celeba_folder(str(tmp_path / "data"))
+    workdir = str(tmp_path / "run")
+    args = ["train_celeba.py", "--smoke", "--data-dir", data_dir, "--workdir", workdir]
+    result = _run(args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert f"Outputs in {workdir}" in result.stdout
+    _check_outputs(workdir)
+    _check_sample_and_export(tmp_path, workdir, side=64)
 
 
 # Unknown presets and bad values are refused in tests/cli/test_main.py
