@@ -329,7 +329,7 @@ class Workdir:
         changed = [k for k in changed if previous[k] != current[k]]
         trained = [
             stage
-            for stage in ("stage1", "stage2")
+            for stage in STAGES
             if list_checkpoints(self.checkpoint_dir, stage)
             or os.path.exists(self.stage_path(stage))
         ]
