@@ -25,11 +25,13 @@ pytest_plugins = ["datasets_fixtures"]
 # The longest files start first. Each file runs in one worker (--dist
 # loadfile, --no-loadscope-reorder in setup.cfg): a long file handed out last
 # leaves the other worker idle at the end. Measured in CI on 2026-12-07 (s):
-# preemption ~300, scripts ~200, own data ~120, reliability ~60, training ~60.
+# preemption ~200 and its two-worker part ~110 (one ~300 s file before it was
+# split), scripts ~200, own data ~120, reliability ~60, training ~60.
 LONGEST_FIRST = (
     "tests/training/test_preemption.py",
     "tests/test_scripts.py",
     "tests/test_user_data_job.py",
+    "tests/training/test_preemption_two_workers.py",
     "tests/test_reliability.py",
     "tests/training/test_training.py",
 )

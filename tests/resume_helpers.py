@@ -4,9 +4,12 @@
 place (a training step of a stage, the latent codes or the export); `run_cli`
 runs it (or the plain CLI) and returns its status and output; `model_state`
 is every number a resume must restore; `free_ports` finds loopback ports for
-multi-worker runs.
+multi-worker runs. `write_tiny_pngs` and `tiny_job_args` are the preemption
+tests' job (the "tiny" preset, 2 + 2 epochs of 8 steps, a step checkpoint every
+5 steps); `csv_rows`, `checkpoint_names` and `position_name` read what it left.
 """
 
+import csv
 import json
 import os
 import socket
@@ -15,9 +18,13 @@ import sys
 import textwrap
 
 import keras
+import numpy as np
+from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+STEPS = 8  # the tiny job: 64 training images, batch 8
+EPOCHS = 2  # per stage: 16 steps
 
 # plan: {"where": "stage1" | "stage2" | "latents" | "export" | "nowhere",
 #        "step": global step (stages), "signals": ["SIGTERM", ...]}
@@ -112,3 +119,44 @@ def free_ports(count):
     for s in sockets:
         s.close()
     return ports
+
+
+def write_tiny_pngs(root):
+    """64 train and 16 test seeded 8x8 PNGs under ``root``; returns ``root``."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8 * STEPS), ("test", 16)):
+        os.makedirs(os.path.join(root, split))
+        for i in range(count):
+            pixels = (rng.random((8, 8)) * 255).astype("uint8")
+            Image.fromarray(pixels).save(os.path.join(root, split, f"{i:03d}.png"))
+    return root
+
+
+def tiny_job_args(data_dir, workdir):
+    """The CLI arguments of the tiny job on ``data_dir`` into ``workdir``."""
+    return [
+        *("train", "--preset", "tiny", "--data-dir", data_dir),
+        *("--workdir", workdir, "--grid-every", "100"),
+        *("--epochs", str(EPOCHS), "--epochs2", str(EPOCHS)),
+        *("--checkpoint-steps", "5"),
+    ]
+
+
+def csv_rows(path):
+    """The rows of a CSV log as dicts ([] if it is not there)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def checkpoint_names(workdir):
+    """The sorted .keras names in ``workdir``/checkpoints."""
+    folder = os.path.join(workdir, "checkpoints")
+    return sorted(n for n in os.listdir(folder) if n.endswith(".keras"))
+
+
+def position_name(stage, step):
+    """The checkpoint name (without .keras) of global ``step`` of ``stage``."""
+    epoch, within = divmod(step, STEPS)
+    return f"{stage}-epoch{epoch:04d}" + (f"-step{within:06d}" if within else "")

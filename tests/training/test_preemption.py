@@ -10,40 +10,25 @@ callback method or library function to signal themselves at the chosen point:
 test code only, no hook in the library.
 """
 
-import csv
-import json
 import os
 import random
 import signal
 
 import numpy as np
 import pytest
-from PIL import Image
-from resume_helpers import free_ports, model_state, run_cli, start_cli
+from resume_helpers import (
+    EPOCHS,
+    STEPS,
+    checkpoint_names,
+    csv_rows,
+    model_state,
+    position_name,
+    run_cli,
+    tiny_job_args,
+    write_tiny_pngs,
+)
 
 import vae_balance  # noqa: F401  (registers the classes for load_model)
-
-STEPS = 8  # 64 training images, batch 8
-EPOCHS = 2  # per stage: 16 steps, three interruptions in each
-
-
-def _write_data(root):
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 8 * STEPS), ("test", 16)):
-        os.makedirs(os.path.join(root, split))
-        for i in range(count):
-            pixels = (rng.random((8, 8)) * 255).astype("uint8")
-            Image.fromarray(pixels).save(os.path.join(root, split, f"{i:03d}.png"))
-    return root
-
-
-def _train_args(data_dir, workdir):
-    return [
-        *("train", "--preset", "tiny", "--data-dir", data_dir),
-        *("--workdir", workdir, "--grid-every", "100"),
-        *("--epochs", str(EPOCHS), "--epochs2", str(EPOCHS)),
-        *("--checkpoint-steps", "5"),
-    ]
 
 
 def _run(tmp_path, argv, plan=None):
@@ -51,27 +36,15 @@ def _run(tmp_path, argv, plan=None):
     return run_cli(tmp_path, argv, plan, timeout=600)
 
 
-def _rows(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _checkpoint_names(workdir):
-    folder = os.path.join(workdir, "checkpoints")
-    return sorted(n for n in os.listdir(folder) if n.endswith(".keras"))
-
-
 @pytest.fixture(scope="module")
 def preempted(tmp_path_factory):
     """The reference run and the killed-and-resumed run, and what each
     interruption left."""
     tmp_path = tmp_path_factory.mktemp("preemption")
-    data_dir = _write_data(str(tmp_path / "data"))
+    data_dir = write_tiny_pngs(str(tmp_path / "data"))
 
     def train(workdir):
-        return _train_args(data_dir, str(tmp_path / workdir))
+        return tiny_job_args(data_dir, str(tmp_path / workdir))
 
     reference = _run(tmp_path, train("reference"))
     assert reference[0] == 0, reference[1][-3000:]
@@ -97,7 +70,7 @@ def preempted(tmp_path_factory):
     seen = []
     for plan in plans:
         if plan == "truncate-latest-stage1":
-            latest = _checkpoint_names(workdir)[-1]
+            latest = checkpoint_names(workdir)[-1]
             latest = os.path.join(workdir, "checkpoints", latest)
             with open(latest, "r+b") as f:
                 f.truncate(os.path.getsize(latest) // 2)
@@ -107,14 +80,14 @@ def preempted(tmp_path_factory):
         where = plan["where"]
         rows = []
         if where in ("stage1", "stage2"):
-            rows = _rows(os.path.join(workdir, f"steps_{where}.csv"))
+            rows = csv_rows(os.path.join(workdir, f"steps_{where}.csv"))
         seen.append(
             {
                 "plan": plan,
                 "code": code,
                 "output": output,
                 "last_row": int(rows[-1]["step"]) if rows else None,
-                "checkpoints": _checkpoint_names(workdir),
+                "checkpoints": checkpoint_names(workdir),
             }
         )
     final = _run(tmp_path, train("killed"))
@@ -126,11 +99,6 @@ def preempted(tmp_path_factory):
         "seen": seen,
         "final_output": final[1],
     }
-
-
-def _position_name(stage, step):
-    epoch, within = divmod(step, STEPS)
-    return f"{stage}-epoch{epoch:04d}" + (f"-step{within:06d}" if within else "")
 
 
 @pytest.mark.slow
@@ -149,7 +117,7 @@ def test_sigterm_and_sigint_stop_after_the_step_with_a_checkpoint_there(preempte
         assert seen["code"] == 128 + signum, seen["output"][-3000:]
         # The step in progress finished, and no other one ran.
         assert seen["last_row"] == plan["step"]
-        name = _position_name(plan["where"], plan["step"])
+        name = position_name(plan["where"], plan["step"])
         assert f"{name}.keras" in seen["checkpoints"]
         resume = seen["output"].split("[stop] to resume, run the same command:")[1]
         assert "train --preset tiny" in resume and "--workdir" in resume
@@ -167,7 +135,7 @@ def test_a_second_signal_exits_at_once_and_sigkill_loses_only_the_steps_since_th
     double = by_signals[("stage2", ("SIGTERM", "SIGTERM"))]
     assert double["code"] == 128 + signal.SIGTERM
     assert "second signal (SIGTERM): exiting now" in double["output"]
-    name = _position_name("stage2", double["plan"]["step"])
+    name = position_name("stage2", double["plan"]["step"])
     assert f"{name}.keras" not in double["checkpoints"]  # no checkpoint: at once
     for where in ("stage1", "stage2"):
         killed = by_signals[(where, ("SIGKILL",))]
@@ -217,65 +185,3 @@ def test_the_resumed_run_ends_bit_for_bit_as_the_uninterrupted_one(preempted, st
                 expected = f.read()
             with open(os.path.join(killed, name), "rb") as f:
                 assert f.read() == expected
-
-
-# ------------------------------------------------------------ two workers
-def _two_workers(tmp_path, argv, plans):
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    processes = []
-    for index, plan in enumerate(plans):
-        tf_config = {
-            "cluster": {"worker": workers},
-            "task": {"type": "worker", "index": index},
-        }
-        env = {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(tmp_path / "tmp")}
-        processes.append(start_cli(tmp_path, argv, plan, env))
-    try:
-        outputs = [p.communicate(timeout=600)[0] for p in processes]
-    finally:
-        for p in processes:
-            p.kill()
-    return [p.returncode for p in processes], outputs
-
-
-@pytest.mark.slow
-def test_two_workers_share_one_workdir_stop_together_and_resume(preempted, tmp_path):
-    (tmp_path / "tmp").mkdir()
-    workdir = str(tmp_path / "two-workers")
-    argv = [*_train_args(preempted["data_dir"], workdir), "--strategy", "multiworker"]
-    # Only worker 1 (not the chief) is signalled: both stop after that step.
-    step = 5 + STEPS  # in stage 1's second epoch
-    quiet = {"where": "nowhere", "signals": []}
-    codes, outputs = _two_workers(
-        tmp_path,
-        argv,
-        [quiet, {"where": "stage1", "step": step, "signals": ["SIGTERM"]}],
-    )
-    assert codes == [128 + signal.SIGTERM] * 2, outputs[0][-3000:] + outputs[1][-3000:]
-    assert f"{_position_name('stage1', step)}.keras" in _checkpoint_names(workdir)
-    assert "not the chief: writing to the scratch directory" in outputs[1]
-    assert os.listdir(tmp_path / "tmp") == []  # the scratch copy is gone
-
-    codes, outputs = _two_workers(tmp_path, argv, [quiet, quiet])
-    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    assert "resuming from" in outputs[0] and "resuming from" in outputs[1]
-    assert os.listdir(tmp_path / "tmp") == []
-    rows = _rows(os.path.join(workdir, "steps_stage1.csv"))
-    assert [int(r["step"]) for r in rows] == list(range(1, EPOCHS * STEPS + 1))
-
-    # The same two workers, never interrupted.
-    reference = str(tmp_path / "two-workers-reference")
-    argv = [*_train_args(preempted["data_dir"], reference), "--strategy", "multiworker"]
-    codes, outputs = _two_workers(tmp_path, argv, [quiet, quiet])
-    assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-    differences = [
-        float(np.max(np.abs(a - b), initial=0.0))
-        for stage in ("stage1", "stage2")
-        for a, b in zip(
-            model_state(os.path.join(reference, f"{stage}.keras")),
-            model_state(os.path.join(workdir, f"{stage}.keras")),
-            strict=True,
-        )
-    ]
-    print("two workers, resumed vs uninterrupted: max |difference|", max(differences))
-    assert max(differences) == 0.0
