@@ -1,6 +1,8 @@
-"""The training job: outputs, resume after SIGKILL, reruns, recalibration.
+"""The training job: outputs, reruns, recalibration.
 
 Most tests read the session's tiny run (conftest.tiny_run) or a copy of it.
+Kills and resumes (SIGTERM, SIGINT, SIGKILL at random steps, each resumed
+run equal bit for bit to an uninterrupted one) are test_preemption.py's.
 The work directory's own rules (checkpoints, atomic writes) are tested in
 test_workdir.py, the callbacks in test_callbacks.py; a divergence, a locked
 work directory and another preset's work directory through the CLI in
@@ -9,10 +11,6 @@ test_reliability.py."""
 import csv
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
@@ -102,64 +100,6 @@ def test_a_finished_run_resumes_to_a_no_op(finished_run, copy_tiny_run):
     assert result.stage1_logs == {} and result.stage2_logs == {}
     assert float(after.running_mse) == float(before.running_mse)
     assert int(after.optimizer.iterations) == 2 * 8
-
-
-# Enough images that the run is still in stage 1 when this process sees the
-# first epoch's checkpoint and kills it (200 steps per epoch).
-KILL_IMAGES = 1600
-
-
-# The run, in the child (killed) and again in this process (the resume).
-KILL_RUN = """
-import numpy as np
-from vae_balance.config import get_preset
-from vae_balance.training import job as training
-x = np.random.default_rng(0).random((KILL_IMAGES, 8, 8, 1)).astype("float32")
-config = get_preset("tiny", epochs=3, epochs2=1)
-training.train(config, workdir, train_data=x, test_images=x[:16], verbose=0)
-"""
-
-
-@pytest.mark.slow
-def test_sigkill_after_an_epoch_resumes_from_the_next_epoch(tmp_path, capsys):
-    workdir = str(tmp_path / "run")
-    script = tmp_path / "run.py"
-    header = f"import sys\nworkdir, KILL_IMAGES = sys.argv[1], {KILL_IMAGES}\n"
-    script.write_text(header + KILL_RUN)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    process = subprocess.Popen([sys.executable, str(script), workdir], env=env)
-    deadline = time.time() + 300
-    while _latest_checkpoint(workdir, "stage1") is None:
-        assert process.poll() is None, "training ended before its first epoch"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    path, epochs_done = _latest_checkpoint(workdir, "stage1")
-    assert epochs_done < 3
-    killed = keras.saving.load_model(path)
-    steps_per_epoch = KILL_IMAGES // 8
-    assert int(killed.optimizer.iterations) == epochs_done * steps_per_epoch
-    m0 = float(killed.running_mse)
-
-    # The same call again, in this process: the kill is the subprocess' part.
-    exec(KILL_RUN, {"workdir": workdir, "KILL_IMAGES": KILL_IMAGES})
-    assert f"resuming from {path} (epoch {epochs_done}/3)" in capsys.readouterr().out
-
-    rows = _read_csv(os.path.join(workdir, "steps_stage1.csv"))
-    steps = [int(r["step"]) for r in rows]
-    assert steps == list(range(1, 3 * steps_per_epoch + 1))  # none lost or doubled
-    first = rows[epochs_done * steps_per_epoch]  # first step after the resume
-    assert float(first["gamma"]) == pytest.approx(np.sqrt(m0), rel=1e-5)
-    assert float(first["running_mse"]) == pytest.approx(
-        min(m0, 0.99 * m0 + 0.01 * float(first["mse"])), rel=1e-4
-    )
-    epochs = [
-        int(r["epoch"]) for r in _read_csv(os.path.join(workdir, "history_stage1.csv"))
-    ]
-    assert epochs == [0, 1, 2]
-    final = keras.saving.load_model(os.path.join(workdir, "stage1.keras"))
-    assert int(final.optimizer.iterations) == 3 * steps_per_epoch
 
 
 def test_more_stage1_epochs_retrain_stage2_on_the_new_codes(tiny_run, copy_tiny_run):
