@@ -8,13 +8,13 @@ test_workdir.py, the callbacks in test_callbacks.py; a divergence, a locked
 work directory and another preset's work directory through the CLI in
 test_reliability.py."""
 
-import csv
 import json
 import os
 
 import keras
 import numpy as np
 import pytest
+from resume_helpers import csv_rows
 
 from vae_balance.config import get_preset
 from vae_balance.training import job as training
@@ -29,11 +29,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _images(n, seed=0):
     return np.random.default_rng(seed).random((n, 8, 8, 1)).astype("float32")
-
-
-def _read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture
@@ -75,7 +70,7 @@ def test_train_writes_every_output(finished_run):
 
 def test_step_history_reproduces_the_balancing_rule(finished_run):
     _, workdir, _ = finished_run
-    rows = _read_csv(os.path.join(workdir, "steps_stage1.csv"))
+    rows = csv_rows(os.path.join(workdir, "steps_stage1.csv"))
     assert len(rows) == 2 * (64 // 8)
     m = 1.0
     for row in rows:
@@ -120,7 +115,7 @@ def test_more_stage1_epochs_retrain_stage2_on_the_new_codes(tiny_run, copy_tiny_
     assert int(stage1.optimizer.iterations) == 3 * 64 // 8
     # stage 2 was trained again from scratch on the new codes: new weights,
     # its two epochs' steps logged once (not appended to the old ones).
-    rows = _read_csv(os.path.join(workdir, "steps_stage2.csv"))
+    rows = csv_rows(os.path.join(workdir, "steps_stage2.csv"))
     assert [int(r["step"]) for r in rows] == list(range(1, 2 * 64 // 8 + 1))
     stage2 = keras.saving.load_model(os.path.join(workdir, "stage2.keras"))
     assert int(stage2.optimizer.iterations) == 2 * 64 // 8
