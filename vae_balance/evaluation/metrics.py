@@ -128,11 +128,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     middle = root1 @ sigma2 @ root1
     eigenvalues = np.linalg.eigvalsh((middle + middle.T) / 2)
     trace_sqrt = np.sum(np.sqrt(np.clip(eigenvalues, 0.0, None)))
-    difference = mu1 - mu2
-    distance = (
-        difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt
-    )
-    return float(max(distance, 0.0))
+    return _frechet(mu1 - mu2, np.trace(sigma1), np.trace(sigma2), trace_sqrt)
 
 
 def fid_from_features(features1, features2):
@@ -170,8 +166,13 @@ def _low_rank_frechet_distance(x1, x2):
     a = (x1 - mean1) / np.sqrt(len(x1) - 1)
     b = (x2 - mean2) / np.sqrt(len(x2) - 1)
     trace_sqrt = np.sum(np.linalg.svd(a @ b.T, compute_uv=False))
-    difference = mean1 - mean2
-    distance = difference @ difference + np.sum(a * a) + np.sum(b * b) - 2 * trace_sqrt
+    return _frechet(mean1 - mean2, np.sum(a * a), np.sum(b * b), trace_sqrt)
+
+
+def _frechet(mean_difference, trace1, trace2, trace_sqrt):
+    """``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^(1/2))``
+    from its parts, as a Python float clipped at 0 (round-off)."""
+    distance = mean_difference @ mean_difference + trace1 + trace2 - 2 * trace_sqrt
     return float(max(distance, 0.0))
 
 
