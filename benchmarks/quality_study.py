@@ -129,7 +129,7 @@ def measure_point(args, config, snapshot, train, test, features):
         "fid": {name: round(float(score["fid"]), 3) for name, score in scores.items()},
         "scores": scores, "val_mse_recalibrated": round(val_mse, 6),
         "val_mse_batch_statistics": round(train_mse, 6),
-        "gamma_squared": float(vae.running_mse.numpy()),
+        "gamma_squared": float(keras.ops.convert_to_numpy(vae.gamma)) ** 2,
         "point_seconds": round(time.time() - start, 1),
         "point_cpu_seconds": round(time.process_time() - cpu_start, 1),
     }  # fmt: skip
