@@ -222,7 +222,7 @@ def plot(curves, path):
     """Left: the points against stage-1 CPU hours. Right: the full
     evaluations' GEN-2 against stage-2 epochs, per stage 1; REC and GMM,
     which need no stage 2, as levels."""
-    fig, (ax, right) = common.figure(12, 4.5, columns=2)
+    fig, (ax, right) = common.figure(13, 7.5, columns=2)
     for index, (name, curve) in enumerate(curves.items()):
         points = curve["points"]
         marks = (("gen2", "o-", "GEN-2"), ("gmm", "s--", "GMM"), ("rec", "^:", "REC"))
@@ -230,7 +230,7 @@ def plot(curves, path):
             measured = [p for p in points if key in p["fid"]]
             hours = [(p["train_cpu_seconds"] or 0) / 3600 for p in measured]
             fids = [p["fid"][key] for p in measured]
-            label = f"{name}, {curve['setting']}: {label}" if measured else None
+            label = f"{name}: {label}" if measured else None
             ax.plot(hours, fids, style, color=f"C{index}", label=label)
     finals = [
         ((c["setting"], c["final"]["stage1_epochs"]), c["final"])
@@ -251,14 +251,14 @@ def plot(curves, path):
                 )
     for axes in (ax, right):
         axes.axhline(29.3, color="grey", linestyle=":", label="Dai & Wipf, 2-Stage VAE")
-        axes.legend(fontsize=7)
+        axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13))
         axes.grid(alpha=0.3)
     sizes = {p["protocol"]["num_images"] for c in curves.values() for p in c["points"]}
     label = f"FID ({' or '.join(f'{n:,}' for n in sorted(sizes))} images per set)"
     ax.set(xlabel="stage-1 training, CPU hours (2-core machine)", ylabel=label)
     sizes = ", ".join(sorted({f"{f['num_images']:,}" for _, f in finals}))
     right.set(xlabel=f"stage-2 epochs (full evaluations, {sizes} images)", ylabel="FID")
-    right.set(xlim=(0, None), ylim=(None, right.get_ylim()[1] * 1.5))  # legend room
+    right.set(xlim=(0, None))
     common.save_figure(fig, path, dpi=120)
 
 
